@@ -1,0 +1,1 @@
+"""improv-capture server: HTTP API, signaling, rooms and the media relay."""

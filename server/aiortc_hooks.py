@@ -1,0 +1,256 @@
+"""Every reach into aiortc's private internals, in one place.
+
+aiortc has no public API for encoded frames, for forwarding keyframe requests, or for giving
+each forwarded performer its own media stream. Each hook below names the private symbol it
+relies on and has its own test (tests/server/test_aiortc_hooks.py), so that an aiortc upgrade
+breaks loudly here and nowhere else. aiortc is pinned exactly in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+import aioice.ice
+import av
+from aiortc import RTCRtpReceiver, RTCRtpSender, rtcrtpreceiver
+from aiortc.codecs import CODECS
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtp import RtpPacket
+
+logger = logging.getLogger(__name__)
+
+AIORTC_VERSION = "1.16.0"
+
+#: Opus parameters we put in every SDP: in-band FEC repairs single losses on every leg.
+OPUS_FMTP = {"minptime": 10, "useinbandfec": 1}
+
+#: Video capacity of the relay's jitter buffer, in packets (aiortc's own is 512, which can
+#: stall a track for seconds behind one unrecoverable packet).
+VIDEO_JITTER_CAPACITY = 128
+AUDIO_JITTER_CAPACITY = 16
+
+_original_decoder_worker = rtcrtpreceiver.decoder_worker
+_passthrough_queues: weakref.WeakSet[asyncio.Queue[Any]] = weakref.WeakSet()
+_installed = False
+
+
+def install() -> None:
+    """Install the process-wide hooks; idempotent.
+
+    Hook: ``aiortc.rtcrtpreceiver.decoder_worker``, looked up by ``RTCRtpReceiver.receive``
+    when it starts the receiver's decoder thread. Receivers that were not switched to
+    passthrough keep aiortc's own worker. Hook: ``aiortc.codecs.CODECS["audio"]`` (the Opus
+    entry's parameters), which aiortc copies into every offer and answer.
+    """
+    global _installed
+    if _installed:
+        return
+    rtcrtpreceiver.decoder_worker = _decoder_worker
+    for codec in CODECS["audio"]:
+        if codec.mimeType.lower() == "audio/opus":
+            codec.parameters.update(OPUS_FMTP)
+    _installed = True
+
+
+_original_host_addresses = aioice.ice.get_host_addresses
+
+
+def restrict_ice_addresses(addresses: list[str]) -> None:
+    """Gather host candidates on exactly ``addresses``; with none, on every interface plus
+    loopback (aioice leaves 127.0.0.1 out, which breaks a browser on the server's machine).
+
+    Hook: ``aioice.ice.get_host_addresses`` (aiortc's ICE library), called at gathering time.
+    """
+    fixed = list(addresses)
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        if fixed:
+            return [a for a in fixed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+        found = _original_host_addresses(use_ipv4, use_ipv6)
+        return found + (["127.0.0.1"] if use_ipv4 and "127.0.0.1" not in found else [])
+
+    aioice.ice.get_host_addresses = host_addresses
+
+
+def is_vp8_keyframe(data: bytes) -> bool:
+    """The VP8 payload header's P bit is 0 on a key frame (RFC 6386 section 9.1)."""
+    return len(data) > 0 and (data[0] & 0x01) == 0
+
+
+def _vp8_frame_start(payload: bytes) -> bool:
+    """S bit set and partition index 0 in the VP8 payload descriptor (RFC 7741)."""
+    return len(payload) > 0 and (payload[0] & 0x10) != 0 and (payload[0] & 0x0F) == 0
+
+
+class RelayJitterBuffer(JitterBuffer):
+    """Releases a frame as soon as its last packet is in, instead of one frame later.
+
+    aiortc's buffer waits for the first packet of the next frame (a whole frame interval of
+    added latency for video, plus a four-frame prefetch for audio). For video a frame is
+    complete at its marker bit; each Opus packet is a frame. A frame whose start was lost is
+    dropped, and the next frame released is flagged as following a discontinuity, because
+    the relay re-packetizes frames and the subscriber could not see the hole itself.
+    """
+
+    def __init__(self, capacity: int, is_video: bool) -> None:
+        super().__init__(capacity=capacity, prefetch=0, is_video=is_video)
+        self.media_ssrc: int | None = None
+        self.discontinuity = False
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        self.media_ssrc = packet.ssrc
+        pli_flag, frame = super().add(packet)
+        if pli_flag:
+            self.discontinuity = True
+        return pli_flag, frame
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        packets: list[RtpPacket] = []
+        timestamp: int | None = None
+        complete = False
+        for count in range(self.capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None:
+                break
+            if timestamp is None:
+                timestamp = packet.timestamp
+            elif packet.timestamp != timestamp:
+                # the marker packet of this frame was lost; what we hold is incomplete
+                break
+            packets.append(packet)
+            if not self._is_video or packet.marker:
+                complete = True
+                break
+        if not packets:
+            return None
+        if self._is_video and not complete:
+            if packet is not None and packet.timestamp != timestamp:
+                # a later frame already started: this one will never complete
+                self.remove(len(packets))
+                self.discontinuity = True
+            return None
+        self.remove(len(packets))
+        if self._is_video and not _vp8_frame_start(packets[0].payload):
+            self.discontinuity = True
+            return None
+        frame = JitterFrame(
+            data=b"".join(p._data for p in packets),  # type: ignore[attr-defined]
+            timestamp=timestamp,  # type: ignore[arg-type]
+        )
+        frame.discontinuity = self.discontinuity  # type: ignore[attr-defined]
+        self.discontinuity = False
+        return frame
+
+
+def enable_passthrough(receiver: RTCRtpReceiver) -> None:
+    """Make ``receiver.track`` yield encoded ``av.Packet``s instead of decoded frames.
+
+    Must run before the receiver starts (in the peer connection's "track" event, which fires
+    before the transport connects). Hooks: ``RTCRtpReceiver._track._queue`` (identifies the
+    receiver's decoder thread), ``_RTCRtpReceiver__started``, ``_RTCRtpReceiver__kind`` and
+    ``_RTCRtpReceiver__jitter_buffer`` (replaced by :class:`RelayJitterBuffer`).
+    """
+    install()
+    if receiver._RTCRtpReceiver__started:  # type: ignore[attr-defined]
+        raise RuntimeError("passthrough must be enabled before the receiver starts")
+    track = receiver._track
+    if track is None:
+        raise RuntimeError("receiver has no remote track yet")
+    is_video = receiver._RTCRtpReceiver__kind == "video"  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__jitter_buffer = RelayJitterBuffer(  # type: ignore[attr-defined]
+        capacity=VIDEO_JITTER_CAPACITY if is_video else AUDIO_JITTER_CAPACITY,
+        is_video=is_video,
+    )
+    _passthrough_queues.add(track._queue)
+
+
+def media_ssrc(receiver: RTCRtpReceiver) -> int | None:
+    """The SSRC of the media (not RTX) stream a passthrough receiver has seen."""
+    buffer = receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
+    return getattr(buffer, "media_ssrc", None)
+
+
+async def send_pli(receiver: RTCRtpReceiver) -> bool:
+    """Ask the publisher behind ``receiver`` for a keyframe. Hook: ``_send_rtcp_pli``."""
+    ssrc = media_ssrc(receiver)
+    if ssrc is None:
+        return False
+    await receiver._send_rtcp_pli(ssrc)
+    return True
+
+
+def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
+    """Call ``callback`` when the subscriber behind ``sender`` sends a PLI or FIR.
+
+    Hook: ``RTCRtpSender._send_keyframe``, which ``_handle_rtcp_packet`` calls on PLI/FIR and
+    which otherwise only sets a flag for an encoder that passthrough never runs.
+    """
+    sender._send_keyframe = callback  # type: ignore[method-assign]
+
+
+def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
+    """Put ``sender`` in its own media stream (the msid in the SDP), so that the browser
+    lip-syncs this performer's audio with this performer's video. Hook: ``_stream_id``."""
+    sender._stream_id = stream_id
+
+
+def sender_rtt(sender: RTCRtpSender) -> float | None:
+    """Smoothed round-trip time to the subscriber, from its receiver reports.
+    Hook: ``_RTCRtpSender__rtt``."""
+    return sender._RTCRtpSender__rtt  # type: ignore[attr-defined,no-any-return]
+
+
+def _decoder_worker(
+    loop: asyncio.AbstractEventLoop,
+    input_q: queue.Queue[Any],
+    output_q: asyncio.Queue[Any],
+    decode_error: threading.Event,
+) -> None:
+    if output_q in _passthrough_queues:
+        _passthrough_worker(loop, input_q, output_q)
+    else:
+        _original_decoder_worker(loop, input_q, output_q, decode_error)
+
+
+def _passthrough_worker(
+    loop: asyncio.AbstractEventLoop,
+    input_q: queue.Queue[Any],
+    output_q: asyncio.Queue[Any],
+) -> None:
+    """Turn each reassembled frame into an ``av.Packet`` (pts = RTP time since the first
+    frame). It must never raise: an exception here would silently kill the track."""
+    while True:
+        task = input_q.get()
+        if task is None:
+            _put(loop, output_q, None)
+            return
+        try:
+            codec, encoded_frame = task
+            data = encoded_frame.data
+            if not data:
+                continue
+            packet = av.Packet(data)
+            packet.pts = packet.dts = encoded_frame.timestamp
+            packet.time_base = Fraction(1, codec.clockRate)
+            if codec.mimeType.lower().startswith("video/"):
+                packet.is_keyframe = is_vp8_keyframe(data)
+                packet.is_corrupt = bool(getattr(encoded_frame, "discontinuity", False))
+            else:
+                packet.is_keyframe = True
+            _put(loop, output_q, packet)
+        except Exception:  # noqa: BLE001 - see docstring
+            logger.exception("passthrough worker dropped a frame")
+
+
+def _put(loop: asyncio.AbstractEventLoop, q: asyncio.Queue[Any], item: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(q.put_nowait, item)
+    except RuntimeError:
+        pass  # the event loop is closed: the peer connection is gone

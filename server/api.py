@@ -1,0 +1,134 @@
+"""The operator HTTP API (rooms and invites); contract in ../shared/SPEC.md."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from pydantic import BaseModel, Field
+
+from .auth import Invite, InviteError, InviteSigner, tokens_equal
+from .hub import Hub
+from .rooms import Room, RoomStore, new_id
+
+PERFORMER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,48}$"
+
+
+class RoomCreate(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class InviteCreate(BaseModel):
+    display_name: str = Field(min_length=1, max_length=100)
+    performer_id: str | None = Field(default=None, pattern=PERFORMER_ID_PATTERN)
+    expires_in_s: int | None = Field(default=None, ge=60, le=90 * 24 * 3600)
+
+
+class RoomOut(BaseModel):
+    room_id: str
+    name: str
+    created_at: str
+
+
+class InviteOut(BaseModel):
+    performer_id: str
+    token: str
+    url: str
+    expires_at: str
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return token.strip()
+
+
+def require_operator(request: Request, token: Annotated[str, Depends(bearer_token)]) -> None:
+    if tokens_equal(token, request.app.state.operator_token):
+        return
+    signer: InviteSigner = request.app.state.signer
+    try:
+        signer.verify(token)
+        is_invite = True
+    except InviteError as exc:
+        is_invite = exc.expired
+    if is_invite:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a performer invite cannot use this API")
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED, "invalid token", headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_operator)])
+
+
+def _hub(request: Request) -> Hub:
+    return request.app.state.hub  # type: ignore[no-any-return]
+
+
+def _room(request: Request, room_id: str) -> Room:
+    store: RoomStore = request.app.state.store
+    room = store.get(room_id)
+    if room is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "room not found")
+    return room
+
+
+@router.post("/rooms", status_code=status.HTTP_201_CREATED, response_model=RoomOut)
+async def create_room(request: Request, body: RoomCreate | None = None) -> dict[str, str]:
+    store: RoomStore = request.app.state.store
+    room = await asyncio.to_thread(store.create, body.name if body else None)
+    return room.record()
+
+
+@router.get("/rooms")
+async def list_rooms(request: Request) -> dict[str, list[dict[str, Any]]]:
+    store: RoomStore = request.app.state.store
+    return {"items": [_hub(request).describe(room) for room in store.rooms.values()]}
+
+
+@router.get("/rooms/{room_id}")
+async def get_room(request: Request, room_id: str) -> dict[str, Any]:
+    return _hub(request).describe(_room(request, room_id))
+
+
+@router.delete("/rooms/{room_id}")
+async def delete_room(request: Request, room_id: str) -> dict[str, str]:
+    room = _room(request, room_id)
+    await _hub(request).close_room(room)
+    store: RoomStore = request.app.state.store
+    await asyncio.to_thread(store.delete, room_id)
+    return {"room_id": room_id, "state": "closed"}
+
+
+@router.post(
+    "/rooms/{room_id}/invites", status_code=status.HTTP_201_CREATED, response_model=InviteOut
+)
+async def create_invite(request: Request, room_id: str, body: InviteCreate) -> dict[str, str]:
+    room = _room(request, room_id)
+    settings = _hub(request).settings
+    ttl = body.expires_in_s or settings.invite_ttl_s
+    invite = Invite(
+        room_id=room.room_id,
+        performer_id=body.performer_id or new_id("p"),
+        display_name=body.display_name,
+        expires_at=int(time.time()) + ttl,
+    )
+    token = request.app.state.signer.sign(invite)
+    return {
+        "performer_id": invite.performer_id,
+        "token": token,
+        "url": f"{settings.base_url}/join#invite={token}",
+        "expires_at": datetime.fromtimestamp(invite.expires_at, timezone.utc)
+        .isoformat()
+        .replace("+00:00", "Z"),
+    }

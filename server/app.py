@@ -1,0 +1,109 @@
+"""The ASGI application: routes, static pages, error shapes and the lifespan of live rooms."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import aiortc_hooks
+from .api import router
+from .auth import InviteSigner
+from .hub import Hub
+from .rooms import RoomStore
+from .secrets_store import load_or_create
+from .settings import Settings
+from .signaling import SignalingSession
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(settings: Settings) -> FastAPI:
+    aiortc_hooks.install()
+    aiortc_hooks.restrict_ice_addresses(settings.ice_addresses)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    operator_token = settings.operator_token or load_or_create(
+        settings.data_dir / "operator_token"
+    )
+    secret_key = settings.secret_key or load_or_create(settings.data_dir / "secret_key")
+    store = RoomStore(settings.data_dir / "rooms.json")
+    hub = Hub(settings, store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await hub.shutdown()
+
+    app = FastAPI(title="improv-capture", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.operator_token = operator_token
+    app.state.signer = InviteSigner(secret_key)
+    app.state.store = store
+    app.state.hub = hub
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return JSONResponse({"detail": "request body too large"}, status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(router)
+
+    @app.websocket("/api/v1/signal")
+    async def signal(websocket: WebSocket) -> None:
+        await SignalingSession(websocket, hub, app.state.signer).run()
+
+    static_dir = settings.static_dir
+
+    @app.get("/join", include_in_schema=False)
+    async def performer_page() -> FileResponse:
+        return FileResponse(static_dir / "performer.html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/console", include_in_schema=False, response_model=None)
+    async def console_page() -> FileResponse | HTMLResponse:
+        console = static_dir / "console.html"
+        if console.exists():
+            return FileResponse(console, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(
+            "<!doctype html><title>improv-capture</title><p>The operator console is not built "
+            "yet; use the HTTP API (<a href='/docs'>/docs</a>).</p>"
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/console")
+
+    app.mount("/static", StaticFiles(directory=static_dir), name="static")
+    return app

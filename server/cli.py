@@ -1,0 +1,86 @@
+"""The ``improv-capture`` command line (SPEC.md, "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+WS_MAX_BYTES = 1024 * 1024  # above the 64 KiB protocol limit, so we can close with 4413
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .settings import Settings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
+                                   ("data_dir", args.data_dir)) if v is not None}
+    settings = Settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    app = create_app(settings)
+    print(
+        f"improv-capture: serving on {settings.base_url}\n"
+        f"improv-capture: console {settings.base_url}/console#token={app.state.operator_token}",
+        flush=True,
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=WS_MAX_BYTES,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _bot(args: argparse.Namespace) -> int:
+    from .bot.client import run_bot
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s bot %(levelname)s %(message)s")
+    return asyncio.run(run_bot(args.invite, args.duration, args.report))
+
+
+def _not_yet(args: argparse.Namespace) -> int:
+    print(f"improv-capture {args.command}: not implemented yet", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="improv-capture")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", help="listen address (IMPROV_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (IMPROV_PORT, default 8000)")
+    serve.add_argument("--data-dir", type=Path, help="data directory (IMPROV_DATA_DIR)")
+    serve.set_defaults(func=_serve)
+
+    bot = commands.add_parser("bot", help="a headless performer with a synthetic flash/beep")
+    bot.add_argument("--invite", required=True, help="invite URL")
+    bot.add_argument("--duration", type=float, default=10.0, help="seconds to stay joined")
+    bot.add_argument("--report", type=Path, help="write a JSON report here")
+    bot.set_defaults(func=_bot)
+
+    for name in ("verify", "recover", "fetch"):
+        sub = commands.add_parser(name, help=f"{name} (comes with the recorder)")
+        sub.add_argument("rest", nargs=argparse.REMAINDER)
+        sub.set_defaults(func=_not_yet)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Who is in which room, and what each performer is sent.
+
+The hub owns the live side of rooms: seats (with their reconnect grace), consent records,
+each performer's publish and subscribe sessions, and the rule that every performer receives
+every other performer's media. It never touches sockets directly: a :class:`Connection`
+is anything that can send a JSON message and close with a code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .auth import Invite
+from .peers import PublishSession, SubscribeSession
+from .relay import Publication
+from .rooms import Room, RoomStore, utc_now_iso
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class Connection(Protocol):
+    async def send_json(self, message: dict[str, Any]) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class SeatError(Exception):
+    """Why a hello cannot take a seat; ``code`` is the WebSocket close code."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass
+class ConsentRecord:
+    version: str
+    text_sha256: str
+    accepted_at: str
+
+
+@dataclass
+class Member:
+    """One performer's seat in a room."""
+
+    performer_id: str
+    display_name: str
+    room: Room
+    resume: str
+    connection: Connection | None = None
+    consent: ConsentRecord | None = None
+    capture: dict[str, Any] | None = None
+    publisher: PublishSession | None = None
+    subscriber: SubscribeSession | None = None
+    epoch: int = 0
+    joined_at: float = field(default_factory=time.time)
+    grace: asyncio.TimerHandle | None = None
+
+    @property
+    def state(self) -> str:
+        return "joined" if self.connection is not None else "reconnecting"
+
+    @property
+    def stream_id(self) -> str:
+        return f"{self.performer_id}.{self.epoch}"
+
+    @property
+    def publications(self) -> list[Publication]:
+        if self.publisher is None:
+            return []
+        return list(self.publisher.publications.values())
+
+    async def send(self, message: dict[str, Any]) -> None:
+        connection = self.connection
+        if connection is None:
+            return
+        try:
+            await connection.send_json(message)
+        except Exception:  # the socket is gone; its reader will detach us
+            pass
+
+
+class Hub:
+    def __init__(self, settings: Settings, store: RoomStore) -> None:
+        self.settings = settings
+        self.store = store
+
+    # seats
+
+    def attach(
+        self, invite: Invite, connection: Connection, resume: str | None
+    ) -> tuple[Member, Connection | None]:
+        """Seat ``connection`` for ``invite``; returns the member and a replaced connection."""
+        room = self.store.get(invite.room_id)
+        if room is None:
+            raise SeatError(4404, "room not found")
+        member = room.members.get(invite.performer_id)
+        replaced = None
+        if member is not None:
+            if member.connection is not None:
+                if not (isinstance(resume, str) and secrets.compare_digest(resume, member.resume)):
+                    raise SeatError(4409, "this invite is already in use")
+                replaced = member.connection
+            if member.grace is not None:
+                member.grace.cancel()
+                member.grace = None
+            member.connection = connection
+            asyncio.ensure_future(self._reset_media(member))
+        else:
+            if len(room.members) >= self.settings.max_performers:
+                raise SeatError(4429, "room is full")
+            member = Member(
+                performer_id=invite.performer_id,
+                display_name=invite.display_name,
+                room=room,
+                resume=secrets.token_urlsafe(18),
+                connection=connection,
+            )
+            room.members[member.performer_id] = member
+            logger.info("performer %s joined room %s", member.performer_id, room.room_id)
+        self._broadcast_peers(room)
+        return member, replaced
+
+    def detach(self, member: Member, connection: Connection) -> None:
+        """The socket dropped without a leave: hold the seat for the reconnect grace."""
+        if member.connection is not connection:
+            return  # already replaced by a newer connection
+        member.connection = None
+        if member.room.members.get(member.performer_id) is not member:
+            return
+        loop = asyncio.get_running_loop()
+        member.grace = loop.call_later(
+            self.settings.reconnect_grace_s,
+            lambda: asyncio.ensure_future(self.remove(member, "reconnect grace expired")),
+        )
+        self._broadcast_peers(member.room)
+
+    async def remove(self, member: Member, why: str) -> None:
+        room = member.room
+        if room.members.get(member.performer_id) is not member:
+            return
+        del room.members[member.performer_id]
+        if member.grace is not None:
+            member.grace.cancel()
+            member.grace = None
+        logger.info("performer %s left room %s (%s)", member.performer_id, room.room_id, why)
+        await self._reset_media(member)
+        self._broadcast_peers(room)
+
+    async def close_room(self, room: Room) -> None:
+        for member in list(room.members.values()):
+            connection = member.connection
+            await self.remove(member, "room closed")
+            if connection is not None:
+                try:
+                    await connection.close(4404, "room closed")
+                except Exception:
+                    pass
+
+    async def shutdown(self) -> None:
+        for room in list(self.store.rooms.values()):
+            for member in list(room.members.values()):
+                await self.remove(member, "server shutting down")
+
+    # consent and media
+
+    def accept_consent(self, member: Member, version: object, text_sha256: object) -> ConsentRecord:
+        if version != self.settings.consent_version or text_sha256 != self.settings.consent_sha256:
+            raise ValueError("consent does not match the current consent text")
+        member.consent = ConsentRecord(
+            version=self.settings.consent_version,
+            text_sha256=self.settings.consent_sha256,
+            accepted_at=utc_now_iso(),
+        )
+        return member.consent
+
+    async def publish(self, member: Member, offer_sdp: object) -> str:
+        """Answer a publish offer; media is refused before consent (caller checks)."""
+        old = member.publisher
+        member.publisher = None
+        if old is not None:
+            await old.close()
+        member.epoch += 1
+        capacity = {
+            "audio": self.settings.relay_audio_queue,
+            "video": self.settings.relay_video_queue,
+        }
+        publisher = PublishSession(
+            member.performer_id,
+            self.settings.ice_servers,
+            capacity,
+            self.settings.pli_interval_s,
+            on_publication=lambda _p: self._resync(member.room),
+        )
+        try:
+            answer = await publisher.answer(offer_sdp)
+        except Exception:
+            await publisher.close()
+            self._resync(member.room)
+            raise
+        member.publisher = publisher
+        if member.subscriber is None:
+            member.subscriber = SubscribeSession(
+                self.settings.ice_servers,
+                lambda sdp: self._send_subscribe_offer(member, sdp),
+                self.settings.negotiation_timeout_s,
+            )
+        self._resync(member.room)
+        return answer
+
+    async def _send_subscribe_offer(self, member: Member, sdp: str) -> None:
+        await member.send({"type": "subscribe_offer", "sdp": sdp, "peers": self.peers_for(member)})
+
+    async def _reset_media(self, member: Member) -> None:
+        publisher, subscriber = member.publisher, member.subscriber
+        member.publisher = member.subscriber = None
+        self._resync(member.room)
+        if subscriber is not None:
+            await subscriber.close()
+        if publisher is not None:
+            await publisher.close()
+        self._resync(member.room)
+
+    def _resync(self, room: Room) -> None:
+        """Make every subscriber forward exactly the others' current publications."""
+        for member in room.members.values():
+            if member.subscriber is None:
+                continue
+            wanted = {
+                other.performer_id: (other.stream_id, other.publications)
+                for other in room.members.values()
+                if other is not member and other.publications
+            }
+            member.subscriber.sync(wanted)
+        self._broadcast_peers(room)
+
+    # roster
+
+    def peers_for(self, member: Member) -> list[dict[str, Any]]:
+        streams = member.subscriber.stream_ids if member.subscriber else {}
+        return [
+            {
+                "performer_id": other.performer_id,
+                "display_name": other.display_name,
+                "stream_id": streams.get(other.performer_id),
+                "state": other.state,
+            }
+            for other in member.room.members.values()
+            if other is not member
+        ]
+
+    def _broadcast_peers(self, room: Room) -> None:
+        for member in room.members.values():
+            asyncio.ensure_future(member.send({"type": "peers", "peers": self.peers_for(member)}))
+
+    def describe(self, room: Room) -> dict[str, Any]:
+        """A room as the operator API shows it: performers, live stats, recording state."""
+        performers = []
+        for member in room.members.values():
+            tracks = {
+                p.kind: {
+                    "packets": p.packets,
+                    "bytes": p.bytes,
+                    "keyframes": p.keyframes,
+                    "last_packet_age_s": (
+                        round(time.time() - p.last_packet_at, 3) if p.last_packet_at else None
+                    ),
+                }
+                for p in member.publications
+            }
+            performers.append(
+                {
+                    "performer_id": member.performer_id,
+                    "display_name": member.display_name,
+                    "state": member.state,
+                    "consent": member.consent.__dict__ if member.consent else None,
+                    "capture": member.capture,
+                    "publishing": sorted(tracks),
+                    "tracks": tracks,
+                }
+            )
+        return {**room.record(), "performers": performers, "recording": None}

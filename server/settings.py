@@ -1,0 +1,74 @@
+"""One settings object for the whole server; every value has an embedded default."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CONSENT_TEXT = (
+    "I agree that my video and voice in this session are recorded and that the recordings "
+    "are used to train and evaluate machine learning models that learn human emotion. "
+    "I can withdraw this consent at any time by asking the operator; my recordings are "
+    "then deleted from every session."
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMPROV_", env_nested_delimiter="__")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("./data")
+    #: Base of the invite and console links; defaults to http://host:port.
+    public_url: str | None = None
+    operator_token: str | None = None
+    #: HMAC key for invite tokens; generated into the data dir when unset.
+    secret_key: str | None = None
+
+    consent_version: str = "1"
+    consent_text: str = DEFAULT_CONSENT_TEXT
+
+    #: STUN/TURN servers as RTCIceServer dicts ({urls, username?, credential?}), handed to
+    #: pages and used by the server's own peers. Loopback and LAN work with none.
+    ice_servers: list[dict[str, Any]] = Field(default_factory=list)
+
+    #: Addresses to gather ICE host candidates on; empty: every interface plus loopback.
+    ice_addresses: list[str] = Field(default_factory=list)
+
+    max_performers: int = 4
+    invite_ttl_s: int = 7 * 24 * 3600
+    reconnect_grace_s: float = 15.0
+    hello_timeout_s: float = 10.0
+    negotiation_timeout_s: float = 15.0
+    max_message_bytes: int = 64 * 1024
+
+    video_width: int = 640
+    video_height: int = 480
+    video_frame_rate: int = 30
+    max_video_bitrate: int = 1_200_000
+
+    #: Packets a subscriber may have queued before the relay drops for it.
+    relay_video_queue: int = 120
+    relay_audio_queue: int = 50
+    #: Minimum gap between two keyframe requests to one publisher.
+    pli_interval_s: float = 0.5
+
+    log_level: str = "info"
+    #: The performer page and its assets (static/ at the repository root).
+    static_dir: Path = Path(__file__).resolve().parent.parent / "static"
+
+    @cached_property
+    def consent_sha256(self) -> str:
+        return hashlib.sha256(self.consent_text.encode("utf-8")).hexdigest()
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"

@@ -1,0 +1,238 @@
+"""The performer WebSocket: authenticate by the first message, then dispatch JSON messages.
+
+Protocol: docs/signaling.md. A bad message gets an ``error`` message or a 44xx close; it
+never raises out of this module, so one performer cannot disturb another room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
+
+from .auth import InviteError, InviteSigner
+from .hub import Hub, Member, SeatError
+from .peers import NegotiationError
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CLOSE_LEFT = 1000
+CLOSE_MALFORMED = 4400
+CLOSE_BAD_INVITE = 4401
+CLOSE_HELLO_TIMEOUT = 4408
+CLOSE_EXPIRED = 4410
+CLOSE_TOO_LARGE = 4413
+CLOSE_REPLACED = 4499
+
+MAX_CAPTURE_KEYS = 64
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class WebSocketConnection:
+    """Serialises sends on one socket; closing twice or after a drop is harmless."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._ws = websocket
+        self._lock = asyncio.Lock()
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        async with self._lock:
+            if self._ws.application_state == WebSocketState.CONNECTED:
+                await self._ws.send_text(json.dumps(message))
+
+    async def close(self, code: int, reason: str) -> None:
+        async with self._lock:
+            if self._ws.application_state == WebSocketState.CONNECTED:
+                try:
+                    await self._ws.close(code=code, reason=reason)
+                except RuntimeError:
+                    pass
+
+
+def parse_message(text: str | bytes | None, limit: int) -> dict[str, Any]:
+    if text is None:
+        raise ProtocolError(CLOSE_MALFORMED, "binary frames are not accepted")
+    size = len(text.encode("utf-8")) if isinstance(text, str) else len(text)
+    if size > limit:
+        raise ProtocolError(CLOSE_TOO_LARGE, f"message over {limit} bytes")
+    try:
+        message = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(CLOSE_MALFORMED, "message is not valid JSON") from exc
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError(CLOSE_MALFORMED, "message must be a JSON object with a type")
+    return message
+
+
+async def _receive(websocket: WebSocket, limit: int) -> dict[str, Any]:
+    event = await websocket.receive()
+    if event["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(event.get("code", 1000))
+    if event.get("text") is not None:
+        return parse_message(event["text"], limit)
+    if event.get("bytes") is not None and len(event["bytes"]) > limit:
+        raise ProtocolError(CLOSE_TOO_LARGE, f"message over {limit} bytes")
+    return parse_message(None, limit)
+
+
+class SignalingSession:
+    """One performer's socket from hello to close."""
+
+    def __init__(self, websocket: WebSocket, hub: Hub, signer: InviteSigner) -> None:
+        self.ws = websocket
+        self.hub = hub
+        self.settings: Settings = hub.settings
+        self.signer = signer
+        self.connection = WebSocketConnection(websocket)
+        self.member: Member | None = None
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        try:
+            await self._hello()
+            await self._loop()
+        except ProtocolError as exc:
+            await self.connection.close(exc.code, exc.reason)
+        except SeatError as exc:
+            await self.connection.close(exc.code, exc.reason)
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            logger.exception("signaling session failed")
+            await self.connection.close(1011, "internal error")
+        finally:
+            if self.member is not None and self.member.connection is self.connection:
+                self.hub.detach(self.member, self.connection)
+
+    async def _hello(self) -> None:
+        limit = self.settings.max_message_bytes
+        try:
+            message = await asyncio.wait_for(
+                _receive(self.ws, limit), self.settings.hello_timeout_s
+            )
+        except asyncio.TimeoutError as exc:
+            raise ProtocolError(CLOSE_HELLO_TIMEOUT, "no hello received") from exc
+        if message["type"] != "hello":
+            raise ProtocolError(CLOSE_MALFORMED, "the first message must be hello")
+        try:
+            invite = self.signer.verify(message.get("token"))
+        except InviteError as exc:
+            code = CLOSE_EXPIRED if exc.expired else CLOSE_BAD_INVITE
+            raise ProtocolError(code, str(exc)) from exc
+        member, replaced = self.hub.attach(invite, self.connection, message.get("resume"))
+        self.member = member
+        if replaced is not None:
+            await replaced.close(CLOSE_REPLACED, "replaced by a newer connection")
+        s = self.settings
+        await self.connection.send_json(
+            {
+                "type": "welcome",
+                "performer_id": member.performer_id,
+                "display_name": member.display_name,
+                "room_id": member.room.room_id,
+                "room_name": member.room.name,
+                "resume": member.resume,
+                "consent": {
+                    "version": s.consent_version,
+                    "text": s.consent_text,
+                    "text_sha256": s.consent_sha256,
+                    "accepted": member.consent is not None,
+                },
+                "ice_servers": s.ice_servers,
+                "media": {
+                    "width": s.video_width,
+                    "height": s.video_height,
+                    "frame_rate": s.video_frame_rate,
+                    "max_video_bitrate": s.max_video_bitrate,
+                },
+            }
+        )
+        await self.connection.send_json({"type": "peers", "peers": self.hub.peers_for(member)})
+
+    async def _loop(self) -> None:
+        assert self.member is not None
+        while True:
+            message = await _receive(self.ws, self.settings.max_message_bytes)
+            if self.member.connection is not self.connection:
+                return  # replaced by a newer connection of this seat
+            handler = getattr(self, f"_on_{message['type']}", None)
+            if handler is None:
+                await self._error("unknown_type", f"unknown message type {message['type']!r}")
+                continue
+            if await handler(message) is False:
+                return
+
+    async def _error(self, code: str, text: str) -> None:
+        await self.connection.send_json({"type": "error", "code": code, "message": text})
+
+    async def _on_ping(self, message: dict[str, Any]) -> None:
+        await self.connection.send_json({"type": "pong"})
+
+    async def _on_consent(self, message: dict[str, Any]) -> None:
+        assert self.member is not None
+        try:
+            record = self.hub.accept_consent(
+                self.member, message.get("version"), message.get("text_sha256")
+            )
+        except ValueError as exc:
+            await self._error("bad_consent", str(exc))
+            return
+        await self.connection.send_json({"type": "consent_ok", "accepted_at": record.accepted_at})
+
+    async def _on_capture(self, message: dict[str, Any]) -> None:
+        assert self.member is not None
+        capture = {k: message.get(k) for k in ("user_agent", "audio_processing", "video_settings")}
+        if not isinstance(capture["user_agent"], (str, type(None))) or not all(
+            isinstance(capture[k], (dict, type(None))) and len(capture[k] or {}) <= MAX_CAPTURE_KEYS
+            for k in ("audio_processing", "video_settings")
+        ):
+            await self._error("bad_message", "capture needs user_agent and two objects")
+            return
+        self.member.capture = capture
+        logger.info(
+            "performer %s capture settings: audio %s video %s",
+            self.member.performer_id,
+            capture["audio_processing"],
+            capture["video_settings"],
+        )
+
+    async def _on_publish(self, message: dict[str, Any]) -> None:
+        assert self.member is not None
+        if self.member.consent is None:
+            await self._error("consent_required", "accept the consent text before sending media")
+            return
+        try:
+            answer = await self.hub.publish(self.member, message.get("sdp"))
+        except NegotiationError as exc:
+            await self._error("bad_sdp", str(exc))
+            return
+        await self.connection.send_json({"type": "publish_answer", "sdp": answer})
+
+    async def _on_subscribe_answer(self, message: dict[str, Any]) -> None:
+        assert self.member is not None
+        subscriber = self.member.subscriber
+        if subscriber is None:
+            await self._error("wrong_state", "nothing to answer: not subscribed")
+            return
+        try:
+            subscriber.handle_answer(message.get("sdp"))
+        except NegotiationError as exc:
+            await self._error("bad_sdp", str(exc))
+
+    async def _on_leave(self, message: dict[str, Any]) -> bool:
+        assert self.member is not None
+        member, self.member = self.member, None
+        await self.hub.remove(member, "left")
+        await self.connection.close(CLOSE_LEFT, "left")
+        return False
