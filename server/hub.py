@@ -284,6 +284,7 @@ class Hub:
                     "capture": member.capture,
                     "publishing": sorted(tracks),
                     "tracks": tracks,
+                    "receiving": member.subscriber.forward_stats() if member.subscriber else {},
                 }
             )
         return {**room.record(), "performers": performers, "recording": None}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import (
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -43,7 +44,9 @@ def rtc_configuration(ice_servers: list[dict[str, Any]]) -> RTCConfiguration:
         )
         for s in ice_servers
     ]
-    return RTCConfiguration(iceServers=servers or None)
+    # MAX_BUNDLE: aiortc's default (balanced) leaves a second video transceiver on a
+    # transport that bundling never replaces, so its sender never starts
+    return RTCConfiguration(iceServers=servers or None, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
 def codec_preferences(kind: str) -> list[RTCRtpCodecCapability]:
@@ -205,6 +208,21 @@ class SubscribeSession:
             # aiortc cannot remove an m-line: it stays, inactive, and its sender stops
             transceiver.direction = "inactive"
             asyncio.ensure_future(transceiver.sender.stop())
+
+    def forward_stats(self) -> dict[str, dict[str, dict[str, int | bool]]]:
+        """What each forwarded track has been handed and dropped, per publisher and kind."""
+        return {
+            pid: {
+                track.kind: {
+                    "packets": track.packets_in,
+                    "dropped": track.packets_dropped,
+                    "queued": track.queued,
+                    "waiting_for_keyframe": track.waiting_for_keyframe,
+                }
+                for _, track in forward.tracks
+            }
+            for pid, forward in self._forwards.items()
+        }
 
     def handle_answer(self, sdp: object) -> None:
         if self._answer is None or self._answer.done():

@@ -202,6 +202,10 @@ class Publication:
                         continue
                 for sub in self._subscribers:
                     sub.push(packet)
+                if self.kind == "video" and not packet.is_keyframe:
+                    if any(sub.waiting_for_keyframe for sub in self._subscribers):
+                        # a lost or unanswered request must not leave a subscriber black
+                        self.request_keyframe()
                 for sink in self._sinks:
                     sink(packet, arrival)
         except MediaStreamError:

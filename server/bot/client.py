@@ -18,13 +18,13 @@ import numpy as np
 import websockets
 from aiortc import (
     RTCConfiguration,
-    RTCIceServer,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from ..peers import rtc_configuration
 from .media import BeepAudioTrack, FlashVideoTrack
 
 logger = logging.getLogger(__name__)
@@ -149,8 +149,7 @@ class Bot:
 
     async def _on_welcome(self, message: dict[str, Any]) -> None:
         self.performer_id = message["performer_id"]
-        servers = [RTCIceServer(**s) for s in message.get("ice_servers") or []]
-        self._config = RTCConfiguration(iceServers=servers or None)
+        self._config = rtc_configuration(message.get("ice_servers") or [])
         consent = message["consent"]
         digest = hashlib.sha256(consent["text"].encode("utf-8")).hexdigest()
         if digest != consent["text_sha256"]:
