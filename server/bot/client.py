@@ -91,10 +91,15 @@ class TrackStats:
 
 
 class Bot:
-    def __init__(self, invite_url: str) -> None:
+    def __init__(
+        self,
+        invite_url: str,
+        video: MediaStreamTrack | None = None,
+        audio: MediaStreamTrack | None = None,
+    ) -> None:
         self.ws_url, self.token = parse_invite(invite_url)
-        self.video = FlashVideoTrack()
-        self.audio = BeepAudioTrack()
+        self.video = video or FlashVideoTrack()
+        self.audio = audio or BeepAudioTrack()
         self.performer_id: str | None = None
         self.peers: dict[str, dict[str, Any]] = {}
         self.received: dict[str, dict[str, TrackStats]] = {}
@@ -114,8 +119,14 @@ class Bot:
             self._ws = ws
             await self.send({"type": "hello", "token": self.token})
             reader = asyncio.ensure_future(self._read())
+            joined = asyncio.ensure_future(self.joined.wait())
             try:
-                await asyncio.wait_for(self.joined.wait(), 20)
+                await asyncio.wait({reader, joined}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+                if reader.done():
+                    reader.result()
+                    raise BotError("the server closed the connection before we joined")
+                if not joined.done():
+                    raise BotError("timed out joining the room")
                 done, _ = await asyncio.wait({reader}, timeout=duration)
                 if reader in done:
                     reader.result()
@@ -124,6 +135,7 @@ class Bot:
                 with contextlib.suppress(asyncio.TimeoutError, Exception):
                     await asyncio.wait_for(reader, 5)
             finally:
+                joined.cancel()
                 reader.cancel()
                 await self.close()
 
@@ -240,9 +252,9 @@ class Bot:
         return {
             "performer_id": self.performer_id,
             "sent": {
-                "video_frames": self.video.frames_sent,
-                "audio_frames": self.audio.frames_sent,
-                "flashes": self.video.flashes_sent,
+                "video_frames": getattr(self.video, "frames_sent", None),
+                "audio_frames": getattr(self.audio, "frames_sent", None),
+                "flashes": getattr(self.video, "flashes_sent", None),
             },
             "received": received,
         }

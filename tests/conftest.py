@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import BotProcess, ServerProcess
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "data").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def bots(tmp_path: Path) -> Iterator[Callable[[str, float], BotProcess]]:
+    """Start ``improv-capture bot`` processes; all are killed at the end of the test."""
+    started: list[BotProcess] = []
+
+    def start(invite_url: str, duration: float) -> BotProcess:
+        bot = BotProcess(invite_url, duration, tmp_path / f"bot-{len(started)}.json").start()
+        started.append(bot)
+        return bot
+
+    try:
+        yield start
+    finally:
+        for bot in started:
+            bot.stop()

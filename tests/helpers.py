@@ -1,0 +1,133 @@
+"""Start and stop real server and bot processes for tests; everything started is stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+#: Every test peer gathers ICE candidates on loopback only.
+LOOPBACK_ENV = {"IMPROV_ICE_ADDRESSES": '["127.0.0.1"]'}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli() -> list[str]:
+    return [sys.executable, "-m", "server.cli"]
+
+
+@dataclass
+class ServerProcess:
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "operator_token").read_text().strip()
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            cli() + ["serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            cwd=REPO,
+            env={**os.environ, **LOOPBACK_ENV, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not start: {self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=10)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def api(self, method: str, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
+        headers = kw.pop("headers", {})
+        headers.setdefault("Authorization", f"Bearer {token or self.token}")
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kw)
+
+    def create_room(self, name: str = "test room") -> str:
+        response = self.api("POST", "/api/v1/rooms", json={"name": name})
+        assert response.status_code == 201, response.text
+        return str(response.json()["room_id"])
+
+    def invite(self, room_id: str, name: str, **extra: Any) -> dict[str, Any]:
+        response = self.api(
+            "POST", f"/api/v1/rooms/{room_id}/invites", json={"display_name": name, **extra}
+        )
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+
+@dataclass
+class BotProcess:
+    invite_url: str
+    duration: float
+    report_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BotProcess:
+        self.proc = subprocess.Popen(
+            cli() + ["bot", "--invite", self.invite_url, "--duration", str(self.duration),
+                     "--report", str(self.report_path)],
+            cwd=REPO,
+            env={**os.environ, **LOOPBACK_ENV},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def wait(self, timeout: float | None = None) -> tuple[int, str, dict[str, Any]]:
+        assert self.proc is not None
+        output, _ = self.proc.communicate(timeout=timeout or self.duration + 40)
+        report = json.loads(self.report_path.read_text()) if self.report_path.exists() else {}
+        return self.proc.returncode, output.decode(errors="replace"), report
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)

@@ -1,0 +1,92 @@
+"""Real bots (separate processes, real aiortc peers over loopback) in real rooms."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.helpers import BotProcess, ServerProcess
+
+BotFactory = Callable[[str, float], BotProcess]
+
+
+def assert_received_everyone(report: dict[str, Any], others: list[str], seconds: float) -> None:
+    received = report["received"]
+    assert sorted(received) == sorted(others), report
+    for pid in others:
+        stats = received[pid]
+        assert stats["fps"] >= 25, (pid, stats)
+        # audio is 50 packets/s; allow for the connection set-up at the start
+        assert stats["audio_frames"] >= 50 * (seconds - 3), (pid, stats)
+        assert stats["latency_ms_p50"] is not None and stats["latency_ms_p50"] < 250, stats
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_bots_see_and_hear_each_other(server: ServerProcess, bots: BotFactory, count: int) -> None:
+    room = server.create_room()
+    invites = [server.invite(room, f"bot {i}") for i in range(count)]
+    running = [bots(inv["url"], 10) for inv in invites]
+    results = [bot.wait() for bot in running]
+    ids = [inv["performer_id"] for inv in invites]
+    for (status, output, report), me in zip(results, ids):
+        assert status == 0, output
+        assert report["performer_id"] == me
+        assert report["sent"]["video_frames"] >= 280
+        assert_received_everyone(report, [pid for pid in ids if pid != me], 10)
+
+
+def test_leave_and_rejoin_with_the_same_invite(server: ServerProcess, bots: BotFactory) -> None:
+    room = server.create_room()
+    stay, come_back = server.invite(room, "stays"), server.invite(room, "comes back")
+    anchor = bots(stay["url"], 16)
+    time.sleep(1)
+    status, output, first = bots(come_back["url"], 5).wait()
+    assert status == 0, output
+    assert_received_everyone(first, [stay["performer_id"]], 5)
+    room_state = server.api("GET", f"/api/v1/rooms/{room}").json()
+    assert [p["performer_id"] for p in room_state["performers"]] == [stay["performer_id"]]
+    status, output, second = bots(come_back["url"], 6).wait()
+    assert status == 0, output
+    assert_received_everyone(second, [stay["performer_id"]], 6)
+    status, output, report = anchor.wait()
+    assert status == 0, output
+    # the anchor saw the returning performer both times: two stretches of video
+    seen = report["received"][come_back["performer_id"]]
+    assert seen["video_frames"] >= 25 * (5 + 6 - 4), seen
+
+
+def test_fifth_performer_is_refused_and_the_room_goes_on(
+    server: ServerProcess, bots: BotFactory
+) -> None:
+    room = server.create_room()
+    invites = [server.invite(room, f"p{i}") for i in range(5)]
+    running = [bots(inv["url"], 12) for inv in invites[:4]]
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        performers = server.api("GET", f"/api/v1/rooms/{room}").json()["performers"]
+        if len(performers) == 4:
+            break
+        time.sleep(0.2)
+    status, output, _ = bots(invites[4]["url"], 3).wait()
+    assert status == 1
+    assert "4429" in output and "room is full" in output
+    for bot in running:
+        code, out, report = bot.wait()
+        assert code == 0, out
+        assert len(report["received"]) == 3
+        assert all(r["fps"] >= 20 for r in report["received"].values()), report
+
+
+def test_invite_tokens_never_reach_the_server_log(server: ServerProcess, bots: BotFactory) -> None:
+    room = server.create_room()
+    invites = [server.invite(room, f"bot {i}") for i in range(2)]
+    for bot in [bots(inv["url"], 4) for inv in invites]:
+        assert bot.wait()[0] == 0
+    log = server.log()
+    assert "joined room" in log
+    for invite in invites:
+        assert invite["token"] not in log
+        assert invite["token"].split(".")[1] not in log
