@@ -12,6 +12,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from fractions import Fraction
@@ -35,6 +36,8 @@ OPUS_FMTP = {"minptime": 10, "useinbandfec": 1}
 #: stall a track for seconds behind one unrecoverable packet).
 VIDEO_JITTER_CAPACITY = 128
 AUDIO_JITTER_CAPACITY = 16
+#: How long a video hole may wait for a NACK retransmission before the relay skips it.
+VIDEO_HOLE_TIMEOUT_S = 0.15
 
 _original_decoder_worker = rtcrtpreceiver.decoder_worker
 _passthrough_queues: weakref.WeakSet[asyncio.Queue[Any]] = weakref.WeakSet()
@@ -93,16 +96,21 @@ class RelayJitterBuffer(JitterBuffer):
     """Releases a frame as soon as its last packet is in, instead of one frame later.
 
     aiortc's buffer waits for the first packet of the next frame (a whole frame interval of
-    added latency for video, plus a four-frame prefetch for audio). For video a frame is
-    complete at its marker bit; each Opus packet is a frame. A frame whose start was lost is
-    dropped, and the next frame released is flagged as following a discontinuity, because
-    the relay re-packetizes frames and the subscriber could not see the hole itself.
+    added latency for video, plus a four-frame prefetch for audio), and behind a lost packet
+    it waits until 512 packets pile up. Here a video frame is complete at its marker bit and
+    each Opus packet is a frame; a hole that NACK has not repaired within ``hole_timeout_s``
+    is skipped to the next frame start (audio has no NACK, so there it is skipped at once).
+    The frame released after anything was skipped is
+    flagged as following a discontinuity, because the relay re-packetizes frames and the
+    subscriber could not see the hole itself.
     """
 
-    def __init__(self, capacity: int, is_video: bool) -> None:
+    def __init__(self, capacity: int, is_video: bool, hole_timeout_s: float = 0.15) -> None:
         super().__init__(capacity=capacity, prefetch=0, is_video=is_video)
         self.media_ssrc: int | None = None
         self.discontinuity = False
+        self.hole_timeout_s = hole_timeout_s
+        self._hole_since: float | None = None
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         self.media_ssrc = packet.ssrc
@@ -112,34 +120,40 @@ class RelayJitterBuffer(JitterBuffer):
         return pli_flag, frame
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        frame = self._release()
+        if frame is None:
+            now = time.monotonic()
+            if self._hole_since is None:
+                self._hole_since = now
+            if now - self._hole_since >= self.hole_timeout_s and self._skip_hole():
+                frame = self._release()
+        return frame
+
+    def _release(self) -> JitterFrame | None:
+        """The frame at the origin if it is complete; drops it if its start was lost."""
         packets: list[RtpPacket] = []
         timestamp: int | None = None
-        complete = False
         for count in range(self.capacity):
             packet = self._packets[(self._origin + count) % self._capacity]
             if packet is None:
-                break
+                return None
             if timestamp is None:
                 timestamp = packet.timestamp
             elif packet.timestamp != timestamp:
-                # the marker packet of this frame was lost; what we hold is incomplete
-                break
-            packets.append(packet)
-            if not self._is_video or packet.marker:
-                complete = True
-                break
-        if not packets:
-            return None
-        if self._is_video and not complete:
-            if packet is not None and packet.timestamp != timestamp:
-                # a later frame already started: this one will never complete
+                # the next frame began before this one's marker: this one is broken
                 self.remove(len(packets))
                 self.discontinuity = True
+                return self._release()
+            packets.append(packet)
+            if not self._is_video or packet.marker:
+                break
+        else:
             return None
+        self._hole_since = None
         self.remove(len(packets))
         if self._is_video and not _vp8_frame_start(packets[0].payload):
             self.discontinuity = True
-            return None
+            return self._release()
         frame = JitterFrame(
             data=b"".join(p._data for p in packets),  # type: ignore[attr-defined]
             timestamp=timestamp,  # type: ignore[arg-type]
@@ -147,6 +161,23 @@ class RelayJitterBuffer(JitterBuffer):
         frame.discontinuity = self.discontinuity  # type: ignore[attr-defined]
         self.discontinuity = False
         return frame
+
+    def _skip_hole(self) -> bool:
+        """Give up on a hole: move the origin to the first frame start after it."""
+        hole = None
+        for count in range(self.capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None:
+                if hole is None:
+                    hole = count
+            elif hole is not None and (
+                not self._is_video or _vp8_frame_start(packet.payload)
+            ):
+                self.remove(count)
+                self.discontinuity = True
+                self._hole_since = None
+                return True
+        return False
 
 
 def enable_passthrough(receiver: RTCRtpReceiver) -> None:
@@ -167,6 +198,7 @@ def enable_passthrough(receiver: RTCRtpReceiver) -> None:
     receiver._RTCRtpReceiver__jitter_buffer = RelayJitterBuffer(  # type: ignore[attr-defined]
         capacity=VIDEO_JITTER_CAPACITY if is_video else AUDIO_JITTER_CAPACITY,
         is_video=is_video,
+        hole_timeout_s=VIDEO_HOLE_TIMEOUT_S if is_video else 0.0,
     )
     _passthrough_queues.add(track._queue)
 

@@ -14,6 +14,8 @@ import { TileManager } from './subscriber.js';
 /** @typedef {'lobby' | 'joining' | 'joined' | 'left' | 'error'} PageState */
 
 const GATHER_TIMEOUT_MS = 3000;
+/** After this long in `joining`, say so instead of spinning silently. */
+const JOIN_SLOW_MS = 15000;
 
 /** Messages for the server's 44xx close codes. */
 const CLOSE_MESSAGES = /** @type {Record<number, string>} */ ({
@@ -148,9 +150,9 @@ const improv = {
   /** @type {import('./subscriber.js').Peer[]} */
   peers: [],
   /**
-   * RMS level (0..1) of a remote performer's received audio; null without a tile.
+   * RMS level (0..1) of a remote performer's received audio; 0 without a tile.
    * @param {string} performerId
-   * @returns {number | null}
+   * @returns {number}
    */
   analyserLevel: (performerId) => tiles.level(performerId),
   /** @returns {number} local microphone RMS level 0..1 */
@@ -575,6 +577,11 @@ async function publish() {
   await gatheringDone(pc, GATHER_TIMEOUT_MS);
   if (gen !== app.generation || app.pcs.publish !== pc) return; // torn down while gathering
   send({ type: 'publish', sdp: pc.localDescription?.sdp });
+  setTimeout(() => {
+    if (app.pcs.publish === pc && getState() === 'joining') {
+      setStatus('Still connecting… (a firewall may be blocking the media connection)');
+    }
+  }, JOIN_SLOW_MS);
 }
 
 /**

@@ -58,13 +58,12 @@ export class TileManager {
   }
 
   /**
-   * Current RMS level (0..1) of a performer's received audio, or null without a tile.
+   * Current RMS level (0..1) of a performer's received audio; 0 without a tile.
    * @param {string} performerId
-   * @returns {number | null}
+   * @returns {number}
    */
   level(performerId) {
-    const tile = this.tiles.get(performerId);
-    return tile ? tile.meter.level : null;
+    return this.tiles.get(performerId)?.meter.level ?? 0;
   }
 
   /** Drop every tile and stream (the subscribe PC is gone). */
@@ -85,10 +84,13 @@ export class TileManager {
   _reconcile() {
     const present = new Set();
     for (const peer of this.peers) {
-      if (!peer.stream_id) continue;
+      // A dropped performer keeps their tile (marked reconnecting) even if the server has
+      // withdrawn their stream; someone who never published gets none.
+      const keep = peer.state === 'reconnecting' && this.tiles.has(peer.performer_id);
+      if (!peer.stream_id && !keep) continue;
       present.add(peer.performer_id);
       const tile = this.tiles.get(peer.performer_id) ?? this._createTile(peer.performer_id);
-      this._updateTile(tile, peer, this.streams.get(peer.stream_id) ?? null);
+      this._updateTile(tile, peer, (peer.stream_id && this.streams.get(peer.stream_id)) || null);
     }
     for (const id of [...this.tiles.keys()]) if (!present.has(id)) this._removeTile(id);
     this.grid.dataset.count = String(this.tiles.size);

@@ -1,0 +1,204 @@
+"""One test per reach into aiortc's internals (server/aiortc_hooks.py): an aiortc upgrade
+that moves any of them fails here, by name."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from fractions import Fraction
+from importlib.metadata import version
+
+import pytest
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, rtcrtpreceiver
+from aiortc.rtp import RtpPacket
+
+from server import aiortc_hooks
+from server.aiortc_hooks import RelayJitterBuffer
+from server.peers import rtc_configuration
+from tests.media import EncodedVideoTrack, encode_vp8_clip
+
+
+@pytest.fixture(autouse=True)
+def hooks() -> None:
+    aiortc_hooks.install()
+    aiortc_hooks.restrict_ice_addresses(["127.0.0.1"])
+
+
+class Pair:
+    """A real aiortc sender and receiver connected over loopback."""
+
+    def __init__(self) -> None:
+        self.clip = encode_vp8_clip()
+        self.tx = RTCPeerConnection(rtc_configuration([]))
+        self.rx = RTCPeerConnection(rtc_configuration([]))
+        self.track = EncodedVideoTrack(self.clip)
+        self.sender: RTCRtpSender = self.tx.addTrack(self.track)
+        self.receiver: RTCRtpReceiver | None = None
+        self.passthrough = True
+
+        @self.rx.on("track")
+        def on_track(track: object) -> None:
+            self.receiver = self.rx.getTransceivers()[0].receiver
+            if self.passthrough:
+                aiortc_hooks.enable_passthrough(self.receiver)
+
+    async def connect(self) -> None:
+        await self.tx.setLocalDescription(await self.tx.createOffer())
+        await self.rx.setRemoteDescription(self.tx.localDescription)
+        await self.rx.setLocalDescription(await self.rx.createAnswer())
+        await self.tx.setRemoteDescription(self.rx.localDescription)
+
+    async def close(self) -> None:
+        await self.tx.close()
+        await self.rx.close()
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[Pair]:
+    p = Pair()
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+def test_aiortc_is_the_pinned_version() -> None:
+    assert version("aiortc") == aiortc_hooks.AIORTC_VERSION
+
+
+def test_install_replaces_the_decoder_worker() -> None:
+    assert rtcrtpreceiver.decoder_worker is aiortc_hooks._decoder_worker
+
+
+async def test_opus_offers_carry_inband_fec() -> None:
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio")
+    sdp = (await pc.createOffer()).sdp
+    await pc.close()
+    assert re.search(r"a=fmtp:\d+ .*useinbandfec=1", sdp), sdp
+
+
+async def test_restrict_ice_addresses_gathers_only_loopback() -> None:
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio")
+    await pc.setLocalDescription(await pc.createOffer())
+    candidates = re.findall(r"a=candidate:\S+ \d \S+ \d+ (\S+) ", pc.localDescription.sdp)
+    await pc.close()
+    assert candidates and set(candidates) == {"127.0.0.1"}
+
+
+async def test_passthrough_receiver_yields_the_encoded_frames(pair: Pair) -> None:
+    await pair.connect()
+    assert pair.receiver is not None
+    track = pair.receiver.track
+    packets = [await asyncio.wait_for(track.recv(), 5) for _ in range(20)]
+    first = pair.clip.index(bytes(packets[0]))
+    for i, packet in enumerate(packets):
+        assert bytes(packet) == pair.clip[(first + i) % len(pair.clip)]
+        assert packet.time_base == Fraction(1, 90000)
+        assert packet.pts == packets[0].pts + 3000 * i
+        assert packet.is_keyframe == (bytes(packet)[0] & 1 == 0)
+    assert any(p.is_keyframe for p in packets)
+    # the hook knows the media SSRC, which the receiver also reports publicly
+    ssrcs = {s.source for s in pair.receiver.getSynchronizationSources()}
+    assert aiortc_hooks.media_ssrc(pair.receiver) in ssrcs
+
+
+async def test_passthrough_is_refused_once_the_receiver_runs(pair: Pair) -> None:
+    await pair.connect()
+    assert pair.receiver is not None
+    await asyncio.wait_for(pair.receiver.track.recv(), 5)
+    with pytest.raises(RuntimeError):
+        aiortc_hooks.enable_passthrough(pair.receiver)
+
+
+async def test_other_receivers_keep_decoding(pair: Pair) -> None:
+    pair.passthrough = False
+    await pair.connect()
+    assert pair.receiver is not None
+    frame = await asyncio.wait_for(pair.receiver.track.recv(), 5)
+    assert (frame.width, frame.height) == (320, 240)
+
+
+async def test_pli_from_the_relay_reaches_the_sender_keyframe_hook(pair: Pair) -> None:
+    requests: list[float] = []
+    aiortc_hooks.on_keyframe_request(pair.sender, lambda: requests.append(1.0))
+    await pair.connect()
+    assert pair.receiver is not None
+    await asyncio.wait_for(pair.receiver.track.recv(), 5)
+    before = len(requests)
+    assert await aiortc_hooks.send_pli(pair.receiver)
+    for _ in range(50):
+        if len(requests) > before:
+            break
+        await asyncio.sleep(0.02)
+    assert len(requests) > before
+
+
+async def test_set_stream_id_puts_the_sender_in_its_own_stream() -> None:
+    pc = RTCPeerConnection()
+    audio, video = pc.addTransceiver("audio"), pc.addTransceiver("video")
+    aiortc_hooks.set_stream_id(audio.sender, "perf-a.1")
+    aiortc_hooks.set_stream_id(video.sender, "perf-a.1")
+    sdp = (await pc.createOffer()).sdp
+    await pc.close()
+    assert len(re.findall(r"a=msid:perf-a\.1 ", sdp)) == 2
+
+
+async def test_sender_rtt_comes_from_receiver_reports(pair: Pair) -> None:
+    await pair.connect()
+    assert aiortc_hooks.sender_rtt(pair.sender) is None
+    for _ in range(60):
+        rtt = aiortc_hooks.sender_rtt(pair.sender)
+        if rtt is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert rtt is not None and 0 <= rtt < 0.5
+
+
+def _rtp(seq: int, ts: int, payload: bytes, marker: bool = False) -> RtpPacket:
+    packet = RtpPacket(payload_type=97, marker=int(marker), sequence_number=seq, timestamp=ts)
+    packet.ssrc = 1234
+    packet.payload = payload
+    packet._data = payload[1:]  # what depayload() leaves: the VP8 bytes after the descriptor
+    return packet
+
+
+def test_jitter_buffer_releases_a_video_frame_at_its_marker() -> None:
+    buffer = RelayJitterBuffer(capacity=128, is_video=True)
+    assert buffer.add(_rtp(10, 3000, b"\x10AB")) == (False, None)
+    pli, frame = buffer.add(_rtp(11, 3000, b"\x00CD", marker=True))
+    assert frame is not None and frame.data == b"ABCD" and frame.timestamp == 3000
+    assert frame.discontinuity is False
+    assert buffer.media_ssrc == 1234
+
+
+def test_jitter_buffer_skips_a_hole_that_was_not_repaired() -> None:
+    buffer = RelayJitterBuffer(capacity=128, is_video=True, hole_timeout_s=0.0)
+    assert buffer.add(_rtp(10, 3000, b"\x10AB"))[1] is None
+    # packet 11 (end of frame 3000) and 12 (start of 6000) are lost: both frames are
+    # broken; the next whole frame comes out, flagged so that subscribers resync
+    pli, frame = buffer.add(_rtp(13, 6000, b"\x00EF", marker=True))
+    assert frame is None
+    pli, frame = buffer.add(_rtp(14, 9000, b"\x10GH", marker=True))
+    assert frame is not None and frame.data == b"GH" and frame.discontinuity is True
+    pli, frame = buffer.add(_rtp(15, 12000, b"\x10IJ", marker=True))
+    assert frame is not None and frame.discontinuity is False
+
+
+def test_jitter_buffer_waits_for_a_retransmission_within_the_timeout() -> None:
+    buffer = RelayJitterBuffer(capacity=128, is_video=True, hole_timeout_s=10.0)
+    assert buffer.add(_rtp(10, 3000, b"\x10AB"))[1] is None
+    assert buffer.add(_rtp(12, 6000, b"\x10EF", marker=True))[1] is None
+    pli, frame = buffer.add(_rtp(11, 3000, b"\x00CD", marker=True))  # NACK repaired it
+    assert frame is not None and frame.data == b"ABCD" and frame.discontinuity is False
+
+
+def test_jitter_buffer_releases_audio_without_prefetch_or_waiting() -> None:
+    buffer = RelayJitterBuffer(capacity=16, is_video=False, hole_timeout_s=0.0)
+    pli, frame = buffer.add(_rtp(1, 960, b"\x00op"))
+    assert frame is not None and frame.data == b"op"
+    # packet 2 is lost: audio has no NACK, so packet 3 goes out at once
+    pli, frame = buffer.add(_rtp(3, 2880, b"\x00us"))
+    assert frame is not None and frame.data == b"us"
