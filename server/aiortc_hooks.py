@@ -23,7 +23,9 @@ import av
 from aiortc import RTCRtpReceiver, RTCRtpSender, rtcrtpreceiver
 from aiortc.codecs import CODECS
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RtcpSrPacket, RtpPacket
+
+from recorder import vp8
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +82,6 @@ def restrict_ice_addresses(addresses: list[str]) -> None:
         return found + (["127.0.0.1"] if use_ipv4 and "127.0.0.1" not in found else [])
 
     aioice.ice.get_host_addresses = host_addresses
-
-
-def is_vp8_keyframe(data: bytes) -> bool:
-    """The VP8 payload header's P bit is 0 on a key frame (RFC 6386 section 9.1)."""
-    return len(data) > 0 and (data[0] & 0x01) == 0
 
 
 def _vp8_frame_start(payload: bytes) -> bool:
@@ -218,6 +215,49 @@ async def send_pli(receiver: RTCRtpReceiver) -> bool:
     return True
 
 
+NTP_UNIX_OFFSET = 2208988800
+
+#: (pts of the report's RTP time in the track's pts domain, NTP time as Unix seconds, arrival)
+SenderReportCallback = Callable[[int, float, float], None]
+
+
+def on_sender_report(receiver: RTCRtpReceiver, callback: SenderReportCallback) -> None:
+    """Call ``callback`` for every RTCP sender report of this receiver's media.
+
+    aiortc keeps neither the NTP time nor the RTP time of a sender report; the recorder needs
+    both to place frames on the sender's capture clock. Hooks: ``_handle_rtcp_packet``
+    (wrapped per instance) and ``_RTCRtpReceiver__timestamp_mapper`` (``_origin``, ``_last``:
+    the report's RTP time is turned into the same pts the receiver's frames carry).
+    """
+    original = receiver._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        if isinstance(packet, RtcpSrPacket) and packet.ssrc == media_ssrc(receiver):
+            pts = rtp_to_pts(receiver, packet.sender_info.rtp_timestamp)
+            if pts is not None:
+                ntp = packet.sender_info.ntp_timestamp
+                unix = (ntp >> 32) - NTP_UNIX_OFFSET + (ntp & 0xFFFFFFFF) / 2**32
+                try:
+                    callback(pts, unix, time.time())
+                except Exception:
+                    logger.exception("sender report callback failed")
+        await original(packet)
+
+    receiver._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+def rtp_to_pts(receiver: RTCRtpReceiver, rtp_timestamp: int) -> int | None:
+    """Map an RTP timestamp to the receiver's frame pts (RTP time since its first frame),
+    taking the 32-bit wrap nearest the latest frame."""
+    mapper = receiver._RTCRtpReceiver__timestamp_mapper  # type: ignore[attr-defined]
+    if mapper._origin is None or mapper._last is None:
+        return None
+    delta = (rtp_timestamp - mapper._last) & 0xFFFFFFFF
+    if delta >= 1 << 31:
+        delta -= 1 << 32
+    return int(mapper._last - mapper._origin + delta)
+
+
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
     """Call ``callback`` when the subscriber behind ``sender`` sends a PLI or FIR.
 
@@ -272,7 +312,7 @@ def _passthrough_worker(
             packet.pts = packet.dts = encoded_frame.timestamp
             packet.time_base = Fraction(1, codec.clockRate)
             if codec.mimeType.lower().startswith("video/"):
-                packet.is_keyframe = is_vp8_keyframe(data)
+                packet.is_keyframe = vp8.is_keyframe(data)
                 packet.is_corrupt = bool(getattr(encoded_frame, "discontinuity", False))
             else:
                 packet.is_keyframe = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
@@ -25,6 +25,18 @@ class InviteCreate(BaseModel):
     display_name: str = Field(min_length=1, max_length=100)
     performer_id: str | None = Field(default=None, pattern=PERFORMER_ID_PATTERN)
     expires_in_s: int | None = Field(default=None, ge=60, le=90 * 24 * 3600)
+
+
+class MarkerCreate(BaseModel):
+    kind: Literal["scene", "take", "cut", "prompt", "note"]
+    label: str = Field(default="", max_length=500)
+    data: dict[str, Any] | None = None
+
+
+class PromptCreate(BaseModel):
+    text: str = Field(min_length=1, max_length=2000)
+    target_emotion: str | None = Field(default=None, max_length=100)
+    intensity: float | None = Field(default=None, ge=0, le=1)
 
 
 class RoomOut(BaseModel):
@@ -132,3 +144,37 @@ async def create_invite(request: Request, room_id: str, body: InviteCreate) -> d
         .isoformat()
         .replace("+00:00", "Z"),
     }
+
+
+@router.post("/rooms/{room_id}/recording", status_code=status.HTTP_201_CREATED)
+async def start_recording(request: Request, room_id: str) -> dict[str, str]:
+    room = _room(request, room_id)
+    if room.recording is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, "room is already recording")
+    recording = _hub(request).start_recording(room)
+    return {"session_id": recording.session_id, "started_at": recording.started_at}
+
+
+@router.delete("/rooms/{room_id}/recording")
+async def stop_recording(request: Request, room_id: str) -> dict[str, Any]:
+    room = _room(request, room_id)
+    if room.recording is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, "room is not recording")
+    manifest = await _hub(request).stop_recording(room)
+    return {"session_id": manifest["session_id"], "state": manifest["state"],
+            "reason": manifest.get("reason")}
+
+
+@router.post("/rooms/{room_id}/markers", status_code=status.HTTP_201_CREATED)
+async def add_marker(request: Request, room_id: str, body: MarkerCreate) -> dict[str, Any]:
+    room = _room(request, room_id)
+    if room.recording is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, "markers need a running recording")
+    marker = room.recording.marker(body.kind, body.label, body.data)
+    return {"t_s": marker["t_s"], "kind": marker["kind"], "label": marker["label"]}
+
+
+@router.post("/rooms/{room_id}/prompt", status_code=status.HTTP_201_CREATED)
+async def push_prompt(request: Request, room_id: str, body: PromptCreate) -> dict[str, Any]:
+    room = _room(request, room_id)
+    return _hub(request).prompt(room, body.model_dump())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from recorder.recover import recover_sessions
 
 from . import aiortc_hooks
 from .api import router
@@ -39,6 +42,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        recovered = await asyncio.to_thread(recover_sessions, settings.sessions_dir)
+        for manifest in recovered:
+            logger.warning("recovered interrupted session %s as %s",
+                           manifest["session_id"], manifest["state"])
         yield
         await hub.shutdown()
 

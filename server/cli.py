@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
@@ -49,6 +50,31 @@ def _bot(args: argparse.Namespace) -> int:
     return asyncio.run(run_bot(args.invite, args.duration, args.report))
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from recorder.verify import format_report, verify_session
+
+    if not (args.session_dir / "manifest.json").exists():
+        print(f"improv-capture verify: {args.session_dir} has no manifest.json", file=sys.stderr)
+        return 2
+    report = verify_session(args.session_dir)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0 if report["ok"] else 1
+
+
+def _recover(args: argparse.Namespace) -> int:
+    from recorder.recover import recover_sessions
+
+    from .settings import Settings
+
+    data_dir = args.data_dir or Settings().data_dir
+    recovered = recover_sessions(data_dir / "sessions")
+    for manifest in recovered:
+        print(f"{manifest['session_id']}: {manifest['state']} ({manifest.get('reason')})")
+    if not recovered:
+        print("no interrupted sessions")
+    return 0
+
+
 def _not_yet(args: argparse.Namespace) -> int:
     print(f"improv-capture {args.command}: not implemented yet", file=sys.stderr)
     return 2
@@ -70,10 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     bot.add_argument("--report", type=Path, help="write a JSON report here")
     bot.set_defaults(func=_bot)
 
-    for name in ("verify", "recover", "fetch"):
-        sub = commands.add_parser(name, help=f"{name} (comes with the recorder)")
-        sub.add_argument("rest", nargs=argparse.REMAINDER)
-        sub.set_defaults(func=_not_yet)
+    verify = commands.add_parser("verify", help="check a session archive")
+    verify.add_argument("session_dir", type=Path)
+    verify.add_argument("--json", action="store_true", help="print the full report as JSON")
+    verify.set_defaults(func=_verify)
+
+    recover = commands.add_parser("recover", help="finalise sessions interrupted by a crash")
+    recover.add_argument("--data-dir", type=Path, help="data directory (IMPROV_DATA_DIR)")
+    recover.set_defaults(func=_recover)
+
+    fetch = commands.add_parser("fetch", help="mirror finished sessions (not yet)")
+    fetch.add_argument("rest", nargs=argparse.REMAINDER)
+    fetch.set_defaults(func=_not_yet)
     return parser
 
 

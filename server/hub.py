@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from .auth import Invite
 from .peers import PublishSession, SubscribeSession
+from .recording import Recording
 from .relay import Publication
 from .rooms import Room, RoomStore, utc_now_iso
 from .settings import Settings
@@ -135,6 +136,8 @@ class Hub:
         member.connection = None
         if member.room.members.get(member.performer_id) is not member:
             return
+        if member.room.recording is not None:
+            member.room.recording.event("reconnecting", performer_id=member.performer_id)
         loop = asyncio.get_running_loop()
         member.grace = loop.call_later(
             self.settings.reconnect_grace_s,
@@ -151,10 +154,14 @@ class Hub:
             member.grace.cancel()
             member.grace = None
         logger.info("performer %s left room %s (%s)", member.performer_id, room.room_id, why)
+        if room.recording is not None:
+            room.recording.member_gone(member, why)
         await self._reset_media(member)
         self._broadcast_peers(room)
 
     async def close_room(self, room: Room) -> None:
+        if room.recording is not None:
+            await self.stop_recording(room)
         for member in list(room.members.values()):
             connection = member.connection
             await self.remove(member, "room closed")
@@ -166,6 +173,8 @@ class Hub:
 
     async def shutdown(self) -> None:
         for room in list(self.store.rooms.values()):
+            if room.recording is not None:
+                await self.stop_recording(room)
             for member in list(room.members.values()):
                 await self.remove(member, "server shutting down")
 
@@ -229,8 +238,11 @@ class Hub:
         self._resync(member.room)
 
     def _resync(self, room: Room) -> None:
-        """Make every subscriber forward exactly the others' current publications."""
+        """Make every subscriber forward exactly the others' current publications, and the
+        recorder record every publication."""
         for member in room.members.values():
+            if room.recording is not None:
+                room.recording.sync_member(member)
             if member.subscriber is None:
                 continue
             wanted = {
@@ -240,6 +252,41 @@ class Hub:
             }
             member.subscriber.sync(wanted)
         self._broadcast_peers(room)
+
+    # recording, markers, prompts
+
+    def start_recording(self, room: Room) -> Recording:
+        if room.recording is not None:
+            raise RuntimeError("already recording")
+        recording = Recording(room, self.settings.sessions_dir, self.settings.recorder_queue)
+        room.recording = recording
+        recording.start()
+        self._resync(room)
+        self._broadcast(room, {"type": "recording", "active": True})
+        logger.info("room %s recording session %s", room.room_id, recording.session_id)
+        return recording
+
+    async def stop_recording(self, room: Room) -> dict[str, Any]:
+        recording = room.recording
+        if recording is None:
+            raise RuntimeError("not recording")
+        room.recording = None
+        self._broadcast(room, {"type": "recording", "active": False})
+        return await recording.stop()
+
+    def capture_changed(self, member: Member) -> None:
+        if member.room.recording is not None:
+            member.room.recording.performer_changed(member)
+
+    def prompt(self, room: Room, prompt: dict[str, Any]) -> dict[str, Any]:
+        self._broadcast(room, {"type": "prompt", **prompt})
+        if room.recording is not None:
+            return room.recording.prompt(prompt)
+        return {"t_s": None, **prompt}
+
+    def _broadcast(self, room: Room, message: dict[str, Any]) -> None:
+        for member in room.members.values():
+            asyncio.ensure_future(member.send(message))
 
     # roster
 
@@ -287,4 +334,13 @@ class Hub:
                     "receiving": member.subscriber.forward_stats() if member.subscriber else {},
                 }
             )
-        return {**room.record(), "performers": performers, "recording": None}
+        recording = room.recording
+        return {
+            **room.record(),
+            "performers": performers,
+            "recording": (
+                {"session_id": recording.session_id, "started_at": recording.started_at}
+                if recording is not None
+                else None
+            ),
+        }

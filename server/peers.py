@@ -115,6 +115,7 @@ class PublishSession:
             self.performer_id, track, requester, self._capacity[track.kind]
         )
         self.publications[track.kind] = publication
+        aiortc_hooks.on_sender_report(receiver, publication.sender_report)
         publication.start()
         self._on_publication(publication)
 

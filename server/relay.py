@@ -13,13 +13,23 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from recorder import vp8
+
 logger = logging.getLogger(__name__)
 
-PacketSink = Callable[[av.Packet, float], None]
+
+
+class PublicationSink(Protocol):
+    """Something that sees every packet of a publication (the recorder); must not block."""
+
+    def packet(self, packet: av.Packet, arrival: float) -> None: ...
+
+    def sender_report(self, pts: int, ntp_s: float, arrival: float) -> None: ...
 
 
 class RelayTrack(MediaStreamTrack):
@@ -147,11 +157,13 @@ class Publication:
         self._request_keyframe = request_keyframe
         self._capacity = queue_capacity
         self._subscribers: set[RelayTrack] = set()
-        self._sinks: list[PacketSink] = []
+        self._sinks: list[PublicationSink] = []
+        self.last_sender_report: tuple[int, float, float] | None = None
         self._task: asyncio.Task[None] | None = None
         self.packets = 0
         self.bytes = 0
         self.keyframes = 0
+        self.frame_size: tuple[int, int] | None = None
         self.last_packet_at: float | None = None
         self.ended = asyncio.Event()
 
@@ -176,13 +188,20 @@ class Publication:
         self._subscribers.discard(track)
         track.end()
 
-    def add_sink(self, sink: PacketSink) -> None:
-        """A sink sees every packet with its arrival time; it must not block."""
+    def add_sink(self, sink: PublicationSink) -> None:
+        """A new sink gets the latest sender report at once: audio reports can be 5 s apart."""
         self._sinks.append(sink)
+        if self.last_sender_report is not None:
+            sink.sender_report(*self.last_sender_report)
 
-    def remove_sink(self, sink: PacketSink) -> None:
+    def remove_sink(self, sink: PublicationSink) -> None:
         if sink in self._sinks:
             self._sinks.remove(sink)
+
+    def sender_report(self, pts: int, ntp_s: float, arrival: float) -> None:
+        self.last_sender_report = (pts, ntp_s, arrival)
+        for sink in self._sinks:
+            sink.sender_report(pts, ntp_s, arrival)
 
     async def _run(self) -> None:
         try:
@@ -192,22 +211,24 @@ class Publication:
                 self.packets += 1
                 self.bytes += packet.size
                 self.last_packet_at = arrival
-                if self.kind == "video":
-                    if packet.is_keyframe:
-                        self.keyframes += 1
-                    elif packet.is_corrupt:
-                        # a frame was lost upstream: every decoder downstream needs a keyframe
-                        for sub in self._subscribers:
-                            sub.resync()
-                        continue
-                for sub in self._subscribers:
-                    sub.push(packet)
+                broken = self.kind == "video" and packet.is_corrupt and not packet.is_keyframe
+                if self.kind == "video" and packet.is_keyframe:
+                    self.keyframes += 1
+                    self.frame_size = vp8.frame_size(bytes(packet)) or self.frame_size
+                if broken:
+                    # a frame was lost upstream: every decoder downstream needs a keyframe
+                    for sub in self._subscribers:
+                        sub.resync()
+                else:
+                    for sub in self._subscribers:
+                        sub.push(packet)
                 if self.kind == "video" and not packet.is_keyframe:
                     if any(sub.waiting_for_keyframe for sub in self._subscribers):
                         # a lost or unanswered request must not leave a subscriber black
                         self.request_keyframe()
+                # sinks see broken frames too (flagged is_corrupt) and resync themselves
                 for sink in self._sinks:
-                    sink(packet, arrival)
+                    sink.packet(packet, arrival)
         except MediaStreamError:
             pass
         except asyncio.CancelledError:

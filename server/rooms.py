@@ -3,40 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import tempfile
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from recorder.files import write_json_atomic
+from recorder.utc import utc_iso
+
 if TYPE_CHECKING:
-    from .member import Member
+    from .hub import Member
+    from .recording import Recording
 
 
 def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return utc_iso(time.time())
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(6)}"
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    """Temp file, fsync, rename: a crash leaves the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -46,6 +33,7 @@ class Room:
     created_at: str
     #: live state, not persisted
     members: dict[str, Member] = field(default_factory=dict, repr=False)
+    recording: Recording | None = field(default=None, repr=False)
 
     def record(self) -> dict[str, str]:
         return {"room_id": self.room_id, "name": self.name, "created_at": self.created_at}

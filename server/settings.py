@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     #: Minimum gap between two keyframe requests to one publisher.
     pli_interval_s: float = 0.5
 
+    #: Items (packets, reports, events) the recorder may hold before it drops into a gap.
+    recorder_queue: int = 4096
+
     log_level: str = "info"
     #: The performer page and its assets (static/ at the repository root).
     static_dir: Path = Path(__file__).resolve().parent.parent / "static"
@@ -65,6 +68,10 @@ class Settings(BaseSettings):
     @cached_property
     def consent_sha256(self) -> str:
         return hashlib.sha256(self.consent_text.encode("utf-8")).hexdigest()
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.data_dir / "sessions"
 
     @property
     def base_url(self) -> str:

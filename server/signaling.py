@@ -159,6 +159,9 @@ class SignalingSession:
             }
         )
         await self.connection.send_json({"type": "peers", "peers": self.hub.peers_for(member)})
+        await self.connection.send_json(
+            {"type": "recording", "active": member.room.recording is not None}
+        )
 
     async def _loop(self) -> None:
         assert self.member is not None
@@ -189,6 +192,10 @@ class SignalingSession:
             await self._error("bad_consent", str(exc))
             return
         await self.connection.send_json({"type": "consent_ok", "accepted_at": record.accepted_at})
+        if self.member.room.recording is not None:
+            self.member.room.recording.event(
+                "consent", performer_id=self.member.performer_id, **record.__dict__
+            )
 
     async def _on_capture(self, message: dict[str, Any]) -> None:
         assert self.member is not None
@@ -200,6 +207,7 @@ class SignalingSession:
             await self._error("bad_message", "capture needs user_agent and two objects")
             return
         self.member.capture = capture
+        self.hub.capture_changed(self.member)
         logger.info(
             "performer %s capture settings: audio %s video %s",
             self.member.performer_id,

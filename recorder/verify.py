@@ -1,0 +1,222 @@
+"""`improv-capture verify`: is this archive whole, decodable, and in sync?
+
+Checks SHA256SUMS against every file, decodes every frame of every performer file, reports
+durations and gaps, and measures the A/V offset of every performer whose media carries the
+flash and beep pattern (a white frame and a tone starting at the same instant).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+FLASH_CONTRAST = 80  # luma levels between a flash and the ordinary picture
+BEEP_QUIET_S = 0.2  # silence before a beep onset
+WINDOW_S = 0.0025
+
+
+def check_sums(session_dir: Path) -> list[str]:
+    defects = []
+    sums_path = session_dir / "SHA256SUMS"
+    if not sums_path.exists():
+        return ["SHA256SUMS is missing"]
+    listed = {}
+    for line in sums_path.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        listed[name] = digest
+    present = {
+        p.relative_to(session_dir).as_posix()
+        for p in session_dir.rglob("*")
+        if p.is_file() and p.name != "SHA256SUMS" and not p.name.startswith(".")
+    }
+    for name in sorted(present - listed.keys()):
+        defects.append(f"{name} is not in SHA256SUMS")
+    for name, digest in sorted(listed.items()):
+        path = session_dir / name
+        if not path.exists():
+            defects.append(f"{name} is missing")
+            continue
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        if actual != digest:
+            defects.append(f"{name}: sha256 mismatch")
+    return defects
+
+
+def flash_times(times: list[float], lumas: list[float]) -> list[float]:
+    if not lumas:
+        return []
+    base, top = float(np.percentile(lumas, 10)), max(lumas)
+    if top - base < FLASH_CONTRAST:
+        return []
+    threshold = (base + top) / 2
+    onsets, previous = [], False
+    for t, luma in zip(times, lumas):
+        lit = luma > threshold
+        if lit and not previous:
+            onsets.append(t)
+        previous = lit
+    return onsets
+
+
+def beep_times(start: float, samples: np.ndarray, rate: int) -> list[float]:
+    """Onsets of tones after at least BEEP_QUIET_S of quiet, to the sample."""
+    if samples.size == 0:
+        return []
+    peak = float(np.max(np.abs(samples)))
+    if peak < 0.02:
+        return []
+    threshold = 0.25 * peak
+    loud = np.abs(samples) > threshold
+    quiet_needed = int(BEEP_QUIET_S * rate)
+    onsets = []
+    last_loud = -quiet_needed - 1
+    for index in np.flatnonzero(loud):
+        if index - last_loud > quiet_needed:
+            onsets.append(start + index / rate)
+        last_loud = index
+    return onsets
+
+
+def decode_file(path: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {"video_frames": 0, "audio_frames": 0, "decode_errors": 0}
+    times: list[float] = []
+    lumas: list[float] = []
+    chunks: list[np.ndarray] = []
+    audio_start: float | None = None
+    rate = 48000
+    video_end = audio_end = None
+    with av.open(str(path)) as container:
+        streams = [s for s in container.streams if s.type in ("video", "audio")]
+        try:
+            for packet in container.demux(*streams):
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:
+                    result["decode_errors"] += 1
+                    continue
+                for frame in frames:
+                    t = float(frame.pts * frame.time_base) if frame.pts is not None else None
+                    if packet.stream.type == "video":
+                        result["video_frames"] += 1
+                        plane = frame.planes[0]
+                        luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+                        lumas.append(float(luma[::8, : frame.width : 8].mean()))
+                        times.append(t if t is not None else float("nan"))
+                        video_end = t
+                    else:
+                        result["audio_frames"] += 1
+                        rate = frame.sample_rate
+                        data = frame.to_ndarray().astype(np.float32)
+                        if frame.format.name.startswith("s16"):
+                            data /= 32768.0
+                        channels = len(frame.layout.channels)
+                        mono = data[0] if frame.format.is_planar else data.reshape(-1, channels)[:, 0]
+                        if audio_start is None:
+                            audio_start = t or 0.0
+                        expected = int(round(((t or 0.0) - audio_start) * rate))
+                        have = sum(c.size for c in chunks)
+                        if expected > have:  # a gap: keep the timeline with silence
+                            chunks.append(np.zeros(expected - have, np.float32))
+                        chunks.append(mono)
+                        audio_end = (t or 0.0) + frame.samples / rate
+        except av.FFmpegError:
+            result["decode_errors"] += 1
+    result["video_end_s"] = video_end
+    result["audio_end_s"] = audio_end
+    flashes = flash_times(times, lumas)
+    beeps = beep_times(audio_start or 0.0, np.concatenate(chunks) if chunks else np.zeros(0), rate)
+    result["flashes_s"] = [round(t, 4) for t in flashes]
+    result["beeps_s"] = [round(t, 4) for t in beeps]
+    offsets = []
+    for flash in flashes:
+        nearest = min(beeps, key=lambda b: abs(b - flash), default=None)
+        if nearest is not None and abs(nearest - flash) < 0.5:
+            offsets.append((nearest - flash) * 1000)
+    result["av_offset_ms"] = (
+        {
+            "pairs": len(offsets),
+            "median": round(statistics.median(offsets), 2),
+            "min": round(min(offsets), 2),
+            "max": round(max(offsets), 2),
+            "values": [round(o, 2) for o in offsets],
+        }
+        if offsets
+        else None
+    )
+    return result
+
+
+def verify_session(session_dir: Path) -> dict[str, Any]:
+    defects: list[str] = []
+    manifest_path = session_dir / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        return {"session_dir": str(session_dir), "ok": False, "defects": [f"manifest: {exc}"]}
+    defects += check_sums(session_dir)
+    if manifest.get("state") in ("recording", "failed"):
+        defects.append(f"session state is {manifest.get('state')}: {manifest.get('reason')}")
+    performers = {}
+    for performer in manifest.get("performers", []):
+        pid = performer["performer_id"]
+        entry = performer.get("file")
+        if not entry:
+            defects.append(f"{pid}: no media file")
+            continue
+        path = session_dir / entry["path"]
+        if not path.exists():
+            defects.append(f"{entry['path']} is missing")
+            continue
+        try:
+            decoded = decode_file(path)
+        except (av.FFmpegError, OSError) as exc:
+            defects.append(f"{entry['path']}: cannot be read: {exc}")
+            continue
+        if decoded["decode_errors"]:
+            defects.append(f"{entry['path']}: {decoded['decode_errors']} packets failed to decode")
+        for track in performer.get("tracks", []):
+            count = decoded["video_frames"] if track["kind"] == "video" else None
+            if count is not None and count != track["frames"]:
+                defects.append(f"{pid} video: {count} frames decoded, manifest says {track['frames']}")
+        performers[pid] = {
+            "file": entry["path"],
+            **decoded,
+            "tracks": [
+                {k: t.get(k) for k in ("kind", "start_s", "duration_s", "frames", "gaps")}
+                for t in performer.get("tracks", [])
+            ],
+            "sync": performer.get("sync"),
+        }
+    return {
+        "session_id": manifest.get("session_id"),
+        "state": manifest.get("state"),
+        "reason": manifest.get("reason"),
+        "duration_s": manifest.get("duration_s"),
+        "ok": not defects,
+        "defects": defects,
+        "performers": performers,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"session {report.get('session_id')}: {report.get('state')}"
+        f" ({report.get('duration_s')} s){' - ' + report['reason'] if report.get('reason') else ''}"
+    ]
+    for pid, p in report.get("performers", {}).items():
+        offset = p["av_offset_ms"]
+        sync = f"A/V offset median {offset['median']} ms over {offset['pairs']} flash/beep pairs" if offset else "no flash/beep pattern"
+        gaps = sum(len(t["gaps"]) for t in p["tracks"])
+        lines.append(
+            f"  {pid}: {p['video_frames']} video frames, {p['audio_frames']} audio frames, "
+            f"{gaps} gaps, {sync}"
+        )
+    lines += [f"  DEFECT: {d}" for d in report["defects"]]
+    lines.append("OK" if report["ok"] else "DEFECTS FOUND")
+    return "\n".join(lines)
