@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 import av
 
-from .files import write_json_atomic
+from .files import describe_error, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -135,18 +135,18 @@ class SessionWriter:
             try:
                 self._handle(item)
             except (OSError, av.FFmpegError, ValueError) as exc:
-                self.error = f"write failed: {exc}"
+                self.error = f"write failed: {describe_error(exc)}"
                 logger.error("recording in %s: %s", self.session_dir, self.error)
         for track in self._tracks.values():
             try:
                 track.close()
             except (OSError, av.FFmpegError) as exc:
-                self.error = self.error or f"close failed: {exc}"
+                self.error = self.error or f"close failed: {describe_error(exc)}"
         self._tracks.clear()
         try:
             self._events.close()
         except OSError as exc:
-            self.error = self.error or f"close failed: {exc}"
+            self.error = self.error or f"close failed: {describe_error(exc)}"
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         kind = item[0]

@@ -52,3 +52,11 @@ def file_entry(session_dir: Path, path: Path) -> dict[str, object]:
         "bytes": path.stat().st_size,
         "sha256": sha256_file(path),
     }
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error as a manifest reason: what failed and on which file, no server paths."""
+    if isinstance(exc, OSError) and exc.strerror:
+        name = Path(str(exc.filename)).name if exc.filename else None
+        return f"{exc.strerror} ({name})" if name else exc.strerror
+    return str(exc) or type(exc).__name__

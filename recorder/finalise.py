@@ -21,7 +21,14 @@ from typing import Any
 import av
 
 from .capture import CLOCK_RATES
-from .files import file_entry, fsync_dir, sha256_file, write_bytes_atomic, write_json_atomic
+from .files import (
+    describe_error,
+    file_entry,
+    fsync_dir,
+    sha256_file,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from .timeline import ClockLog, TrackMapping, track_mappings
 from .utc import parse_utc, utc_iso
 from .vp8 import frame_size
@@ -216,8 +223,14 @@ def finalise_performer(
             summary.last = t
             if kind == "video" and keyframe and summary.width is None and frame_size(data):
                 summary.width, summary.height = frame_size(data)  # type: ignore[misc]
-    finally:
         container.close()
+    except BaseException:
+        try:
+            container.close()
+        except Exception:
+            pass
+        tmp_path.unlink(missing_ok=True)
+        raise
     with open(tmp_path, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp_path, out_path)
@@ -249,7 +262,7 @@ def finalise_session(session_dir: Path, reason: str | None = None) -> dict[str, 
             performer.update(finalise_performer(session_dir, performer, started_unix))
         except Exception as exc:  # keep going: the others' media must not be lost
             logger.exception("finalising %s failed", performer["performer_id"])
-            problems.append(f"{performer['performer_id']}: {exc}")
+            problems.append(f"{performer['performer_id']}: {describe_error(exc)}")
             performer.setdefault("file", None)
         for track in performer.get("tracks", []):
             for gap in track["gaps"]:

@@ -56,6 +56,7 @@ class Recording:
         self._tracks: dict[tuple[str, str, str], tuple[Publication, TrackRecorder]] = {}
         self._stats_task: asyncio.Task[None] | None = None
         self._counters: dict[int, tuple[int, int]] = {}
+        self._segments: dict[str, dict[int, str]] = {}
         self.stopped = False
 
     @property
@@ -70,8 +71,8 @@ class Recording:
         self.event("recording.started", session_id=self.session_id)
         self._stats_task = asyncio.ensure_future(self._stats_loop())
 
-    def event(self, kind: str, **fields: Any) -> dict[str, Any]:
-        record = {"t_s": self.now_s(), "type": kind, **fields}
+    def event(self, event_type: str, /, **fields: Any) -> dict[str, Any]:
+        record = {"t_s": self.now_s(), "type": event_type, **fields}
         self.writer.event(record)
         return record
 
@@ -117,7 +118,7 @@ class Recording:
             if key[0] == member.performer_id and id(publication) not in current:
                 self._close_track(key)
         for publication in member.publications:
-            key = (member.performer_id, f"s{member.epoch:03d}", publication.kind)
+            key = (member.performer_id, self._segment(member), publication.kind)
             if key in self._tracks:
                 continue
             self._performer(member)
@@ -127,6 +128,14 @@ class Recording:
             changed = True
         if changed:
             self.writer.manifest(self.manifest)
+
+    def _segment(self, member: Member) -> str:
+        """One segment per publish session: a rejoin starts a new one in the same file."""
+        segments = self._segments.setdefault(member.performer_id, {})
+        publisher = id(member.publisher)
+        if publisher not in segments:
+            segments[publisher] = f"s{len(segments) + 1:03d}"
+        return segments[publisher]
 
     def member_gone(self, member: Member, why: str) -> None:
         if self.stopped or member.performer_id not in self._performers:

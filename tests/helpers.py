@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    preexec: Callable[[], None] | None = None
 
     @property
     def url(self) -> str:
@@ -57,6 +59,7 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=self.preexec,
         )
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -87,7 +90,11 @@ class ServerProcess:
     def api(self, method: str, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
         headers = kw.pop("headers", {})
         headers.setdefault("Authorization", f"Bearer {token or self.token}")
-        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kw)
+        kw.setdefault("timeout", 10)
+        return httpx.request(method, f"{self.url}{path}", headers=headers, **kw)
+
+    def session_dir(self, session_id: str) -> Path:
+        return self.data_dir / "sessions" / session_id
 
     def create_room(self, name: str = "test room") -> str:
         response = self.api("POST", "/api/v1/rooms", json={"name": name})
@@ -100,6 +107,30 @@ class ServerProcess:
         )
         assert response.status_code == 201, response.text
         return dict(response.json())
+
+
+def start_recording(server: ServerProcess, room_id: str) -> dict[str, Any]:
+    response = server.api("POST", f"/api/v1/rooms/{room_id}/recording")
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def stop_recording(server: ServerProcess, room_id: str) -> dict[str, Any]:
+    response = server.api("DELETE", f"/api/v1/rooms/{room_id}/recording", timeout=60)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def verify(session_dir: Path) -> tuple[int, dict[str, Any]]:
+    """Run `improv-capture verify --json` as a user would."""
+    done = subprocess.run(
+        cli() + ["verify", str(session_dir), "--json"], cwd=REPO, capture_output=True, timeout=120
+    )
+    return done.returncode, json.loads(done.stdout)
+
+
+def manifest(session_dir: Path) -> dict[str, Any]:
+    return dict(json.loads((session_dir / "manifest.json").read_text()))
 
 
 @dataclass

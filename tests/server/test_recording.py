@@ -1,0 +1,172 @@
+"""Recording real bots: sync, completeness, crash recovery, rejoins and a failing disk.
+The bots' wall clock is the ground truth: each flashes and beeps at every whole second."""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import (
+    BotProcess,
+    ServerProcess,
+    manifest,
+    start_recording,
+    stop_recording,
+    verify,
+)
+
+BotFactory = Callable[[str, float], BotProcess]
+
+
+def track(performer: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(t for t in performer["tracks"] if t["kind"] == kind)
+
+
+def test_thirty_seconds_of_two_bots_is_whole_and_in_sync(
+    server: ServerProcess, bots: BotFactory
+) -> None:
+    room = server.create_room("sync")
+    session = start_recording(server, room)
+    invites = [server.invite(room, name) for name in ("Ann", "Ben")]
+    running = [bots(inv["url"], 30) for inv in invites]
+    reports = {}
+    for bot in running:
+        status, output, report = bot.wait()
+        assert status == 0, output
+        reports[report["performer_id"]] = report
+    # REC state reached the API; markers land on the timeline while recording
+    marker = server.api("POST", f"/api/v1/rooms/{room}/markers", json={"kind": "take", "label": "1"})
+    assert marker.status_code == 201
+    assert stop_recording(server, room) == {
+        "session_id": session["session_id"], "state": "complete", "reason": None,
+    }
+    session_dir = server.session_dir(session["session_id"])
+    status, report = verify(session_dir)
+    assert status == 0, report["defects"]
+    archive = manifest(session_dir)
+    assert archive["state"] == "complete" and archive["schema_version"] == 1
+    assert archive["markers"][0]["kind"] == "take" and archive["markers"][0]["t_s"] > 30
+
+    flashes = {}
+    for performer in archive["performers"]:
+        pid = performer["performer_id"]
+        sent = reports[pid]["sent"]
+        # >= 99% of what the bot sent is in the archive
+        assert track(performer, "video")["frames"] >= 0.99 * sent["video_frames"], performer
+        assert track(performer, "audio")["frames"] >= 0.99 * sent["audio_frames"], performer
+        assert performer["consent"]["version"] == "1"
+        assert performer["capture"]["video_settings"]["width"] == 640
+        assert performer["sync"]["method"] == "sender_reports"
+        assert track(performer, "video")["gaps"] == [] and track(performer, "audio")["gaps"] == []
+        # A/V inside one file: |median| <= 10 ms, every pair within 25 ms
+        offsets = report["performers"][pid]["av_offset_ms"]
+        assert offsets["pairs"] >= 28, offsets
+        assert abs(offsets["median"]) <= 10, offsets
+        assert max(abs(v) for v in offsets["values"]) <= 25, offsets
+        flashes[pid] = report["performers"][pid]["flashes_s"]
+
+    # both performers' flashes of the same wall-clock second land within 20 ms
+    a, b = flashes.values()
+    pairs = [(x, min(b, key=lambda y: abs(y - x))) for x in a]
+    differences = [abs(x - y) * 1000 for x, y in pairs if abs(x - y) < 0.5]
+    assert len(differences) >= 28
+    assert max(differences) <= 20, differences
+
+    events = [json.loads(line) for line in (session_dir / "events.jsonl").read_text().splitlines()]
+    kinds = {e["type"] for e in events}
+    assert {"recording.started", "join", "leave", "stats", "marker", "recording.stopped"} <= kinds
+    stats = [e for e in events if e["type"] == "stats" and "video" in e]
+    assert statistics.median(e["video"]["fps"] for e in stats) >= 25
+    assert all(isinstance(e["t_s"], float) for e in events)
+
+
+def test_sigkill_during_recording_then_restart_recovers_a_partial_session(
+    tmp_path: Path, bots: BotFactory
+) -> None:
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        room = server.create_room()
+        session = start_recording(server, room)
+        for name in ("Ann", "Ben"):
+            bots(server.invite(room, name)["url"], 30)
+        time.sleep(10)
+        server.stop(signal.SIGKILL)
+        killed_at = time.time()
+        session_dir = server.session_dir(session["session_id"])
+        assert manifest(session_dir)["state"] == "recording"
+        server.start()  # recovery runs at start
+        archive = manifest(session_dir)
+        assert archive["state"] == "partial" and archive["reason"] == "interrupted"
+        status, report = verify(session_dir)
+        assert status == 0, report["defects"]
+        started = time.mktime(time.strptime(archive["started_at"][:19], "%Y-%m-%dT%H:%M:%S"))
+        started -= time.timezone
+        for performer in archive["performers"]:
+            video = track(performer, "video")
+            decoded = report["performers"][performer["performer_id"]]
+            assert decoded["video_frames"] == video["frames"] > 200
+            end = started + video["start_s"] + video["duration_s"]
+            assert end >= killed_at - 2.5, (end, killed_at)  # within 2 s (+ started_at rounding)
+    finally:
+        server.stop()
+
+
+def test_a_performer_who_rejoins_continues_in_the_same_file(
+    server: ServerProcess, bots: BotFactory
+) -> None:
+    room = server.create_room()
+    session = start_recording(server, room)
+    anchor = bots(server.invite(room, "stays")["url"], 18)
+    back = server.invite(room, "comes back")
+    time.sleep(1)
+    assert bots(back["url"], 5).wait()[0] == 0
+    time.sleep(2)
+    assert bots(back["url"], 5).wait()[0] == 0
+    assert anchor.wait()[0] == 0
+    assert stop_recording(server, room)["state"] == "complete"
+    session_dir = server.session_dir(session["session_id"])
+    status, report = verify(session_dir)
+    assert status == 0, report["defects"]
+    performer = next(
+        p for p in manifest(session_dir)["performers"] if p["performer_id"] == back["performer_id"]
+    )
+    assert performer["file"]["path"] == f"performers/{back['performer_id']}.webm"
+    assert performer["sync"]["segments"] == 2
+    for kind in ("video", "audio"):
+        gaps = track(performer, kind)["gaps"]
+        assert len(gaps) == 1 and gaps[0]["reason"] == "reconnected", gaps
+        assert 1.5 <= gaps[0]["end_s"] - gaps[0]["start_s"] <= 6, gaps
+    assert track(performer, "video")["frames"] >= 25 * 8
+
+
+def test_a_full_disk_fails_the_session_but_not_the_room(tmp_path: Path, bots: BotFactory) -> None:
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))
+
+    server = ServerProcess(tmp_path / "data", env={"IMPROV_LOG_LEVEL": "warning"})
+    server.preexec = small_files
+    server.start()
+    try:
+        room = server.create_room()
+        session = start_recording(server, room)
+        running = [bots(server.invite(room, n)["url"], 12) for n in ("Ann", "Ben")]
+        for bot in running:
+            status, output, report = bot.wait()
+            assert status == 0, output
+            (stats,) = report["received"].values()
+            assert stats["fps"] >= 25, stats  # the live relay never noticed
+        result = stop_recording(server, room)
+        assert result["state"] in ("partial", "failed")
+        assert "File too large" in result["reason"], result
+        archive = manifest(server.session_dir(session["session_id"]))
+        assert archive["state"] == result["state"] and archive["reason"] == result["reason"]
+        assert server.api("GET", "/healthz").status_code == 200
+    finally:
+        server.stop()
