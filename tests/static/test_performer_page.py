@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, manifest, start_recording, stop_recording, verify
 
 SCREENSHOTS = "test-artifacts"
 
@@ -88,7 +88,33 @@ def test_two_browsers_see_and_hear_each_other(server: ServerProcess, browser: An
         assert "Chrome" in capture["user_agent"]
         assert performer["publishing"] == ["audio", "video"]
 
+    # the REC indicator shows within 1 s of the start on every page, and hides at the stop
+    session = start_recording(server, room)
+    started = time.time()
+    for page in pages.values():
+        page.get_by_test_id("rec-indicator").wait_for(state="visible", timeout=1000)
+    assert time.time() - started < 1.0
+    prompt = {"text": "You just won the lottery", "target_emotion": "joy", "intensity": 0.8}
+    assert server.api("POST", f"/api/v1/rooms/{room}/prompt", json=prompt).status_code == 201
+    for page in pages.values():
+        page.wait_for_function(
+            "document.querySelector('[data-testid=prompt]').textContent.includes('lottery')",
+            timeout=2000,
+        )
     pages[alice["performer_id"]].screenshot(path=f"{SCREENSHOTS}/performer-joined.png")
+    time.sleep(3)
+    assert stop_recording(server, room)["state"] == "complete"
+    for page in pages.values():
+        page.get_by_test_id("rec-indicator").wait_for(state="hidden", timeout=2000)
+    session_dir = server.session_dir(session["session_id"])
+    status, report = verify(session_dir)
+    assert status == 0, report["defects"]
+    archive = manifest(session_dir)
+    assert archive["prompts"][0]["text"] == prompt["text"]
+    for performer in archive["performers"]:
+        assert "Chrome" in performer["capture"]["user_agent"]
+        decoded = report["performers"][performer["performer_id"]]
+        assert decoded["video_frames"] >= 40 and decoded["audio_frames"] >= 100, decoded
 
     # leave and rejoin with the same invite
     bob_page = pages[bob["performer_id"]]
