@@ -1,0 +1,87 @@
+"""Finalise, verify and recover on a synthetic capture written like the live recorder's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from recorder.finalise import finalise_session
+from recorder.recover import recover_sessions
+from recorder.synthetic import write_session
+from recorder.timeline import ClockLog, SenderClock, sender_offset, track_mappings
+from tests.helpers import verify
+
+STARTED = 1_700_000_000.0
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sessions") / "ses_synthetic"
+    write_session(path, performers=2, seconds=20, started_unix=STARTED)
+    finalise_session(path)
+    return path
+
+
+def test_sender_clocks_land_on_one_server_timeline(session: Path) -> None:
+    manifest = json.loads((session / "manifest.json").read_text())
+    assert manifest["state"] == "complete" and manifest["reason"] is None
+    starts = []
+    for performer in manifest["performers"]:
+        assert performer["sync"]["method"] == "sender_reports"
+        tracks = {t["kind"]: t for t in performer["tracks"]}
+        assert tracks["video"]["frames"] == 600 and tracks["audio"]["frames"] == 1000
+        assert tracks["video"]["width"] == 640 and tracks["video"]["height"] == 480
+        assert tracks["video"]["gaps"] == [] and tracks["audio"]["gaps"] == []
+        starts += [tracks["video"]["start_s"], tracks["audio"]["start_s"]]
+    # captured 0.5 s after the start, 20 ms one-way delay of which half the RTT is known:
+    # the two senders' clocks (0.25 s apart) no longer matter
+    assert starts == pytest.approx([0.5195] * 4, abs=0.001)
+    assert not (session / "capture").exists()
+
+
+def test_verify_accepts_the_archive_and_catches_tampering(session: Path, tmp_path: Path) -> None:
+    status, report = verify(session)
+    assert status == 0, report["defects"]
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(session), str(copy)], check=True)
+    media = next((copy / "performers").glob("*.webm"))
+    data = bytearray(media.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    media.write_bytes(bytes(data))
+    (copy / "stray.txt").write_text("not listed")
+    status, report = verify(copy)
+    assert status == 1
+    assert f"performers/{media.name}: sha256 mismatch" in report["defects"]
+    assert "stray.txt is not in SHA256SUMS" in report["defects"]
+
+
+def test_recover_finalises_interrupted_sessions_as_partial(tmp_path: Path) -> None:
+    sessions = tmp_path / "sessions"
+    write_session(sessions / "ses_crashed", performers=1, seconds=3, started_unix=STARTED)
+    (recovered,) = recover_sessions(sessions)
+    assert recovered["state"] == "partial" and recovered["reason"] == "interrupted"
+    assert recover_sessions(sessions) == []  # nothing left to do the second time
+    assert verify(sessions / "ses_crashed")[0] == 0
+
+
+def test_sender_clock_uses_the_nearest_report() -> None:
+    # the sender's clock runs 100 ppm fast against its RTP clock: nearest beats first
+    reports = [(i * 90000, 1000.0 + i * 1.0001, 0.0) for i in range(30)]
+    clock = SenderClock(90000, reports)
+    assert clock(29 * 90000 + 4500) == pytest.approx(1000 + 29 * 1.0001 + 0.05, abs=1e-6)
+    assert clock(0) == pytest.approx(1000.0)
+
+
+def test_offset_and_arrival_fallback() -> None:
+    video = ClockLog(90000, packets=[(i * 3000, 50.0 + i / 30 + 0.010) for i in range(90)],
+                     reports=[(0, 10.0, 50.0)])
+    audio = ClockLog(48000, packets=[(i * 960, 50.0 + i / 50 + 0.030) for i in range(150)])
+    assert sender_offset([video, audio], rtt_s=0.004) == pytest.approx(40.010 - 0.002)
+    mappings = track_mappings({"video": video, "audio": audio}, 0.004, started_unix=49.0)
+    assert mappings["video"].method == "sender_reports"
+    assert mappings["audio"].method == "arrival"
+    assert mappings["video"](0) == pytest.approx(1.008)
+    assert mappings["audio"](0) == pytest.approx(1.028)

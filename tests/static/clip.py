@@ -1,0 +1,68 @@
+"""A flash/beep clip for Chromium's fake capture devices.
+
+Chromium plays ``--use-file-for-fake-video-capture`` (Y4M) and ``--use-file-for-fake-audio-capture``
+(WAV) in a loop, each on its own, so both files have exactly the same length. At every whole
+second of the clip the video has one fully white frame and the audio starts a 1 kHz tone of
+100 ms; everything else is a dark picture (with a small moving block, so the encoder always has
+something to code) and silence. recorder.verify.decode_file finds the flashes and beeps.
+"""
+
+from __future__ import annotations
+
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+WIDTH, HEIGHT, FPS = 640, 480, 30
+RATE = 48000
+SECONDS = 4
+WHITE, DARK, BLOCK = 235, 40, 90  # luma (video range); the block stays far below a flash
+TONE_HZ, TONE_S, TONE_AMPLITUDE = 1000, 0.1, 0.5
+
+
+@dataclass(frozen=True)
+class Clip:
+    video: Path
+    audio: Path
+    seconds: int
+
+
+def write_y4m(path: Path, seconds: int = SECONDS) -> None:
+    header = f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F{FPS}:1 Ip A1:1 C420jpeg\n".encode()
+    chroma = np.full(WIDTH * HEIGHT // 2, 128, np.uint8).tobytes()  # U and V planes, neutral
+    luma = np.empty((HEIGHT, WIDTH), np.uint8)
+    with open(path, "wb") as f:
+        f.write(header)
+        for index in range(seconds * FPS):
+            if index % FPS == 0:
+                luma.fill(WHITE)
+            else:
+                luma.fill(DARK)
+                x = (index * 16) % (WIDTH - 64)
+                luma[HEIGHT // 2 - 32 : HEIGHT // 2 + 32, x : x + 64] = BLOCK
+            f.write(b"FRAME\n")
+            f.write(luma.tobytes())
+            f.write(chroma)
+
+
+def write_wav(path: Path, seconds: int = SECONDS) -> None:
+    samples = np.zeros(seconds * RATE, np.float64)
+    tone = np.sin(2 * np.pi * TONE_HZ * np.arange(int(TONE_S * RATE)) / RATE) * TONE_AMPLITUDE
+    for second in range(seconds):
+        samples[second * RATE : second * RATE + tone.size] = tone
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(RATE)
+        f.writeframes((samples * 32767).astype("<i2").tobytes())
+
+
+def write_clip(directory: Path, seconds: int = SECONDS) -> Clip:
+    """clip.y4m and clip.wav in ``directory``, both exactly ``seconds`` long."""
+    directory.mkdir(parents=True, exist_ok=True)
+    clip = Clip(directory / "clip.y4m", directory / "clip.wav", seconds)
+    write_y4m(clip.video, seconds)
+    write_wav(clip.audio, seconds)
+    return clip
