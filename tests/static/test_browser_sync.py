@@ -67,7 +67,8 @@ LOCAL_RECORDER_JS = """
       const reader = new FileReader();
       reader.onload = () => resolve({
         mimeType: recorder.mimeType,
-        base64: String(reader.result).split(',', 2)[1] || '',
+        // data:<mime type, which has commas>;base64,<data>
+        base64: String(reader.result).slice(String(reader.result).indexOf(';base64,') + 8),
       });
       reader.onerror = () => reject(reader.error);
       reader.readAsDataURL(new Blob(window.__localChunks, { type: recorder.mimeType }));
@@ -147,6 +148,9 @@ def test_archive_av_offset_follows_the_browser_capture_timeline(
     status, report = verify(server.session_dir(session["session_id"]))
     assert status == 0, report["defects"]
 
+    import json
+    dbg = {pid: {"archive": {k: v for k, v in report["performers"][pid].items()}, "local": local[pid]} for pid in pages}
+    print("DEBUG", json.dumps(dbg, indent=1, default=str))
     measured = {}
     for pid in pages:
         archive_offset = report["performers"][pid]["av_offset_ms"]
