@@ -108,9 +108,14 @@ class RelayJitterBuffer(JitterBuffer):
         self.discontinuity = False
         self.hole_timeout_s = hole_timeout_s
         self._hole_since: float | None = None
+        #: loudest ssrc-audio-level (-dBov, 0 loudest, 127 silence) since it was last read
+        self.loudest: int | None = None
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         self.media_ssrc = packet.ssrc
+        level = packet.extensions.audio_level
+        if level is not None and (self.loudest is None or level[1] < self.loudest):
+            self.loudest = level[1]
         pli_flag, frame = super().add(packet)
         if pli_flag:
             self.discontinuity = True
@@ -204,6 +209,17 @@ def media_ssrc(receiver: RTCRtpReceiver) -> int | None:
     """The SSRC of the media (not RTX) stream a passthrough receiver has seen."""
     buffer = receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
     return getattr(buffer, "media_ssrc", None)
+
+
+def take_audio_level(receiver: RTCRtpReceiver) -> float | None:
+    """The loudest audio level (dBov) the sender reported (RFC 6464 header extension) since
+    the last call; None if none came. Lets the server flag a silent microphone undecoded."""
+    buffer = receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
+    loudest = getattr(buffer, "loudest", None)
+    if loudest is None:
+        return None
+    buffer.loudest = None
+    return -float(loudest)
 
 
 async def send_pli(receiver: RTCRtpReceiver) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
@@ -12,6 +11,8 @@ from pydantic import BaseModel, Field
 
 from .auth import Invite, InviteError, InviteSigner, tokens_equal
 from .hub import Hub
+from recorder.utc import utc_iso
+
 from .rooms import Room, RoomStore, new_id
 
 PERFORMER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,48}$"
@@ -99,6 +100,7 @@ def _room(request: Request, room_id: str) -> Room:
 async def create_room(request: Request, body: RoomCreate | None = None) -> dict[str, str]:
     store: RoomStore = request.app.state.store
     room = await asyncio.to_thread(store.create, body.name if body else None)
+    _hub(request).changed()
     return room.record()
 
 
@@ -119,6 +121,7 @@ async def delete_room(request: Request, room_id: str) -> dict[str, str]:
     await _hub(request).close_room(room)
     store: RoomStore = request.app.state.store
     await asyncio.to_thread(store.delete, room_id)
+    _hub(request).changed()
     return {"room_id": room_id, "state": "closed"}
 
 
@@ -135,15 +138,42 @@ async def create_invite(request: Request, room_id: str, body: InviteCreate) -> d
         display_name=body.display_name,
         expires_at=int(time.time()) + ttl,
     )
+    if invite.performer_id in room.removed:
+        raise HTTPException(status.HTTP_409_CONFLICT, "this performer was removed from the room")
     token = request.app.state.signer.sign(invite)
-    return {
+    issued = {
         "performer_id": invite.performer_id,
+        "display_name": invite.display_name,
         "token": token,
         "url": f"{settings.base_url}/join#invite={token}",
-        "expires_at": datetime.fromtimestamp(invite.expires_at, timezone.utc)
-        .isoformat()
-        .replace("+00:00", "Z"),
+        "expires_at": utc_iso(invite.expires_at),
     }
+    room.invites.append(issued)
+    store: RoomStore = request.app.state.store
+    await asyncio.to_thread(store.save)
+    _hub(request).changed()
+    return issued
+
+
+@router.get("/rooms/{room_id}/invites")
+async def list_invites(request: Request, room_id: str) -> dict[str, list[dict[str, str]]]:
+    return {"items": _room(request, room_id).invites}
+
+
+@router.delete("/rooms/{room_id}/performers/{performer_id}")
+async def remove_performer(request: Request, room_id: str, performer_id: str) -> dict[str, str]:
+    room = _room(request, room_id)
+    known = performer_id in room.members or any(
+        i["performer_id"] == performer_id for i in room.invites
+    )
+    if not known:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "performer not found in this room")
+    if performer_id not in room.removed:
+        room.removed.append(performer_id)
+        store: RoomStore = request.app.state.store
+        await asyncio.to_thread(store.save)
+    await _hub(request).kick(room, performer_id)
+    return {"performer_id": performer_id, "state": "removed"}
 
 
 @router.post("/rooms/{room_id}/recording", status_code=status.HTTP_201_CREATED)
@@ -171,6 +201,7 @@ async def add_marker(request: Request, room_id: str, body: MarkerCreate) -> dict
     if room.recording is None:
         raise HTTPException(status.HTTP_409_CONFLICT, "markers need a running recording")
     marker = room.recording.marker(body.kind, body.label, body.data)
+    _hub(request).changed()
     return {"t_s": marker["t_s"], "kind": marker["kind"], "label": marker["label"]}
 
 

@@ -17,6 +17,8 @@ from recorder.recover import recover_sessions
 
 from . import aiortc_hooks
 from .api import router
+from .console import OperatorSession
+from .sessions_api import router as sessions_router
 from .auth import InviteSigner
 from .hub import Hub
 from .rooms import RoomStore
@@ -46,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
         for manifest in recovered:
             logger.warning("recovered interrupted session %s as %s",
                            manifest["session_id"], manifest["state"])
+        hub.start()
         yield
         await hub.shutdown()
 
@@ -87,10 +90,15 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(router)
+    app.include_router(sessions_router)
 
     @app.websocket("/api/v1/signal")
     async def signal(websocket: WebSocket) -> None:
         await SignalingSession(websocket, hub, app.state.signer).run()
+
+    @app.websocket("/api/v1/operator")
+    async def operator(websocket: WebSocket) -> None:
+        await OperatorSession(websocket, hub, operator_token).run()
 
     static_dir = settings.static_dir
 

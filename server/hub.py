@@ -21,6 +21,7 @@ from .recording import Recording
 from .relay import Publication
 from .rooms import Room, RoomStore, utc_now_iso
 from .settings import Settings
+from .stats import StatsSampler
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +89,59 @@ class Member:
             pass
 
 
+class Listener(Protocol):
+    """An operator console: told when rooms change and given per-second stats."""
+
+    def rooms_changed(self) -> None: ...
+
+    def stats(self, room_id: str, performers: dict[str, Any]) -> None: ...
+
+    def sync_monitor(self, room: Room) -> None: ...
+
+
 class Hub:
     def __init__(self, settings: Settings, store: RoomStore) -> None:
         self.settings = settings
         self.store = store
+        self.listeners: set[Listener] = set()
+        self._changed_pending = False
+        self._sampler = StatsSampler()
+        self._stats_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._stats_task = asyncio.ensure_future(self._stats_loop())
+
+    def changed(self) -> None:
+        """Something an operator sees changed; listeners hear of it once per loop turn."""
+        if self._changed_pending:
+            return
+        self._changed_pending = True
+
+        def notify() -> None:
+            self._changed_pending = False
+            for listener in list(self.listeners):
+                listener.rooms_changed()
+
+        asyncio.get_running_loop().call_soon(notify)
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for room in list(self.store.rooms.values()):
+                if not room.members:
+                    continue
+                performers = {}
+                for member in list(room.members.values()):
+                    try:
+                        stats = await self._sampler.sample(member)
+                    except Exception:
+                        logger.exception("stats of %s failed", member.performer_id)
+                        continue
+                    performers[member.performer_id] = stats
+                    if room.recording is not None:
+                        room.recording.stats(member, stats)
+                for listener in list(self.listeners):
+                    listener.stats(room.room_id, performers)
 
     # seats
 
@@ -102,6 +152,8 @@ class Hub:
         room = self.store.get(invite.room_id)
         if room is None:
             raise SeatError(4404, "room not found")
+        if invite.performer_id in room.removed:
+            raise SeatError(4403, "removed by the operator")
         member = room.members.get(invite.performer_id)
         replaced = None
         if member is not None:
@@ -159,6 +211,18 @@ class Hub:
         await self._reset_media(member)
         self._broadcast_peers(room)
 
+    async def kick(self, room: Room, performer_id: str) -> None:
+        member = room.members.get(performer_id)
+        if member is None:
+            return
+        connection = member.connection
+        await self.remove(member, "removed by the operator")
+        if connection is not None:
+            try:
+                await connection.close(4403, "removed by the operator")
+            except Exception:
+                pass
+
     async def close_room(self, room: Room) -> None:
         if room.recording is not None:
             await self.stop_recording(room)
@@ -172,6 +236,8 @@ class Hub:
                     pass
 
     async def shutdown(self) -> None:
+        if self._stats_task is not None:
+            self._stats_task.cancel()
         for room in list(self.store.rooms.values()):
             if room.recording is not None:
                 await self.stop_recording(room)
@@ -251,6 +317,8 @@ class Hub:
                 if other is not member and other.publications
             }
             member.subscriber.sync(wanted)
+        for listener in list(self.listeners):
+            listener.sync_monitor(room)
         self._broadcast_peers(room)
 
     # recording, markers, prompts
@@ -262,6 +330,7 @@ class Hub:
         room.recording = recording
         recording.start()
         self._resync(room)
+        self.changed()
         self._broadcast(room, {"type": "recording", "active": True})
         logger.info("room %s recording session %s", room.room_id, recording.session_id)
         return recording
@@ -272,6 +341,7 @@ class Hub:
             raise RuntimeError("not recording")
         room.recording = None
         self._broadcast(room, {"type": "recording", "active": False})
+        self.changed()
         return await recording.stop()
 
     def capture_changed(self, member: Member) -> None:
@@ -280,6 +350,7 @@ class Hub:
 
     def prompt(self, room: Room, prompt: dict[str, Any]) -> dict[str, Any]:
         self._broadcast(room, {"type": "prompt", **prompt})
+        self.changed()
         if room.recording is not None:
             return room.recording.prompt(prompt)
         return {"t_s": None, **prompt}
@@ -304,6 +375,7 @@ class Hub:
         ]
 
     def _broadcast_peers(self, room: Room) -> None:
+        self.changed()
         for member in room.members.values():
             asyncio.ensure_future(member.send({"type": "peers", "peers": self.peers_for(member)}))
 
@@ -338,9 +410,5 @@ class Hub:
         return {
             **room.record(),
             "performers": performers,
-            "recording": (
-                {"session_id": recording.session_id, "started_at": recording.started_at}
-                if recording is not None
-                else None
-            ),
+            "recording": recording.describe() if recording is not None else None,
         }

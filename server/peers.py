@@ -116,6 +116,7 @@ class PublishSession:
         )
         self.publications[track.kind] = publication
         aiortc_hooks.on_sender_report(receiver, publication.sender_report)
+        publication.take_audio_level = lambda: aiortc_hooks.take_audio_level(receiver)
         publication.start()
         self._on_publication(publication)
 

@@ -14,8 +14,6 @@ from recorder.capture import SessionWriter, TrackRecorder
 from recorder.finalise import finalise_session
 from recorder.utc import utc_iso
 
-from . import aiortc_hooks
-
 if TYPE_CHECKING:
     from .hub import Member
     from .relay import Publication
@@ -54,8 +52,6 @@ class Recording:
         }
         self._performers: dict[str, dict[str, Any]] = {}
         self._tracks: dict[tuple[str, str, str], tuple[Publication, TrackRecorder]] = {}
-        self._stats_task: asyncio.Task[None] | None = None
-        self._counters: dict[int, tuple[int, int]] = {}
         self._segments: dict[str, dict[int, str]] = {}
         self.stopped = False
 
@@ -69,7 +65,6 @@ class Recording:
     def start(self) -> None:
         self.writer.manifest(self.manifest)
         self.event("recording.started", session_id=self.session_id)
-        self._stats_task = asyncio.ensure_future(self._stats_loop())
 
     def event(self, event_type: str, /, **fields: Any) -> dict[str, Any]:
         record = {"t_s": self.now_s(), "type": event_type, **fields}
@@ -169,53 +164,29 @@ class Recording:
 
     # stats
 
-    async def _stats_loop(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            for member in list(self.room.members.values()):
-                try:
-                    await self._stats(member)
-                except Exception:
-                    logger.exception("stats for %s failed", member.performer_id)
-
-    async def _stats(self, member: Member) -> None:
-        if member.performer_id not in self._performers:
+    def stats(self, member: Member, stats: dict[str, Any]) -> None:
+        """Log a performer's per-second stats on the timeline (and keep the RTT for sync)."""
+        entry = self._performers.get(member.performer_id)
+        if entry is None or self.stopped:
             return
-        stats: dict[str, Any] = {"performer_id": member.performer_id, "state": member.state}
-        for publication in member.publications:
-            packets, size = self._counters.get(id(publication), (0, 0))
-            self._counters[id(publication)] = (publication.packets, publication.bytes)
-            track = {
-                "bitrate_kbps": round((publication.bytes - size) * 8 / 1000, 1),
-                "packets": publication.packets - packets,
-            }
-            if publication.kind == "video":
-                track["fps"] = publication.packets - packets
-                track["resolution"] = publication.frame_size
-            stats[publication.kind] = track
-        if member.publisher is not None:
-            report = await member.publisher.pc.getStats()
-            for item in report.values():
-                if getattr(item, "type", None) == "inbound-rtp" and item.kind in stats:
-                    stats[item.kind]["packets_lost"] = item.packetsLost
-                    stats[item.kind]["jitter"] = item.jitter
-        rtts = [
-            rtt
-            for t in (member.subscriber.pc.getTransceivers() if member.subscriber else [])
-            if (rtt := aiortc_hooks.sender_rtt(t.sender)) is not None
-        ]
-        if rtts:
-            stats["rtt_ms"] = round(min(rtts) * 1000, 2)
-            self._performers[member.performer_id]["sync"]["rtt_s"] = round(min(rtts), 6)
-        self.event("stats", **stats)
+        if stats.get("rtt_ms") is not None:
+            entry["sync"]["rtt_s"] = round(stats["rtt_ms"] / 1000, 6)
+        self.event("stats", performer_id=member.performer_id, **stats)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "started_at": self.started_at,
+            "elapsed_s": self.now_s(),
+            "markers": self.manifest["markers"],
+            "prompts": self.manifest["prompts"],
+        }
 
     # stop
 
     async def stop(self) -> dict[str, Any]:
         """Close every track, flush the capture, finalise; returns the final manifest."""
         self.stopped = True
-        if self._stats_task is not None:
-            self._stats_task.cancel()
         for key in list(self._tracks):
             self._close_track(key)
         self.manifest["ended_at"] = utc_iso(time.time())

@@ -159,6 +159,8 @@ class Publication:
         self._subscribers: set[RelayTrack] = set()
         self._sinks: list[PublicationSink] = []
         self.last_sender_report: tuple[int, float, float] | None = None
+        #: returns the loudest audio level (dBov) since the last call, if the sender says
+        self.take_audio_level: Callable[[], float | None] = lambda: None
         self._task: asyncio.Task[None] | None = None
         self.packets = 0
         self.bytes = 0

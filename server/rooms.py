@@ -31,12 +31,19 @@ class Room:
     room_id: str
     name: str
     created_at: str
+    #: invites issued for the room, for the console to list and copy again
+    invites: list[dict[str, str]] = field(default_factory=list)
+    #: performers the operator removed: their invites cannot rejoin
+    removed: list[str] = field(default_factory=list)
     #: live state, not persisted
     members: dict[str, Member] = field(default_factory=dict, repr=False)
     recording: Recording | None = field(default=None, repr=False)
 
     def record(self) -> dict[str, str]:
         return {"room_id": self.room_id, "name": self.name, "created_at": self.created_at}
+
+    def persisted(self) -> dict[str, object]:
+        return {**self.record(), "invites": self.invites, "removed": self.removed}
 
 
 class RoomStore:
@@ -53,7 +60,11 @@ class RoomStore:
 
     def _save(self) -> None:
         with self._lock:
-            write_json_atomic(self._path, {"rooms": [r.record() for r in self.rooms.values()]})
+            write_json_atomic(self._path, {"rooms": [r.persisted() for r in self.rooms.values()]})
+
+    def save(self) -> None:
+        """Persist after changing a room's invites or removed performers (call in a thread)."""
+        self._save()
 
     def create(self, name: str | None) -> Room:
         room_id = new_id("room")

@@ -75,7 +75,7 @@ def parse_message(text: str | bytes | None, limit: int) -> dict[str, Any]:
     return message
 
 
-async def _receive(websocket: WebSocket, limit: int) -> dict[str, Any]:
+async def receive_message(websocket: WebSocket, limit: int) -> dict[str, Any]:
     event = await websocket.receive()
     if event["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(event.get("code", 1000))
@@ -119,7 +119,7 @@ class SignalingSession:
         limit = self.settings.max_message_bytes
         try:
             message = await asyncio.wait_for(
-                _receive(self.ws, limit), self.settings.hello_timeout_s
+                receive_message(self.ws, limit), self.settings.hello_timeout_s
             )
         except asyncio.TimeoutError as exc:
             raise ProtocolError(CLOSE_HELLO_TIMEOUT, "no hello received") from exc
@@ -166,7 +166,7 @@ class SignalingSession:
     async def _loop(self) -> None:
         assert self.member is not None
         while True:
-            message = await _receive(self.ws, self.settings.max_message_bytes)
+            message = await receive_message(self.ws, self.settings.max_message_bytes)
             if self.member.connection is not self.connection:
                 return  # replaced by a newer connection of this seat
             handler = getattr(self, f"_on_{message['type']}", None)

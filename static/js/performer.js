@@ -21,6 +21,7 @@ const JOIN_SLOW_MS = 15000;
 const CLOSE_MESSAGES = /** @type {Record<number, string>} */ ({
   4400: 'Protocol error: the server could not understand this page. Reload to try again.',
   4401: 'This invite link is not valid',
+  4403: 'The operator removed you from this room',
   4404: 'This room no longer exists',
   4408: 'The connection timed out before joining. Reload to try again.',
   4409: 'This invite is already in use in another window',
@@ -237,7 +238,7 @@ function connect() {
   });
   client.addEventListener('fatal', (ev) => {
     const { code } = /** @type {CustomEvent} */ (ev).detail;
-    if (code === 4401 || code === 4404 || code === 4410) store.forgetResume();
+    if (code === 4401 || code === 4403 || code === 4404 || code === 4410) store.forgetResume();
     fail(CLOSE_MESSAGES[code] ?? `The server closed the connection (${code})`);
   });
   client.addEventListener('unreachable', () => fail('The server is not reachable'));
