@@ -1,0 +1,118 @@
+"""The operator's live view and session browsing, against a real server and real bots."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import websockets
+
+from tests.helpers import BotProcess, ServerProcess, start_recording, stop_recording
+
+BotFactory = Callable[[str, float], BotProcess]
+
+
+async def operator_ws(server: ServerProcess, token: str) -> Any:
+    ws = await websockets.connect(f"ws://127.0.0.1:{server.port}/api/v1/operator")
+    await ws.send(json.dumps({"type": "hello", "token": token}))
+    return ws
+
+
+async def next_of(ws: Any, kind: str, timeout: float = 10) -> dict[str, Any]:
+    async def wait() -> dict[str, Any]:
+        while True:
+            message = json.loads(await ws.recv())
+            if message["type"] == kind:
+                return dict(message)
+
+    return await asyncio.wait_for(wait(), timeout)
+
+
+async def test_wrong_operator_token_is_refused(server: ServerProcess) -> None:
+    ws = await operator_ws(server, "nope")
+    try:
+        await ws.recv()
+        raise AssertionError("not closed")
+    except websockets.ConnectionClosed as exc:
+        assert exc.rcvd is not None and exc.rcvd.code == 4401
+
+
+async def test_console_sees_rooms_stats_and_flags(server: ServerProcess, bots: BotFactory) -> None:
+    room = server.create_room("live")
+    ws = await operator_ws(server, server.token)
+    try:
+        await next_of(ws, "welcome")
+        rooms = await next_of(ws, "rooms")
+        assert [r["room_id"] for r in rooms["rooms"]] == [room]
+        invites = [server.invite(room, n) for n in ("Ann", "Ben")]
+        listed = server.api("GET", f"/api/v1/rooms/{room}/invites").json()["items"]
+        assert [i["token"] for i in listed] == [i["token"] for i in invites]
+        running = [bots(inv["url"], 8) for inv in invites]
+        deadline = time.time() + 15
+        stats: dict[str, Any] = {}
+        while time.time() < deadline:
+            message = await next_of(ws, "stats")
+            stats = message["performers"]
+            if len(stats) == 2 and all((s["video"] or {}).get("fps", 0) >= 25 for s in stats.values()):
+                break
+        assert len(stats) == 2, stats
+        for performer in stats.values():
+            assert performer["video"]["width"] == 640 and performer["video"]["bitrate_kbps"] > 50
+            assert performer["audio"]["level_dbov"] is not None
+            assert performer["rtt_ms"] is not None
+            assert "frozen" not in performer["flags"] and "lossy" not in performer["flags"]
+        for bot in running:
+            assert bot.wait()[0] == 0
+    finally:
+        await ws.close()
+
+
+async def test_removed_performer_is_closed_and_cannot_rejoin(
+    server: ServerProcess, bots: BotFactory
+) -> None:
+    room = server.create_room()
+    invite = server.invite(room, "Ann")
+    bot = bots(invite["url"], 30)
+    deadline = time.time() + 15
+    while not server.api("GET", f"/api/v1/rooms/{room}").json()["performers"]:
+        assert time.time() < deadline
+        await asyncio.sleep(0.2)
+    response = server.api("DELETE", f"/api/v1/rooms/{room}/performers/{invite['performer_id']}")
+    assert response.status_code == 200
+    status, output, _ = bot.wait()
+    assert status == 1 and "4403" in output
+    status, output, _ = bots(invite["url"], 3).wait()
+    assert status == 1 and "removed by the operator" in output
+    assert server.api("DELETE", f"/api/v1/rooms/{room}/performers/p_nobody").status_code == 404
+
+
+def test_sessions_list_manifest_and_files(server: ServerProcess, bots: BotFactory) -> None:
+    room = server.create_room("takes")
+    session = start_recording(server, room)
+    assert server.api("POST", f"/api/v1/rooms/{room}/recording").status_code == 409
+    bots(server.invite(room, "Ann")["url"], 4).wait()
+    assert stop_recording(server, room)["state"] == "complete"
+    assert server.api("DELETE", f"/api/v1/rooms/{room}/recording").status_code == 409
+
+    listing = server.api("GET", "/api/v1/sessions").json()
+    assert [s["session_id"] for s in listing["items"]] == [session["session_id"]]
+    assert listing["items"][0]["state"] == "complete" and listing["next"] is None
+    assert server.api("GET", "/api/v1/sessions?state=partial").json()["items"] == []
+    manifest = server.api("GET", f"/api/v1/sessions/{session['session_id']}").json()
+    entry = next(f for f in manifest["files"] if f["path"].endswith(".webm"))
+    url = f"/api/v1/sessions/{session['session_id']}/files/{entry['path']}"
+    whole = server.api("GET", url)
+    assert whole.status_code == 200 and len(whole.content) == entry["bytes"]
+    assert whole.headers["x-content-sha256"] == entry["sha256"]
+    part = server.api("GET", url, headers={"Range": "bytes=100-199",
+                                            "Authorization": f"Bearer {server.token}"})
+    assert part.status_code == 206 and part.content == whole.content[100:200]
+    base = f"/api/v1/sessions/{session['session_id']}/files/"
+    for bad in ("../manifest.json", "performers/../../rooms.json", "%2e%2e/x", "nope.webm"):
+        assert server.api("GET", base + bad).status_code in (400, 404), bad
+    assert server.api("GET", "/api/v1/sessions/ses_missing").status_code == 404
+    assert httpx.get(f"{server.url}{url}").status_code == 401
