@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Annotated, Any, Literal
 
@@ -65,9 +66,7 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def require_operator(request: Request, token: Annotated[str, Depends(bearer_token)]) -> None:
-    if tokens_equal(token, request.app.state.operator_token):
-        return
+def _invite_or_unknown(request: Request, token: str) -> HTTPException:
     signer: InviteSigner = request.app.state.signer
     try:
         signer.verify(token)
@@ -75,10 +74,27 @@ def require_operator(request: Request, token: Annotated[str, Depends(bearer_toke
     except InviteError as exc:
         is_invite = exc.expired
     if is_invite:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "a performer invite cannot use this API")
-    raise HTTPException(
+        return HTTPException(status.HTTP_403_FORBIDDEN, "a performer invite cannot use this API")
+    return HTTPException(
         status.HTTP_401_UNAUTHORIZED, "invalid token", headers={"WWW-Authenticate": "Bearer"}
     )
+
+
+def require_operator(request: Request, token: Annotated[str, Depends(bearer_token)]) -> None:
+    if tokens_equal(token, request.app.state.operator_token):
+        return
+    if request.app.state.downstream.tokens.is_reader(token):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a reader token can only read sessions")
+    raise _invite_or_unknown(request, token)
+
+
+def require_reader(request: Request, token: Annotated[str, Depends(bearer_token)]) -> None:
+    """Operator or reader: listing and fetching sessions, events and revocations."""
+    if tokens_equal(token, request.app.state.operator_token):
+        return
+    if request.app.state.downstream.tokens.is_reader(token):
+        return
+    raise _invite_or_unknown(request, token)
 
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_operator)])
@@ -209,3 +225,53 @@ async def add_marker(request: Request, room_id: str, body: MarkerCreate) -> dict
 async def push_prompt(request: Request, room_id: str, body: PromptCreate) -> dict[str, Any]:
     room = _room(request, room_id)
     return _hub(request).prompt(room, body.model_dump())
+
+
+class TokenCreate(BaseModel):
+    role: Literal["reader"]
+    label: str = Field(min_length=1, max_length=200)
+
+
+class RevokeBody(BaseModel):
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+@router.post("/tokens", status_code=status.HTTP_201_CREATED)
+async def create_token(request: Request, body: TokenCreate) -> dict[str, Any]:
+    return await request.app.state.downstream.tokens.create(body.role, body.label)  # type: ignore[no-any-return]
+
+
+@router.get("/tokens")
+async def list_tokens(request: Request) -> dict[str, Any]:
+    return {"items": await request.app.state.downstream.tokens.list()}
+
+
+@router.delete("/tokens/{token_id}")
+async def revoke_token(request: Request, token_id: str) -> dict[str, str]:
+    if not await request.app.state.downstream.tokens.revoke(token_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "token not found or already revoked")
+    return {"id": token_id, "state": "revoked"}
+
+
+@router.post("/performers/{performer_id}/revoke")
+async def revoke_consent(
+    request: Request, performer_id: str, body: RevokeBody | None = None
+) -> dict[str, Any]:
+    if not re.match(PERFORMER_ID_PATTERN, performer_id):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "invalid performer id")
+    hub = _hub(request)
+    store: RoomStore = request.app.state.store
+    for room in store.rooms.values():  # withdrawn consent: never recorded again
+        if performer_id in room.members or any(i["performer_id"] == performer_id for i in room.invites):
+            if performer_id not in room.removed:
+                room.removed.append(performer_id)
+            await hub.kick(room, performer_id)
+    await asyncio.to_thread(store.save)
+    return await request.app.state.downstream.revoke(  # type: ignore[no-any-return]
+        performer_id, body.reason if body else None
+    )
+
+
+@router.get("/webhooks/deliveries")
+async def webhook_deliveries(request: Request) -> dict[str, Any]:
+    return {"items": await request.app.state.downstream.deliverer.list()}

@@ -18,6 +18,7 @@ from recorder.recover import recover_sessions
 from . import aiortc_hooks
 from .api import router
 from .console import OperatorSession
+from .downstream import Downstream
 from .sessions_api import router as sessions_router
 from .auth import InviteSigner
 from .hub import Hub
@@ -40,17 +41,23 @@ def create_app(settings: Settings) -> FastAPI:
     )
     secret_key = settings.secret_key or load_or_create(settings.data_dir / "secret_key")
     store = RoomStore(settings.data_dir / "rooms.json")
-    hub = Hub(settings, store)
+    webhook_secret = settings.webhook_secret or load_or_create(settings.data_dir / "webhook_secret")
+    downstream = Downstream(settings, webhook_secret)
+    hub = Hub(settings, store, downstream)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         recovered = await asyncio.to_thread(recover_sessions, settings.sessions_dir)
+        await downstream.start()
         for manifest in recovered:
             logger.warning("recovered interrupted session %s as %s",
                            manifest["session_id"], manifest["state"])
+            await downstream.session_finalized(settings.sessions_dir / manifest["session_id"])
         hub.start()
         yield
         await hub.shutdown()
+        await downstream.stop()
+        downstream.db.close()
 
     app = FastAPI(title="improv-capture", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
@@ -58,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.signer = InviteSigner(secret_key)
     app.state.store = store
     app.state.hub = hub
+    app.state.downstream = downstream
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]

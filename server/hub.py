@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .auth import Invite
+from .downstream import Downstream
 from .peers import PublishSession, SubscribeSession
 from .recording import Recording
 from .relay import Publication
@@ -100,9 +101,10 @@ class Listener(Protocol):
 
 
 class Hub:
-    def __init__(self, settings: Settings, store: RoomStore) -> None:
+    def __init__(self, settings: Settings, store: RoomStore, downstream: Downstream) -> None:
         self.settings = settings
         self.store = store
+        self.downstream = downstream
         self.listeners: set[Listener] = set()
         self._changed_pending = False
         self._sampler = StatsSampler()
@@ -331,6 +333,9 @@ class Hub:
         recording.start()
         self._resync(room)
         self.changed()
+        asyncio.ensure_future(
+            self.downstream.session_started(recording.session_id, room.room_id, recording.started_at)
+        )
         self._broadcast(room, {"type": "recording", "active": True})
         logger.info("room %s recording session %s", room.room_id, recording.session_id)
         return recording
@@ -342,7 +347,9 @@ class Hub:
         room.recording = None
         self._broadcast(room, {"type": "recording", "active": False})
         self.changed()
-        return await recording.stop()
+        manifest = await recording.stop()
+        await self.downstream.session_finalized(recording.session_dir)
+        return manifest
 
     def capture_changed(self, member: Member) -> None:
         if member.room.recording is not None:

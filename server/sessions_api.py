@@ -1,5 +1,5 @@
-"""Finished sessions over HTTP: list, manifest, files (docs/console-protocol.md; the reader
-tokens, index and events of SPEC.md come with the downstream access issue)."""
+"""Sessions for downstream jobs and the console: catalog, manifest, files, events (SSE) and
+the revocation feed. Readers and the operator may use every route here."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
-from .api import require_operator
+from .api import require_reader
+from .events import sse
 
 SESSION_ID = re.compile(r"^ses_[A-Za-z0-9_]{1,64}$")
 
-router = APIRouter(prefix="/api/v1/sessions", dependencies=[Depends(require_operator)])
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_reader)])
 
 
 def _sessions_dir(request: Request) -> Path:
@@ -30,62 +31,31 @@ def _session_dir(request: Request, session_id: str) -> Path:
     return path
 
 
-def read_manifests(sessions_dir: Path) -> list[dict[str, Any]]:
-    manifests = []
-    for path in sessions_dir.glob("ses_*/manifest.json"):
-        try:
-            manifests.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
-    manifests.sort(key=lambda m: (m.get("started_at") or "", m.get("session_id") or ""))
-    return manifests
-
-
-def summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **{k: manifest.get(k) for k in ("session_id", "room_id", "room_name", "state", "reason",
-                                         "started_at", "ended_at", "duration_s")},
-        "performers": [
-            {"performer_id": p["performer_id"], "display_name": p.get("display_name")}
-            for p in manifest.get("performers", [])
-        ],
-        "markers": len(manifest.get("markers", [])),
-        "prompts": len(manifest.get("prompts", [])),
-    }
-
-
-@router.get("")
+@router.get("/sessions")
 async def list_sessions(
     request: Request,
     state: str | None = None,
     room_id: str | None = None,
-    after: str | None = None,
-    limit: int = Query(default=50, ge=1, le=500),
+    since: str | None = Query(default=None, description="started_at >= (ISO 8601 UTC)"),
+    until: str | None = Query(default=None, description="started_at < (ISO 8601 UTC)"),
+    after: str | None = Query(default=None, description="the `next` of the previous page"),
+    limit: int = Query(default=100, ge=1, le=1000),
 ) -> dict[str, Any]:
-    manifests = await asyncio.to_thread(read_manifests, _sessions_dir(request))
-    items = [
-        m for m in manifests
-        if (state is None or m.get("state") == state) and (room_id is None or m.get("room_id") == room_id)
-    ]
-    if after is not None:
-        ids = [m.get("session_id") for m in items]
-        if after not in ids:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, "unknown cursor")
-        items = items[ids.index(after) + 1 :]
-    page = items[:limit]
-    return {
-        "items": [summary(m) for m in page],
-        "next": page[-1]["session_id"] if len(items) > limit else None,
-    }
+    try:
+        return await request.app.state.downstream.catalog.page(  # type: ignore[no-any-return]
+            state=state, room_id=room_id, since=since, until=until, after=after, limit=limit
+        )
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
 
 
-@router.get("/{session_id}")
+@router.get("/sessions/{session_id}")
 async def get_session(request: Request, session_id: str) -> dict[str, Any]:
     path = _session_dir(request, session_id) / "manifest.json"
     return json.loads(await asyncio.to_thread(path.read_text))  # type: ignore[no-any-return]
 
 
-@router.get("/{session_id}/files/{file_path:path}")
+@router.get("/sessions/{session_id}/files/{file_path:path}")
 async def get_file(request: Request, session_id: str, file_path: str) -> FileResponse:
     session_dir = _session_dir(request, session_id)
     if "\x00" in file_path or file_path.startswith("/") or "\\" in file_path:
@@ -106,3 +76,51 @@ async def get_file(request: Request, session_id: str, file_path: str) -> FileRes
         headers["ETag"] = f'"{digest}"'
     media_type = "video/webm" if file_path.endswith(".webm") else None
     return FileResponse(target, headers=headers, media_type=media_type)
+
+
+@router.get("/events")
+async def events(
+    request: Request, after: int | None = Query(default=None, ge=0)
+) -> StreamingResponse:
+    """Server-Sent Events; resume with Last-Event-ID (or ?after=)."""
+    log = request.app.state.downstream.events
+    last = request.headers.get("last-event-id")
+    start = after if after is not None else (int(last) if last and last.isdigit() else 0)
+
+    async def stream():  # type: ignore[no-untyped-def]
+        queue = log.subscribe()
+        try:
+            sent = start
+            while True:  # the backlog first, then live (the queue holds what came meanwhile)
+                backlog = await log.since(sent)
+                for event in backlog:
+                    sent = event["id"]
+                    yield sse(event)
+                if len(backlog) < 1000:
+                    break
+            yield ": live\n\n"
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), 15)
+                except asyncio.TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if event is None:
+                    return  # fell behind: the client resumes from its last id
+                if event["id"] > sent:
+                    sent = event["id"]
+                    yield sse(event)
+        finally:
+            log.unsubscribe(queue)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@router.get("/revocations")
+async def revocations(
+    request: Request,
+    after: int = Query(default=0, ge=0),
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> dict[str, Any]:
+    return await request.app.state.downstream.revocations(after, limit)  # type: ignore[no-any-return]

@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     #: Items (packets, reports, events) the recorder may hold before it drops into a gap.
     recorder_queue: int = 4096
 
+    #: Webhook receivers of session.started, session.finalized and consent.revoked.
+    webhook_urls: list[str] = Field(default_factory=list)
+    #: HMAC key of webhook signatures; generated into the data dir when unset.
+    webhook_secret: str | None = None
+    #: First retry delay (doubling, at most 10 min apart) and when to give up (>= 1 h).
+    webhook_backoff_s: float = 1.0
+    webhook_give_up_s: float = 6 * 3600.0
+
     log_level: str = "info"
     #: The performer page and its assets (static/ at the repository root).
     static_dir: Path = Path(__file__).resolve().parent.parent / "static"

@@ -57,12 +57,15 @@ async def test_console_sees_rooms_stats_and_flags(server: ServerProcess, bots: B
         while time.time() < deadline:
             message = await next_of(ws, "stats")
             stats = message["performers"]
-            if len(stats) == 2 and all((s["video"] or {}).get("fps", 0) >= 25 for s in stats.values()):
+            if len(stats) == 2 and all(
+                (s["video"] or {}).get("fps", 0) >= 25 and (s["audio"] or {}).get("level_dbov")
+                is not None for s in stats.values()
+            ):
                 break
         assert len(stats) == 2, stats
         for performer in stats.values():
             assert performer["video"]["width"] == 640 and performer["video"]["bitrate_kbps"] > 50
-            assert performer["audio"]["level_dbov"] is not None
+            assert performer["audio"]["level_dbov"] is not None, stats
             assert performer["rtt_ms"] is not None
             assert "frozen" not in performer["flags"] and "lossy" not in performer["flags"]
         for bot in running:

@@ -1,0 +1,75 @@
+"""Downstream events (session.started, session.finalized, consent.revoked): stored with an
+id, streamed as Server-Sent Events with Last-Event-ID resume, and delivered to webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from typing import Any
+
+from .db import Database, rows
+from .rooms import utc_now_iso
+
+logger = logging.getLogger(__name__)
+
+SUBSCRIBER_QUEUE = 256
+
+
+class EventLog:
+    def __init__(self, db: Database, webhook_urls: list[str]) -> None:
+        self._db = db
+        self._webhook_urls = webhook_urls
+        self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self.delivery_wanted = asyncio.Event()
+
+    async def publish(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+        created_at = utc_now_iso()
+        urls = list(self._webhook_urls)
+
+        def insert(c: sqlite3.Connection) -> int:
+            event_id = c.execute(
+                "INSERT INTO events (type, data, created_at) VALUES (?,?,?)",
+                (event_type, json.dumps(data), created_at),
+            ).lastrowid
+            for url in urls:
+                c.execute(
+                    "INSERT INTO deliveries (event_id, url, status, next_attempt, created)"
+                    " VALUES (?,?,'pending',0,strftime('%s','now'))",
+                    (event_id, url),
+                )
+            return int(event_id or 0)
+
+        event_id = await self._db.call(insert)
+        event = {"id": event_id, "type": event_type, "created_at": created_at, "data": data}
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                # a consumer this far behind reconnects and resumes from its Last-Event-ID
+                self._subscribers.discard(queue)
+                queue.put_nowait(None) if queue.empty() else None
+        if urls:
+            self.delivery_wanted.set()
+        return event
+
+    async def since(self, after: int, limit: int = 1000) -> list[dict[str, Any]]:
+        found = await self._db.call(lambda c: rows(c.execute(
+            "SELECT id, type, data, created_at FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit))))
+        return [{**r, "data": json.loads(r["data"])} for r in found]
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        self._subscribers.discard(queue)
+
+
+def sse(event: dict[str, Any]) -> str:
+    body = json.dumps({"id": event["id"], "type": event["type"],
+                       "created_at": event["created_at"], "data": event["data"]})
+    return f"id: {event['id']}\nevent: {event['type']}\ndata: {body}\n\n"

@@ -1,0 +1,104 @@
+// @ts-check
+/**
+ * Rooms column: the list (select, close with confirm) and the create form.
+ */
+import { api, seg } from './api.js';
+import { fmtClock, h } from './util.js';
+
+/**
+ * @typedef {{room_id: string, name?: string, created_at?: string, performers?: any[],
+ *   recording?: null | {session_id: string, started_at?: string, elapsed_s?: number}}} Room
+ */
+
+export class RoomsPanel {
+  /**
+   * @param {{list: HTMLElement, form: HTMLFormElement, nameInput: HTMLInputElement,
+   *   createButton: HTMLButtonElement, onSelect: (roomId: string | null) => void,
+   *   onChanged: () => void, notify: (text: string, kind?: string) => void}} opts
+   */
+  constructor({ list, form, nameInput, createButton, onSelect, onChanged, notify }) {
+    this.list = list;
+    this.nameInput = nameInput;
+    this.createButton = createButton;
+    this.onSelect = onSelect;
+    this.onChanged = onChanged;
+    this.notify = notify;
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      this.create();
+    });
+  }
+
+  async create() {
+    const name = this.nameInput.value.trim();
+    this.createButton.disabled = true;
+    try {
+      const room = await api('/api/v1/rooms', { method: 'POST', body: name ? { name } : {} });
+      this.nameInput.value = '';
+      this.notify(`Room “${room.name || room.room_id}” created`, 'ok');
+      this.onChanged();
+      this.onSelect(room.room_id);
+    } catch (err) {
+      this.notify(`Could not create the room: ${/** @type {Error} */ (err).message}`, 'error');
+    } finally {
+      this.createButton.disabled = false;
+    }
+  }
+
+  /** @param {Room} room */
+  async close(room) {
+    const label = room.name || room.room_id;
+    const recording = room.recording ? ' The running recording will be stopped first.' : '';
+    if (!confirm(`Close room “${label}”? Everyone in it is disconnected.${recording}`)) return;
+    try {
+      await api(`/api/v1/rooms/${seg(room.room_id)}`, { method: 'DELETE' });
+      this.notify(`Room “${label}” closed`, 'ok');
+      this.onChanged();
+    } catch (err) {
+      this.notify(`Could not close the room: ${/** @type {Error} */ (err).message}`, 'error');
+    }
+  }
+
+  /**
+   * @param {Room[]} rooms
+   * @param {string | null} selectedId
+   */
+  render(rooms, selectedId) {
+    if (!rooms.length) {
+      this.list.replaceChildren(h('li', { className: 'empty' }, 'No rooms yet. Create one above.'));
+      return;
+    }
+    this.list.replaceChildren(...rooms.map((room) => this._item(room, room.room_id === selectedId)));
+  }
+
+  /**
+   * @param {Room} room
+   * @param {boolean} selected
+   */
+  _item(room, selected) {
+    const performers = Array.isArray(room.performers) ? room.performers : [];
+    const joined = performers.filter((p) => p.state !== 'reconnecting').length;
+    const meta = [`${performers.length} performer${performers.length === 1 ? '' : 's'}`];
+    if (performers.length && joined !== performers.length) meta.push(`${performers.length - joined} reconnecting`);
+    const rec = room.recording
+      ? h('span', { className: 'rec-chip', title: 'Recording' }, h('span', { className: 'rec-dot' }), 'REC',
+        typeof room.recording.elapsed_s === 'number' ? ` ${fmtClock(room.recording.elapsed_s)}` : '')
+      : null;
+    const select = h('button', {
+      type: 'button', className: 'room-select', onclick: () => this.onSelect(room.room_id),
+      attrs: selected ? { 'aria-current': 'true' } : {},
+    },
+    h('span', { className: 'room-name' }, room.name || room.room_id),
+    h('span', { className: 'room-meta' }, meta.join(' · '), rec));
+    const close = h('button', {
+      type: 'button', className: 'icon danger', title: 'Close this room',
+      dataset: { testid: 'room-close', roomId: room.room_id },
+      attrs: { 'aria-label': `Close room ${room.name || room.room_id}` },
+      onclick: () => this.close(room),
+    }, '×');
+    return h('li', {
+      className: `room-item${selected ? ' selected' : ''}${room.recording ? ' recording' : ''}`,
+      dataset: { testid: 'room-item', roomId: room.room_id },
+    }, select, close);
+  }
+}

@@ -1,0 +1,148 @@
+"""The operator console, end to end: a headless Chromium console and two headless Chromium
+performers; everything the operator does is checked in the archive it produces."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from recorder.utc import parse_utc
+from tests.helpers import ServerProcess, manifest, verify
+from tests.static.test_performer_page import join, wait_playing
+
+SCREENSHOTS = "test-artifacts"
+
+
+def console_page(browser: Any, server: ServerProcess) -> Any:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(f"{server.url}/console")
+    page.get_by_test_id("signin-token").fill("wrong-token")
+    page.get_by_test_id("signin-submit").click()
+    page.get_by_test_id("signin-error").wait_for(state="visible", timeout=5000)
+    page.get_by_test_id("signin-token").fill(server.token)
+    page.get_by_test_id("signin-submit").click()
+    page.wait_for_function("document.body.dataset.console === 'ready'", timeout=10000)
+    return page
+
+
+def tile_ready(page: Any, performer_id: str) -> bool:
+    return bool(page.evaluate(
+        """(pid) => {
+            const v = document.querySelector(
+                `[data-testid=monitor-video][data-performer-id="${pid}"]`);
+            return !!v && v.videoWidth === 640 && v.currentTime > 0.5;
+        }""",
+        performer_id,
+    ))
+
+
+def test_console_runs_a_session(server: ServerProcess, browser: Any) -> None:
+    console = console_page(browser, server)
+
+    console.get_by_test_id("room-create-name").fill("Scene study")
+    console.get_by_test_id("room-create").click()
+    room_item = console.get_by_test_id("room-item").filter(has_text="Scene study")
+    room_item.wait_for(timeout=5000)
+    room_item.click()
+    room_id = room_item.get_attribute("data-room-id")
+    invites = {}
+    for name in ("Alice", "Bob"):
+        console.get_by_test_id("invite-name").fill(name)
+        console.get_by_test_id("invite-create").click()
+        item = console.get_by_test_id("invite-item").filter(has_text=name)
+        item.wait_for(timeout=5000)
+        invites[name] = {
+            "performer_id": item.get_attribute("data-performer-id"),
+            "url": next(i["url"] for i in server.api("GET", f"/api/v1/rooms/{room_id}/invites")
+                        .json()["items"] if i["display_name"] == name),
+        }
+        assert invites[name]["url"] in item.inner_text()
+
+    performers = {name: join(browser, inv["url"]) for name, inv in invites.items()}
+    for page in performers.values():
+        page.wait_for_function("document.body.dataset.state === 'joined'", timeout=20000)
+    wait_playing(performers["Alice"], invites["Bob"]["performer_id"])
+
+    # two live tiles with stats
+    deadline = time.time() + 20
+    while not all(tile_ready(console, inv["performer_id"]) for inv in invites.values()):
+        assert time.time() < deadline, "monitor tiles did not play"
+        time.sleep(0.25)
+    for inv in invites.values():
+        tile = console.locator(f'[data-testid=monitor-tile][data-performer-id="{inv["performer_id"]}"]')
+        console.wait_for_function(
+            "(el) => /fps/i.test(el.textContent) && /kbps|kbit|Mbps/i.test(el.textContent)",
+            arg=tile.element_handle(), timeout=5000,
+        )
+
+    # record: the performers see REC
+    console.get_by_test_id("record-toggle").click()
+    for page in performers.values():
+        page.get_by_test_id("rec-indicator").wait_for(state="visible", timeout=3000)
+    session_id = server.api("GET", f"/api/v1/rooms/{room_id}").json()["recording"]["session_id"]
+    started = parse_utc(server.api("GET", f"/api/v1/rooms/{room_id}").json()["recording"]["started_at"])
+
+    actions: list[tuple[str, str, float]] = []
+    time.sleep(1.0)
+    actions.append(("scene", "", time.time()))
+    console.get_by_test_id("marker-scene").click()
+    time.sleep(1.0)
+    console.locator("body").click(position={"x": 640, "y": 790})
+    actions.append(("take", "", time.time()))
+    console.keyboard.press("t")
+    time.sleep(1.0)
+    console.get_by_test_id("marker-note").click()
+    console.get_by_test_id("note-text").fill("great energy")
+    actions.append(("note", "great energy", time.time()))
+    console.get_by_test_id("note-text").press("Enter")
+    time.sleep(0.5)
+    actions.append(("cut", "", time.time()))
+    console.locator("body").click(position={"x": 640, "y": 790})
+    console.keyboard.press("c")
+    console.get_by_test_id("prompt-text").fill("You just found out you are twins")
+    console.get_by_test_id("prompt-emotion").fill("surprise") if console.get_by_test_id(
+        "prompt-emotion").evaluate("el => el.tagName") == "INPUT" else console.get_by_test_id(
+        "prompt-emotion").select_option("surprise")
+    prompt_at = time.time()
+    console.get_by_test_id("prompt-send").click()
+    for page in performers.values():
+        page.wait_for_function(
+            "document.querySelector('[data-testid=prompt]').textContent.includes('twins')",
+            timeout=3000,
+        )
+    console.wait_for_function(
+        "document.querySelectorAll('[data-testid=take-list] li').length >= 5", timeout=5000
+    )
+    console.screenshot(path=f"{SCREENSHOTS}/console.png")
+    performers["Bob"].screenshot(path=f"{SCREENSHOTS}/performer-prompt.png")
+
+    console.get_by_test_id("record-toggle").click()
+    for page in performers.values():
+        page.get_by_test_id("rec-indicator").wait_for(state="hidden", timeout=10000)
+    deadline = time.time() + 30
+    while manifest(server.session_dir(session_id))["state"] == "recording":
+        assert time.time() < deadline
+        time.sleep(0.2)
+
+    # the session appears as complete, with the markers and the prompt at the right times
+    console.get_by_test_id("session-row").filter(has_text="complete").first.wait_for(timeout=10000)
+    session_dir = server.session_dir(session_id)
+    status, report = verify(session_dir)
+    assert status == 0, report["defects"]
+    archive = manifest(session_dir)
+    assert archive["state"] == "complete"
+    markers = archive["markers"]
+    assert [m["kind"] for m in markers] == [a[0] for a in actions]
+    for marker, (kind, label, at) in zip(markers, actions):
+        assert abs(marker["t_s"] - (at - started)) <= 0.5, (marker, at - started)
+        if label:
+            assert marker["label"] == label
+    (prompt,) = archive["prompts"]
+    assert prompt["text"] == "You just found out you are twins"
+    assert prompt["target_emotion"] == "surprise"
+    assert abs(prompt["t_s"] - (prompt_at - started)) <= 0.5
+    events = [json.loads(x) for x in (session_dir / "events.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in events if e["type"] == "marker"] == [a[0] for a in actions]
+    assert [e["text"] for e in events if e["type"] == "prompt"] == [prompt["text"]]
