@@ -166,6 +166,8 @@ def verify_session(session_dir: Path) -> dict[str, Any]:
     for performer in manifest.get("performers", []):
         pid = performer["performer_id"]
         entry = performer.get("file")
+        if performer.get("withdrawn"):
+            continue  # consent withdrawn: the media is gone on purpose
         if not entry:
             defects.append(f"{pid}: no media file")
             continue

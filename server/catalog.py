@@ -13,6 +13,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from recorder.utc import parse_utc, utc_iso
+
 from .db import Database, rows
 
 
@@ -95,7 +97,13 @@ class Catalog:
         after: str | None,
         limit: int,
     ) -> dict[str, Any]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
+        try:  # compare like with like: started_at is always microseconds and Z
+            since = utc_iso(parse_utc(since)) if since else None
+            until = utc_iso(parse_utc(until)) if until else None
+        except ValueError as exc:
+            raise ValueError("since and until must be ISO 8601 times") from exc
         for column, op, value in (("state", "=", state), ("room_id", "=", room_id),
                                   ("started_at", ">=", since), ("started_at", "<", until)):
             if value is not None:

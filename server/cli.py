@@ -75,9 +75,18 @@ def _recover(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_yet(args: argparse.Namespace) -> int:
-    print(f"improv-capture {args.command}: not implemented yet", file=sys.stderr)
-    return 2
+def _fetch(args: argparse.Namespace) -> int:
+    import httpx
+
+    from recorder.mirror import FetchError, Mirror
+
+    mirror = Mirror(args.server, args.token, args.dest, include_partial=args.include_partial,
+                    progress=None if args.quiet else sys.stderr)
+    try:
+        return mirror.run()
+    except (FetchError, httpx.HTTPError) as exc:
+        print(f"improv-capture fetch: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,9 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("--data-dir", type=Path, help="data directory (IMPROV_DATA_DIR)")
     recover.set_defaults(func=_recover)
 
-    fetch = commands.add_parser("fetch", help="mirror finished sessions (not yet)")
-    fetch.add_argument("rest", nargs=argparse.REMAINDER)
-    fetch.set_defaults(func=_not_yet)
+    fetch = commands.add_parser("fetch", help="mirror finished sessions, verified, resumable")
+    fetch.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8000")
+    fetch.add_argument("--token", required=True, help="a reader token (or the operator token)")
+    fetch.add_argument("--dest", required=True, type=Path, help="mirror directory")
+    fetch.add_argument("--include-partial", action="store_true", help="also mirror partial sessions")
+    fetch.add_argument("--quiet", action="store_true", help="no progress output")
+    fetch.set_defaults(func=_fetch)
     return parser
 
 

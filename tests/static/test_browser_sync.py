@@ -4,9 +4,10 @@ Two headless Chromium performers capture a flash/beep clip (tests/static/clip.py
 fake camera and microphone and are recorded by the server. Each page also records its own capture
 with MediaRecorder (an init script wraps getUserMedia). The ground truth is the browser's capture
 timeline as its RTP timestamps and sender reports carry it; Chromium's local MediaRecorder file
-puts audio a constant amount later, relative to video, than that timeline (see SYNC_SHIFT_MS).
-Absolute offsets vary from run to run (the fake devices start audio and video at different
-instants), so the archive is compared with the local file of the same capture, never with 0.
+stamps audio a constant amount later, relative to video, than that timeline (SYNC_SHIFT_MS).
+Absolute offsets differ between pages and runs (the fake devices start audio and video at
+different instants: -490 to +110 ms here), so the archive is compared with the page's own local
+file of the same capture, never with 0.
 """
 
 from __future__ import annotations
@@ -28,18 +29,31 @@ from tests.static.test_performer_page import join
 
 #: archive A/V offset = local A/V offset - SYNC_SHIFT_MS (offsets are beep minus flash).
 #: 40 ms: Chromium 156's local MediaRecorder file stamps audio that much later, relative to video,
-#: than the sender-report timeline (measured by a prototype, /work/shared/NOTES-aiortc.md,
-#: "Recording with PyAV"). The prototype did not correct for the Opus pre-skip; our recorder
-#: stamps audio 312 samples (6.5 ms, RFC 7845) earlier so decoded sound sits where it was
-#: captured, which adds 6.5 ms. Measured with this test: 45.6 to 47.3 ms over six performers.
+#: than the sender-report timeline (measured with a prototype recorder, /work/shared/NOTES-aiortc.md,
+#: "Recording with PyAV"). Plus 6.5 ms: our recorder stamps audio earlier by the Opus pre-skip
+#: (312 samples, RFC 7845) so that decoded sound sits where it was captured. The prototype did not,
+#: and neither does the local file (Chromium writes pre-skip 0 into its OpusHead), so both play the
+#: encoder's lookahead late. Measured with this test: 45.5 to 46.5 ms on most runs; 42 to 48.5 ms
+#: when other jobs loaded the machine and the fake camera stuttered.
 SYNC_SHIFT_MS = 40.0 + 312 / 48
 TOLERANCE_MS = 10.0
-#: largest spread of the archive's offsets across the flash/beep pairs of one performer
+#: Largest spread of the archive's offsets across the flash/beep pairs of one performer. The
+#: browser's own capture holds still to +-5 ms on an idle machine; on a loaded one its fake camera
+#: falls behind in steps of a frame or more and never catches up, which the local file shows too:
+#: then the archive may vary as much as the local file did, plus SPREAD_SLACK_MS, and no more.
 SPREAD_MS = 25.0
-RECORD_S = 12.0
-MIN_PAIRS = 8
+SPREAD_SLACK_MS = 10.0
+RECORD_S = 14.0
+#: of about 13 pairs in RECORD_S; a flash frame that the fake camera drops under load makes no pair
+MIN_PAIRS = 5
 
-#: Records the first stream getUserMedia returns with MediaRecorder, next to what the page does.
+#: Records the first stream getUserMedia returns with MediaRecorder, alongside what the page does.
+#: The test starts and stops it next to the server's recording, so that both files hold the same
+#: stretch of capture: the fake camera can fall behind for good under load (Chromium does not
+#: catch up on late frames), and a file that also held the join could then compare other flashes.
+#: At its default bitrate (about 2.5 Mbit/s) Chromium's MediaRecorder VP8 encoder takes most of
+#: a core per page; two pages then saturate a 2-core machine and the fake camera drops frames
+#: (flashes). 500 kbit/s is plenty for a flash.
 LOCAL_RECORDER_JS = """
 (() => {
   const devices = navigator.mediaDevices;
@@ -51,25 +65,30 @@ LOCAL_RECORDER_JS = """
     const stream = await original(constraints);
     if (!window.__localRecorder && stream.getAudioTracks().length && stream.getVideoTracks().length) {
       const mimeType = 'video/webm;codecs=vp8,opus';
-      const recorder = new MediaRecorder(
-        stream, MediaRecorder.isTypeSupported(mimeType) ? { mimeType } : {});
+      const options = { videoBitsPerSecond: 500000 };
+      if (MediaRecorder.isTypeSupported(mimeType)) options.mimeType = mimeType;
+      const recorder = new MediaRecorder(stream, options);
       recorder.ondataavailable = (e) => { if (e.data.size) window.__localChunks.push(e.data); };
-      recorder.start(1000);
       window.__localRecorder = recorder;
       window.__localSettings = stream.getVideoTracks()[0].getSettings();
     }
     return stream;
   };
+  window.__startLocalRecording = () => {
+    if (!window.__localRecorder) throw new Error('getUserMedia was never called');
+    window.__localRecorder.start(1000);
+    return window.__localRecorder.state;
+  };
+  /** Stop the local recording; resolves to {mimeType, base64} of the whole file. */
   window.__stopLocalRecording = () => new Promise((resolve, reject) => {
     const recorder = window.__localRecorder;
     if (!recorder) { reject(new Error('getUserMedia was never called')); return; }
     const finish = () => {
       const reader = new FileReader();
-      reader.onload = () => resolve({
-        mimeType: recorder.mimeType,
-        // data:<mime type, which has commas>;base64,<data>
-        base64: String(reader.result).slice(String(reader.result).indexOf(';base64,') + 8),
-      });
+      reader.onload = () => {
+        const url = String(reader.result); // data:<mime type, which has commas>;base64,<data>
+        resolve({ mimeType: recorder.mimeType, base64: url.slice(url.indexOf(';base64,') + 8) });
+      };
       reader.onerror = () => reject(reader.error);
       reader.readAsDataURL(new Blob(window.__localChunks, { type: recorder.mimeType }));
     };
@@ -88,10 +107,6 @@ class _RecordingLocally:
         self.browser = browser
 
     def new_context(self, **kwargs: Any) -> Any:
-        import os
-        if os.environ.get("VP"):
-            w, h = os.environ["VP"].split("x")
-            kwargs["viewport"] = {"width": int(w), "height": int(h)}
         context = self.browser.new_context(**kwargs)
         context.add_init_script(LOCAL_RECORDER_JS)
         return context
@@ -99,9 +114,6 @@ class _RecordingLocally:
 
 @pytest.fixture
 def clip(tmp_path: Path) -> Clip:
-    import os
-    import tests.static.clip as C
-    C.FPS = int(os.environ.get("FPS", "30"))
     return write_clip(tmp_path / "clip")
 
 
@@ -145,37 +157,34 @@ def test_archive_av_offset_follows_the_browser_capture_timeline(
         settings = page.evaluate("() => window.__localSettings")
         assert (settings["width"], settings["height"]) == (640, 480), settings
 
+    for page in pages.values():
+        assert page.evaluate("() => window.__startLocalRecording()") == "recording"
     session = start_recording(server, room)
     time.sleep(RECORD_S)
+    saved = {pid: save_local_recording(page, tmp_path / f"{pid}-local.webm") for pid, page in pages.items()}
     assert stop_recording(server, room)["state"] == "complete"
-    local = {
-        pid: decode_file(save_local_recording(page, tmp_path / f"{pid}-local.webm"))
-        for pid, page in pages.items()
-    }
+    local = {pid: decode_file(path) for pid, path in saved.items()}
     status, report = verify(server.session_dir(session["session_id"]))
-    print("DEFECTS", report["defects"])
 
-    import os
-    for pid in pages:
-        a, l = report["performers"][pid], local[pid]
-        print("DEBUG", pid, "archive", a["video_frames"], a["video_end_s"], a["av_offset_ms"]["values"] if a["av_offset_ms"] else None)
-        print("DEBUG", pid, "local  ", l["video_frames"], l["video_end_s"], l["av_offset_ms"]["values"] if l["av_offset_ms"] else None)
-    measured = {}
-    for pid in pages:
-        archive_offset = report["performers"][pid]["av_offset_ms"]
-        local_offset = local[pid]["av_offset_ms"]
-        measured[pid] = {"archive": archive_offset, "local": local_offset}
-        assert archive_offset and archive_offset["pairs"] >= MIN_PAIRS, (pid, report["performers"][pid])
-        assert local_offset and local_offset["pairs"] >= MIN_PAIRS, (pid, local[pid])
-    print("A/V offsets (ms, beep minus flash):", measured)
-
+    measured = {
+        pid: {"archive": report["performers"][pid]["av_offset_ms"], "local": local[pid]["av_offset_ms"]}
+        for pid in pages
+    }
+    print("A/V offsets in ms (beep minus flash):", measured)
     for pid, offsets in measured.items():
         archive_offset, local_offset = offsets["archive"], offsets["local"]
+        assert report["performers"][pid]["sync"]["method"] == "sender_reports", report["performers"][pid]
+        assert archive_offset and archive_offset["pairs"] >= MIN_PAIRS, (pid, report["performers"][pid])
+        assert local_offset and local_offset["pairs"] >= MIN_PAIRS, (pid, local[pid])
         shift = local_offset["median"] - archive_offset["median"]
         assert abs(shift - SYNC_SHIFT_MS) <= TOLERANCE_MS, (
             f"{pid}: archive {archive_offset['median']} ms, local {local_offset['median']} ms: "
-            f"the archive moved audio {shift:.1f} ms earlier than the local file, "
-            f"expected {SYNC_SHIFT_MS} +- {TOLERANCE_MS}"
+            f"audio sits {shift:.1f} ms earlier in the archive than in the local file, "
+            f"expected {SYNC_SHIFT_MS} +- {TOLERANCE_MS}; {offsets}"
         )
         spread = archive_offset["max"] - archive_offset["min"]
-        assert spread <= SPREAD_MS, f"{pid}: archive offsets spread {spread:.1f} ms: {archive_offset}"
+        local_spread = local_offset["max"] - local_offset["min"]
+        assert spread <= max(SPREAD_MS, local_spread + SPREAD_SLACK_MS), (
+            f"{pid}: archive offsets spread {spread:.1f} ms (local file: {local_spread:.1f} ms): {offsets}"
+        )
+    assert status == 0, report["defects"]

@@ -31,6 +31,8 @@ export class InvitesPanel {
     this.invites = [];
     /** @type {Map<string, string>} performer id -> state, from the room description */
     this.onStage = new Map();
+    /** @type {Set<string>} performers removed from the room from this console */
+    this.removed = new Set();
     /** @type {string | null} the invite just created, highlighted */
     this.fresh = null;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
@@ -62,6 +64,15 @@ export class InvitesPanel {
     }
   }
 
+  /**
+   * Remember that a performer was removed (the invite list does not say so).
+   * @param {string} performerId
+   */
+  markRemoved(performerId) {
+    this.removed.add(performerId);
+    this.render();
+  }
+
   /** Reload soon (coalesces bursts of `rooms` pushes). */
   reloadSoon() {
     if (!this.roomId) return;
@@ -79,7 +90,9 @@ export class InvitesPanel {
       this.invites = items(res);
       this.render();
     } catch (err) {
-      if (roomId === this.roomId && /** @type {any} */ (err).status !== 404) {
+      // 0: the server is away (the reconnecting banner says so); 404: the room just closed.
+      const status = /** @type {any} */ (err).status;
+      if (roomId === this.roomId && status !== 404 && status !== 0) {
         this.notify(`Could not load invites: ${/** @type {Error} */ (err).message}`, 'error');
       }
     }
@@ -132,9 +145,10 @@ export class InvitesPanel {
   _item(inv) {
     const expiry = fmtExpiry(inv.expires_at);
     const state = this.onStage.get(inv.performer_id);
+    const removed = /** @type {any} */ (inv).removed === true || this.removed.has(inv.performer_id);
     const status = state
       ? h('span', { className: `chip ${state === 'joined' ? 'ok' : 'warn'}` }, state === 'joined' ? 'on stage' : state)
-      : null;
+      : removed ? h('span', { className: 'chip bad' }, 'removed') : null;
     const url = h('code', { className: 'invite-url', dataset: { testid: 'invite-url' }, title: inv.url }, inv.url);
     const copy = /** @type {HTMLButtonElement} */ (h('button', {
       type: 'button', className: 'small', dataset: { testid: 'invite-copy', performerId: inv.performer_id },

@@ -77,6 +77,8 @@ export class MarkerControls {
       return;
     }
     this._flash(this.buttons.note);
+    // Back to the shortcuts once the note is on its way.
+    if (document.activeElement === this.note) this.note.blur();
     this.drop('note', text).then((ok) => {
       if (ok && this.note.value.trim() === text) this.note.value = '';
     });

@@ -100,7 +100,7 @@ export class LevelMeter {
 
   _draw() {
     this.el.dataset.level = this.level.toFixed(4);
-    if (this.bar) this.bar.style.width = `${Math.round(meterFraction(this.level) * 100)}%`;
+    if (this.bar) this.bar.style.clipPath = `inset(0 ${100 - Math.round(meterFraction(this.level) * 100)}% 0 0)`;
   }
 
   _disconnect() {

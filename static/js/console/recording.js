@@ -16,9 +16,10 @@ export class RecordBar {
   /**
    * @param {{toggle: HTMLButtonElement, state: HTMLElement, elapsed: HTMLElement,
    *   session: HTMLElement, bar: HTMLElement, notify: (text: string, kind?: string) => void,
-   *   onStopped: (sessionId: string) => void}} opts
+   *   onStopped: (sessionId: string) => void, onChange?: () => void}} opts
    */
-  constructor({ toggle, state, elapsed, session, bar, notify, onStopped }) {
+  constructor({ toggle, state, elapsed, session, bar, notify, onStopped, onChange }) {
+    this.onChange = onChange;
     this.toggleBtn = toggle;
     this.stateEl = state;
     this.elapsedEl = elapsed;
@@ -175,6 +176,7 @@ export class RecordBar {
     this.timer = undefined;
     if (this.recording) this.timer = setInterval(() => this._drawElapsed(), 200);
     this._drawElapsed();
+    this.onChange?.();
   }
 
   _drawElapsed() {

@@ -3,7 +3,7 @@
  * Rooms column: the list (select, close with confirm) and the create form.
  */
 import { api, seg } from './api.js';
-import { fmtClock, h } from './util.js';
+import { h } from './util.js';
 
 /**
  * @typedef {{room_id: string, name?: string, created_at?: string, performers?: any[],
@@ -81,8 +81,7 @@ export class RoomsPanel {
     const meta = [`${performers.length} performer${performers.length === 1 ? '' : 's'}`];
     if (performers.length && joined !== performers.length) meta.push(`${performers.length - joined} reconnecting`);
     const rec = room.recording
-      ? h('span', { className: 'rec-chip', title: 'Recording' }, h('span', { className: 'rec-dot' }), 'REC',
-        typeof room.recording.elapsed_s === 'number' ? ` ${fmtClock(room.recording.elapsed_s)}` : '')
+      ? h('span', { className: 'rec-chip', title: `Recording ${room.recording.session_id ?? ''}` }, h('span', { className: 'rec-dot' }), 'REC')
       : null;
     const select = h('button', {
       type: 'button', className: 'room-select', onclick: () => this.onSelect(room.room_id),

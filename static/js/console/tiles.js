@@ -181,19 +181,26 @@ export class TileGrid {
     const a = s.audio;
     const loss = Math.max(v?.loss_pct ?? 0, a?.loss_pct ?? 0);
     const jitter = Math.max(v?.jitter_ms ?? 0, a?.jitter_ms ?? 0);
-    /** @type {[string, string, string][]} stat key, label, value */
-    const rows = [
-      ['bitrate', 'video', v ? `${num(v.bitrate_kbps)} kbps` : 'off'],
-      ['fps', 'fps', v ? num(v.fps, 0) : '–'],
-      ['resolution', 'res', v?.width && v?.height ? `${v.width}×${v.height}` : '–'],
-      ['audio', 'audio', a ? `${num(a.bitrate_kbps)} kbps` : 'off'],
-      ['loss', 'loss', v || a ? `${loss.toFixed(1)}%` : '–'],
-      ['jitter', 'jitter', v || a ? `${num(jitter)} ms` : '–'],
-      ['rtt', 'rtt', `${num(s.rtt_ms)} ms`],
-    ];
-    tile.stats.replaceChildren(...rows.map(([k, label, value]) => h('span', {
-      className: `stat${k === 'loss' && loss > 5 ? ' bad' : ''}`, dataset: { stat: k },
-    }, h('span', { className: 'stat-label' }, label), ` ${value}`)));
+    /**
+     * @param {string} key data-stat
+     * @param {string} label
+     * @param {string} value
+     * @param {boolean} [bad]
+     */
+    const stat = (key, label, value, bad = false) => h('span', { className: `stat${bad ? ' bad' : ''}`, dataset: { stat: key } },
+      label ? h('span', { className: 'stat-label' }, `${label} `) : null, value);
+    tile.stats.replaceChildren(
+      h('div', { className: 'stat-line' },
+        stat('bitrate', 'video', v ? `${num(v.bitrate_kbps)} kbps` : 'off'),
+        v ? stat('fps', '', `${num(v.fps)} fps`) : null,
+        v?.width && v?.height ? stat('resolution', '', `${v.width}×${v.height}`) : null),
+      h('div', { className: 'stat-line' },
+        stat('audio', 'audio', a ? `${num(a.bitrate_kbps)} kbps` : 'off'),
+        typeof a?.level_dbov === 'number' ? stat('level', '', `${num(a.level_dbov)} dBov`) : null),
+      h('div', { className: 'stat-line' },
+        stat('loss', 'loss', `${loss.toFixed(1)}%`, loss > 5),
+        stat('jitter', 'jitter', `${num(jitter)} ms`),
+        stat('rtt', 'rtt', `${num(s.rtt_ms)} ms`)));
   }
 
   /** @param {string} id */
