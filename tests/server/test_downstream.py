@@ -268,3 +268,43 @@ def test_events_webhooks_fetch_and_revocation(
     resumed_events = read_events({"Last-Event-ID": "4"}, 1)
     assert resumed_events[0]["type"] == "consent.revoked"
     shutil.rmtree(dest)
+
+
+def raw_get(server: ServerProcess, raw_path: str) -> int:
+    """Send the path exactly as written (no client-side normalisation)."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.putrequest("GET", raw_path, skip_accept_encoding=True)
+        connection.putheader("Authorization", f"Bearer {server.token}")
+        connection.endheaders()
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_file_paths_cannot_escape_the_session(server: ServerProcess, bots: BotFactory) -> None:
+    session_id, invites = record(server, bots, ["Ann"], seconds=2)
+    session_dir = server.session_dir(session_id)
+    base = f"/api/v1/sessions/{session_id}/files/"
+    media = f"performers/{invites[0]['performer_id']}.webm"
+    assert raw_get(server, base + media) == 200
+    (server.data_dir / "secret.txt").write_text("secret")
+    cases = {
+        "../../rooms.json": (400, 404),
+        "%2e%2e/%2e%2e/rooms.json": (400, 404),
+        "performers/%2e%2e/%2e%2e/%2e%2e/secret.txt": (400, 404),
+        "%2Fetc%2Fpasswd": (400, 404),
+        "/etc/passwd": (400, 404),
+        "performers/x%00.webm": (400,),
+        "events.jsonl%00": (400,),
+        "capture/anything": (404,),
+    }
+    for path, allowed in cases.items():
+        assert raw_get(server, base + path) in allowed, path
+    # a listed file replaced by a symlink is refused
+    target = session_dir / media
+    target.unlink()
+    target.symlink_to(server.data_dir / "secret.txt")
+    assert raw_get(server, base + media) == 404

@@ -406,6 +406,7 @@ for (const type of ['pointerdown', 'keydown']) document.addEventListener(type, r
 
 /** @type {any} */ (window).console_ = {
   get ws() { return state.socket?.state ?? 'closed'; },
+  get socket() { return state.socket; },
   get rooms() { return state.rooms; },
   get selectedRoom() { return selectedRoom(); },
   /** stats of the selected room: performer id -> the last `stats` entry */

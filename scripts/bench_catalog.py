@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Benchmark: listing 10,000 sessions page by page through GET /api/v1/sessions.
+
+Writes N manifest-only sessions into a fresh data dir, starts the server on loopback (which
+indexes them), then pages through the catalog. Usage:
+  .venv/bin/python scripts/bench_catalog.py [--sessions 10000] [--limit 100]"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from recorder.files import write_json_atomic  # noqa: E402
+from recorder.utc import utc_iso  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--port", type=int, default=8791)
+    args = parser.parse_args()
+    data = Path(tempfile.mkdtemp(prefix="bench-catalog-"))
+    server = None
+    try:
+        began = time.perf_counter()
+        for n in range(args.sessions):
+            started = 1_700_000_000 + n * 60
+            write_json_atomic(data / "sessions" / f"ses_{n:06d}" / "manifest.json", {
+                "schema_version": 1, "session_id": f"ses_{n:06d}", "room_id": f"room_{n % 50}",
+                "state": "complete", "started_at": utc_iso(started),
+                "ended_at": utc_iso(started + 55), "duration_s": 55.0,
+                "performers": [{"performer_id": f"p_{n % 200}", "display_name": "x"}],
+                "markers": [], "prompts": [], "files": [],
+            })
+        print(f"wrote {args.sessions} sessions in {time.perf_counter() - began:.1f} s")
+        began = time.perf_counter()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--port", str(args.port),
+             "--data-dir", str(data)], cwd=ROOT, env={**os.environ, "IMPROV_LOG_LEVEL": "warning"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{args.port}"
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        print(f"server up with the catalog indexed in {time.perf_counter() - began:.2f} s")
+        token = (data / "operator_token").read_text().strip()
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
+            for run in ("first", "second"):
+                times, count, after = [], 0, None
+                began = time.perf_counter()
+                while True:
+                    params = {"limit": args.limit, **({"after": after} if after else {})}
+                    t0 = time.perf_counter()
+                    page = client.get("/api/v1/sessions", params=params).json()
+                    times.append((time.perf_counter() - t0) * 1000)
+                    count += len(page["items"])
+                    after = page["next"]
+                    if after is None:
+                        break
+                total = time.perf_counter() - began
+                times.sort()
+                print(f"{run} pass: {count} sessions in {len(times)} pages of {args.limit}: "
+                      f"{total:.2f} s, page p50 {statistics.median(times):.1f} ms, "
+                      f"p95 {times[int(len(times) * 0.95)]:.1f} ms, max {times[-1]:.1f} ms")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+        shutil.rmtree(data, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
