@@ -125,14 +125,20 @@ class Source:
     mapping: TrackMapping
 
     def packets(self) -> Iterator[tuple[float, str, str, bytes, bool]]:
+        """Audio captured before t = 0 is left out. Video must start at a keyframe, and the
+        one the recording asked for may land a few ms before 0 (or be the last one the
+        sender will send for a while): from the latest keyframe before 0, frames are kept
+        and stamped at 0, so the file starts decodable and nothing after 0 is lost."""
         seen_keyframe = self.kind != "video"
         for pts_s, data, keyframe in read_capture(self.mkv):
+            t = self.mapping(pts_s * self.mapping.clock_rate)
+            if t < 0:
+                if self.kind != "video":
+                    continue
+                t = 0.0
             seen_keyframe = seen_keyframe or keyframe
             if not seen_keyframe:
                 continue
-            t = self.mapping(pts_s * self.mapping.clock_rate)
-            if t < 0:
-                continue  # captured before the recording started
             yield t, self.kind, self.segment, data, keyframe
 
 

@@ -36,6 +36,9 @@ const state = {
   /** @type {OperatorSocket | null} */
   socket: null,
   signingIn: false,
+  rewatchPending: false,
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  rewatchTimer: undefined,
   /** @type {'live' | 'sessions'} */
   tab: 'live',
 };
@@ -253,7 +256,11 @@ function startSocket(token) {
   socket.addEventListener('welcome', (ev) => {
     const msg = /** @type {CustomEvent} */ (ev).detail;
     if (Array.isArray(msg?.ice_servers)) state.iceServers = msg.ice_servers;
-    monitor.rewatch();
+    // The server forgot our monitor. Watch again once the `rooms` that follows the welcome
+    // says whether the room still exists (a fallback timer in case it does not come).
+    state.rewatchPending = true;
+    clearTimeout(state.rewatchTimer);
+    state.rewatchTimer = setTimeout(rewatchNow, 1500);
   });
   socket.addEventListener('message', (ev) => onMessage(/** @type {CustomEvent} */ (ev).detail));
   socket.addEventListener('fatal', (ev) => {
@@ -265,6 +272,13 @@ function startSocket(token) {
   socket.start();
 }
 
+function rewatchNow() {
+  if (!state.rewatchPending) return;
+  state.rewatchPending = false;
+  clearTimeout(state.rewatchTimer);
+  monitor.rewatch();
+}
+
 /** @param {any} msg */
 function onMessage(msg) {
   switch (msg.type) {
@@ -273,6 +287,7 @@ function onMessage(msg) {
       return;
     case 'rooms':
       applyRooms(items(msg.rooms), true);
+      if (state.rewatchPending) rewatchNow();
       return;
     case 'stats':
       if (!msg.room_id) return;
