@@ -47,7 +47,8 @@ def _bot(args: argparse.Namespace) -> int:
     from .bot.client import run_bot
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s bot %(levelname)s %(message)s")
-    return asyncio.run(run_bot(args.invite, args.duration, args.report))
+    pause = (args.pause_at, args.pause_for) if args.pause_for else None
+    return asyncio.run(run_bot(args.invite, args.duration, args.report, pause))
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     bot.add_argument("--invite", required=True, help="invite URL")
     bot.add_argument("--duration", type=float, default=10.0, help="seconds to stay joined")
     bot.add_argument("--report", type=Path, help="write a JSON report here")
+    bot.add_argument("--pause-at", type=float, default=0.0, help="stop sending media after S s")
+    bot.add_argument("--pause-for", type=float, default=0.0, help="... for S s, then resume")
     bot.set_defaults(func=_bot)
 
     verify = commands.add_parser("verify", help="check a session archive")

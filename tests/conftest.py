@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,12 +19,12 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def bots(tmp_path: Path) -> Iterator[Callable[[str, float], BotProcess]]:
+def bots(tmp_path: Path) -> Iterator[Any]:
     """Start ``improv-capture bot`` processes; all are killed at the end of the test."""
     started: list[BotProcess] = []
 
-    def start(invite_url: str, duration: float) -> BotProcess:
-        bot = BotProcess(invite_url, duration, tmp_path / f"bot-{len(started)}.json").start()
+    def start(invite_url: str, duration: float, *extra: str) -> BotProcess:
+        bot = BotProcess(invite_url, duration, tmp_path / f"bot-{len(started)}.json", extra).start()
         started.append(bot)
         return bot
 

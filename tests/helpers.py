@@ -138,12 +138,13 @@ class BotProcess:
     invite_url: str
     duration: float
     report_path: Path
+    extra: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> BotProcess:
         self.proc = subprocess.Popen(
             cli() + ["bot", "--invite", self.invite_url, "--duration", str(self.duration),
-                     "--report", str(self.report_path)],
+                     "--report", str(self.report_path), *self.extra],
             cwd=REPO,
             env={**os.environ, **LOOPBACK_ENV},
             stdout=subprocess.PIPE,

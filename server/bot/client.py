@@ -114,6 +114,14 @@ class Bot:
     async def send(self, message: dict[str, Any]) -> None:
         await self._ws.send(json.dumps(message))
 
+    def pause_media(self, after_s: float, for_s: float) -> None:
+        """Stop sending audio and video ``after_s`` seconds from now, for ``for_s`` seconds."""
+        start = time.time() + after_s
+        for track in (self.video, self.audio):
+            pause = getattr(track, "pause", None)
+            if pause is not None:
+                pause.start, pause.end = start, start + for_s
+
     async def run(self, duration: float) -> None:
         async with websockets.connect(self.ws_url, max_size=2**20) as ws:
             self._ws = ws
@@ -260,13 +268,20 @@ class Bot:
         }
 
 
-async def run_bot(invite_url: str, duration: float, report_path: Path | None) -> int:
+async def run_bot(
+    invite_url: str,
+    duration: float,
+    report_path: Path | None,
+    pause: tuple[float, float] | None = None,
+) -> int:
     from .. import aiortc_hooks
     from ..settings import Settings
 
     # the bot gathers candidates where the server does (IMPROV_ICE_ADDRESSES)
     aiortc_hooks.restrict_ice_addresses(Settings().ice_addresses)
     bot = Bot(invite_url)
+    if pause is not None:
+        bot.pause_media(*pause)
     status = 0
     try:
         await bot.run(duration)

@@ -41,6 +41,20 @@ async def sleep_until(wall_time: float) -> None:
         await asyncio.sleep(delay)
 
 
+class Pause:
+    """A stretch of wall-clock time in which the bot's camera and microphone send nothing
+    (for fault tests: a performer whose media stops and comes back)."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.end: float | None = None
+
+    async def wait(self) -> None:
+        now = time.time()
+        if self.start is not None and self.end is not None and self.start <= now < self.end:
+            await sleep_until(self.end)
+
+
 class FlashVideoTrack(MediaStreamTrack):
     kind = "video"
 
@@ -55,8 +69,10 @@ class FlashVideoTrack(MediaStreamTrack):
         self._next: int | None = None
         self.frames_sent = 0
         self.flashes_sent = 0
+        self.pause = Pause()
 
     async def recv(self) -> VideoFrame:
+        await self.pause.wait()
         if self._next is None:
             self._next = math.ceil(time.time() * VIDEO_RATE)
             self._start = self._next
@@ -88,8 +104,10 @@ class BeepAudioTrack(MediaStreamTrack):
         self._next: int | None = None  # index of the next 20 ms frame since the epoch
         self._start: int | None = None
         self.frames_sent = 0
+        self.pause = Pause()
 
     async def recv(self) -> AudioFrame:
+        await self.pause.wait()
         if self._next is None:
             self._next = math.ceil(time.time() / AUDIO_PTIME)
             self._start = self._next

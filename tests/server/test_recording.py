@@ -170,3 +170,51 @@ def test_a_full_disk_fails_the_session_but_not_the_room(tmp_path: Path, bots: Bo
         assert server.api("GET", "/healthz").status_code == 200
     finally:
         server.stop()
+
+
+def test_media_that_stops_and_resumes_is_a_gap_not_a_loss(
+    server: ServerProcess, bots: BotFactory
+) -> None:
+    room = server.create_room()
+    session = start_recording(server, room)
+    paused = server.invite(room, "freezes")
+    running = [bots(paused["url"], 15, "--pause-at", "5", "--pause-for", "5"),
+               bots(server.invite(room, "steady")["url"], 15)]
+    for bot in running:
+        assert bot.wait()[0] == 0
+    assert stop_recording(server, room)["state"] == "complete"
+    session_dir = server.session_dir(session["session_id"])
+    status, report = verify(session_dir)
+    assert status == 0, report["defects"]
+    performer = next(p for p in manifest(session_dir)["performers"]
+                     if p["performer_id"] == paused["performer_id"])
+    for kind in ("video", "audio"):
+        (gap,) = track(performer, kind)["gaps"]
+        assert gap["reason"] == "no media" and 4.0 <= gap["end_s"] - gap["start_s"] <= 6.0, gap
+    assert track(performer, "video")["frames"] >= 0.9 * 30 * 9
+    # still in sync after the pause
+    assert abs(report["performers"][paused["performer_id"]]["av_offset_ms"]["median"]) <= 10
+
+
+def test_a_performer_whose_connection_dies_rejoins_into_the_same_file(
+    server: ServerProcess, bots: BotFactory
+) -> None:
+    room = server.create_room()
+    session = start_recording(server, room)
+    anchor = bots(server.invite(room, "stays")["url"], 16)
+    crashing = server.invite(room, "crashes")
+    victim = bots(crashing["url"], 30)
+    time.sleep(6)
+    victim.stop()  # SIGKILL: no leave, the socket and the peer connections just die
+    time.sleep(1)
+    assert bots(crashing["url"], 6).wait()[0] == 0  # the same invite takes the seat back
+    assert anchor.wait()[0] == 0
+    assert stop_recording(server, room)["state"] == "complete"
+    session_dir = server.session_dir(session["session_id"])
+    status, report = verify(session_dir)
+    assert status == 0, report["defects"]
+    performer = next(p for p in manifest(session_dir)["performers"]
+                     if p["performer_id"] == crashing["performer_id"])
+    assert performer["sync"]["segments"] == 2
+    gaps = track(performer, "video")["gaps"]
+    assert [g["reason"] for g in gaps] == ["reconnected"], gaps

@@ -119,7 +119,6 @@ export class InvitesPanel {
         this.invites = [...this.invites, { display_name: name, ...invite }];
       }
       this.render();
-      this.notify(`Invite for ${name} created`, 'ok');
     } catch (err) {
       this.notify(`Could not create the invite: ${/** @type {Error} */ (err).message}`, 'error');
     } finally {

@@ -440,8 +440,13 @@ for (const type of ['pointerdown', 'keydown']) document.addEventListener(type, r
 setConsole('signed-out');
 renderSelected();
 const token = initialToken();
-if (token) signIn(token);
-else signin.token.focus();
+if (token) {
+  // Signing in with a kept token: no flash of the sign-in card.
+  document.body.dataset.pending = '1';
+  signIn(token).finally(() => { delete document.body.dataset.pending; });
+} else {
+  signin.token.focus();
+}
 
 // A console link pasted into this tab changes only the fragment: no reload, so look here too.
 window.addEventListener('hashchange', () => {

@@ -58,7 +58,6 @@ export class PromptForm {
       const res = await api(`/api/v1/rooms/${seg(roomId)}/prompt`, { method: 'POST', body });
       if (roomId === this.roomId()) this.takes.addPrompt({ t_s: null, ...body, ...(res ?? {}) });
       if (this.text.value.trim() === text) this.text.value = '';
-      this.notify('Prompt sent to the performers', 'ok');
     } catch (err) {
       this.notify(`Could not send the prompt: ${/** @type {Error} */ (err).message}`, 'error');
     } finally {

@@ -35,7 +35,6 @@ export class RoomsPanel {
     try {
       const room = await api('/api/v1/rooms', { method: 'POST', body: name ? { name } : {} });
       this.nameInput.value = '';
-      this.notify(`Room “${room.name || room.room_id}” created`, 'ok');
       this.onChanged();
       this.onSelect(room.room_id);
     } catch (err) {
