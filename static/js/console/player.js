@@ -15,7 +15,10 @@ import { fmtClock, fmtDateTime, fmtTimeline, h } from './util.js';
 
 const TICK_MS = 100;
 /** Drift (s) after which a video is re-seeked to the clock. */
-const MAX_DRIFT_S = 0.25;
+const MAX_DRIFT_S = 0.5;
+/** Drift (s) above which a video is nudged by its playback rate, and by how much. */
+const NUDGE_S = 0.03;
+const NUDGE_RATE = 0.1;
 
 /**
  * @typedef {{id: string, name: string, video: HTMLVideoElement, status: HTMLElement,
@@ -278,7 +281,10 @@ export class SessionPlayer {
     this.pos = this.position();
     this.playing = false;
     this._stopClock();
-    for (const t of this.tracks) t.video.pause();
+    for (const t of this.tracks) {
+      t.video.pause();
+      t.video.playbackRate = 1;
+    }
     this._draw();
     this._updateControls();
   }
@@ -308,7 +314,10 @@ export class SessionPlayer {
     // Follow a playing video, so the reference never needs re-seeking; else the wall clock.
     const ref = this.tracks.find((t) => t.ready && !t.video.paused && !t.video.seeking && !t.video.ended
       && t.video.currentTime > t.start - 0.01 && t.video.currentTime < t.end);
-    if (ref) this.base = performance.now() - ref.video.currentTime * 1000;
+    if (ref) {
+      this.base = performance.now() - ref.video.currentTime * 1000;
+      if (ref.video.playbackRate !== 1) ref.video.playbackRate = 1; // the clock runs at 1x
+    }
     const now = this.position();
     if (now >= this.length) {
       this.pos = this.length;
@@ -343,7 +352,16 @@ export class SessionPlayer {
       return;
     }
     if (v.ended && !force) return; // finished a little early: do not restart it
-    if (force || Math.abs(v.currentTime - now) > MAX_DRIFT_S) v.currentTime = now;
+    // Far off: seek. A little off: play slightly faster or slower until level (no stutter).
+    const drift = v.currentTime - now;
+    if (force || Math.abs(drift) > MAX_DRIFT_S) {
+      v.currentTime = now;
+      v.playbackRate = 1;
+    } else if (Math.abs(drift) > NUDGE_S) {
+      v.playbackRate = drift > 0 ? 1 - NUDGE_RATE : 1 + NUDGE_RATE;
+    } else if (v.playbackRate !== 1) {
+      v.playbackRate = 1;
+    }
     if (this.playing && v.paused) {
       try {
         await v.play();

@@ -83,7 +83,7 @@ export class RoomsPanel {
       ? h('span', { className: 'rec-chip', title: `Recording ${room.recording.session_id ?? ''}` }, h('span', { className: 'rec-dot' }), 'REC')
       : null;
     const select = h('button', {
-      type: 'button', className: 'room-select', onclick: () => this.onSelect(room.room_id),
+      type: 'button', className: 'room-select', onclick: () => this.onSelect(room.room_id), title: room.room_id,
       attrs: selected ? { 'aria-current': 'true' } : {},
     },
     h('span', { className: 'room-name' }, room.name || room.room_id),
