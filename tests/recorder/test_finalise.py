@@ -12,6 +12,7 @@ from recorder.finalise import finalise_session
 from recorder.recover import recover_sessions
 from recorder.synthetic import write_session
 from recorder.timeline import ClockLog, SenderClock, sender_offset, track_mappings
+from recorder.utc import utc_iso
 from tests.helpers import verify
 
 STARTED = 1_700_000_000.0
@@ -85,3 +86,19 @@ def test_offset_and_arrival_fallback() -> None:
     assert mappings["audio"].method == "arrival"
     assert mappings["video"](0) == pytest.approx(1.008)
     assert mappings["audio"](0) == pytest.approx(1.028)
+
+
+def test_a_keyframe_placed_just_before_the_start_opens_the_video(tmp_path: Path) -> None:
+    """The keyframe the recording asks for can map a few ms before t = 0; dropping it would
+    leave the file starting with frames nothing can decode."""
+    session = tmp_path / "ses_early"
+    write_session(session, performers=1, seconds=3, started_unix=STARTED)
+    data = json.loads((session / "manifest.json").read_text())
+    data["started_at"] = utc_iso(STARTED + 0.53)  # the first frame (a keyframe) lands at -10 ms
+    (session / "manifest.json").write_text(json.dumps(data))
+    manifest = finalise_session(session)
+    video = next(t for t in manifest["performers"][0]["tracks"] if t["kind"] == "video")
+    assert video["start_s"] == 0.0 and video["frames"] == 90
+    status, report = verify(session)
+    assert status == 0, report["defects"]
+    assert report["performers"]["p_synth0"]["video_frames"] == 90

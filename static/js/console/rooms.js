@@ -23,6 +23,8 @@ export class RoomsPanel {
     this.onSelect = onSelect;
     this.onChanged = onChanged;
     this.notify = notify;
+    /** @type {string | null | undefined} the selection last scrolled into view */
+    this.shownSelected = undefined;
     form.addEventListener('submit', (ev) => {
       ev.preventDefault();
       this.create();
@@ -68,6 +70,11 @@ export class RoomsPanel {
       return;
     }
     this.list.replaceChildren(...rooms.map((room) => this._item(room, room.room_id === selectedId)));
+    if (selectedId !== this.shownSelected) {
+      // A newly selected (or created) room may sit below the fold of the list.
+      this.shownSelected = selectedId;
+      this.list.querySelector('.room-item.selected')?.scrollIntoView({ block: 'nearest' });
+    }
   }
 
   /**
