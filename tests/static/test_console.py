@@ -127,7 +127,20 @@ def test_console_runs_a_session(server: ServerProcess, browser: Any) -> None:
         time.sleep(0.2)
 
     # the session appears as complete, with the markers and the prompt at the right times
-    console.get_by_test_id("session-row").filter(has_text="complete").first.wait_for(timeout=10000)
+    console.get_by_test_id("tab-sessions").click()
+    row = console.get_by_test_id("session-row").filter(has_text="complete").first
+    row.wait_for(timeout=10000)
+    row.click()
+    console.wait_for_function(
+        "document.querySelectorAll('[data-testid=session-video]').length === 2", timeout=15000
+    )
+    console.get_by_test_id("session-play").click()
+    console.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid=session-video]')]
+            .every((v) => v.currentTime > 1 && !v.paused)""",
+        timeout=15000,
+    )
+    console.screenshot(path=f"{SCREENSHOTS}/console-session.png")
     session_dir = server.session_dir(session_id)
     status, report = verify(session_dir)
     assert status == 0, report["defects"]
