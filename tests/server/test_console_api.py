@@ -51,7 +51,7 @@ async def test_console_sees_rooms_stats_and_flags(server: ServerProcess, bots: B
         invites = [server.invite(room, n) for n in ("Ann", "Ben")]
         listed = server.api("GET", f"/api/v1/rooms/{room}/invites").json()["items"]
         assert [i["token"] for i in listed] == [i["token"] for i in invites]
-        running = [bots(inv["url"], 8) for inv in invites]
+        running = [bots(inv["url"], 20) for inv in invites]
         deadline = time.time() + 15
         stats: dict[str, Any] = {}
         while time.time() < deadline:
@@ -114,6 +114,9 @@ def test_sessions_list_manifest_and_files(server: ServerProcess, bots: BotFactor
     part = server.api("GET", url, headers={"Range": "bytes=100-199",
                                             "Authorization": f"Bearer {server.token}"})
     assert part.status_code == 206 and part.content == whole.content[100:200]
+    beyond = server.api("GET", url, headers={"Range": f"bytes={entry['bytes'] + 10}-",
+                                              "Authorization": f"Bearer {server.token}"})
+    assert beyond.status_code == 416
     base = f"/api/v1/sessions/{session['session_id']}/files/"
     for bad in ("../manifest.json", "performers/../../rooms.json", "%2e%2e/x", "nope.webm"):
         assert server.api("GET", base + bad).status_code in (400, 404), bad
