@@ -48,7 +48,7 @@ def _bot(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s bot %(levelname)s %(message)s")
     pause = (args.pause_at, args.pause_for) if args.pause_for else None
-    return asyncio.run(run_bot(args.invite, args.duration, args.report, pause))
+    return asyncio.run(run_bot(args.invite, args.duration, args.report, pause, args.preencoded))
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     bot.add_argument("--report", type=Path, help="write a JSON report here")
     bot.add_argument("--pause-at", type=float, default=0.0, help="stop sending media after S s")
     bot.add_argument("--pause-for", type=float, default=0.0, help="... for S s, then resume")
+    bot.add_argument("--preencoded", action="store_true",
+                     help="loop media encoded once (a cheap bot for load tests)")
     bot.set_defaults(func=_bot)
 
     verify = commands.add_parser("verify", help="check a session archive")

@@ -25,7 +25,12 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..peers import rtc_configuration
-from .media import BeepAudioTrack, FlashVideoTrack
+from .media import (
+    BeepAudioTrack,
+    FlashVideoTrack,
+    PreencodedBeepAudioTrack,
+    PreencodedFlashVideoTrack,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -273,13 +278,17 @@ async def run_bot(
     duration: float,
     report_path: Path | None,
     pause: tuple[float, float] | None = None,
+    preencoded: bool = False,
 ) -> int:
     from .. import aiortc_hooks
     from ..settings import Settings
 
     # the bot gathers candidates where the server does (IMPROV_ICE_ADDRESSES)
     aiortc_hooks.restrict_ice_addresses(Settings().ice_addresses)
-    bot = Bot(invite_url)
+    if preencoded:
+        bot = Bot(invite_url, video=PreencodedFlashVideoTrack(), audio=PreencodedBeepAudioTrack())
+    else:
+        bot = Bot(invite_url)
     if pause is not None:
         bot.pause_media(*pause)
     status = 0

@@ -8,6 +8,7 @@ import math
 import time
 from fractions import Fraction
 
+import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame, VideoFrame
@@ -55,78 +56,134 @@ class Pause:
             await sleep_until(self.end)
 
 
-class FlashVideoTrack(MediaStreamTrack):
-    kind = "video"
+class WallClockTrack(MediaStreamTrack):
+    """Emits one item per ``period`` seconds, each at its slot of the wall clock, so that
+    slot ``index`` is at ``index * period`` seconds since the epoch."""
 
-    def __init__(self, width: int = 640, height: int = 480) -> None:
+    period: float
+
+    def __init__(self) -> None:
         super().__init__()
-        self._frames = _pattern(width, height)
-        white = np.vstack(
-            [np.full((height, width), FLASH_LUMA, np.uint8), np.full((height // 2, width), 128, np.uint8)]
-        )
-        self._white = white
         self._start: int | None = None
         self._next: int | None = None
         self.frames_sent = 0
-        self.flashes_sent = 0
         self.pause = Pause()
 
-    async def recv(self) -> VideoFrame:
+    async def next_slot(self) -> tuple[int, int]:
+        """(slot index since the epoch, slots since this track started)."""
         await self.pause.wait()
         if self._next is None:
-            self._next = math.ceil(time.time() * VIDEO_RATE)
+            self._next = math.ceil(time.time() / self.period)
             self._start = self._next
         else:
             self._next += 1
             # after a stall, skip ahead rather than bursting late frames
-            now_index = math.floor(time.time() * VIDEO_RATE)
+            now_index = math.floor(time.time() / self.period)
             if now_index > self._next + 2:
                 self._next = now_index
-        index = self._next
-        await sleep_until(index / VIDEO_RATE)
+        await sleep_until(self._next * self.period)
+        self.frames_sent += 1
+        assert self._start is not None
+        return self._next, self._next - self._start
+
+
+class FlashVideoTrack(WallClockTrack):
+    """Raw 640x480 frames, encoded by aiortc like a camera's (what a browser costs)."""
+
+    kind = "video"
+    period = 1 / VIDEO_RATE
+
+    def __init__(self, width: int = 640, height: int = 480) -> None:
+        super().__init__()
+        self._frames = _pattern(width, height)
+        self._white = np.vstack(
+            [np.full((height, width), FLASH_LUMA, np.uint8), np.full((height // 2, width), 128, np.uint8)]
+        )
+        self.flashes_sent = 0
+
+    async def recv(self) -> VideoFrame | av.Packet:
+        index, elapsed = await self.next_slot()
         flash = index % VIDEO_RATE == 0
+        self.flashes_sent += flash
+        return self.frame(index, flash, elapsed * (VIDEO_CLOCK // VIDEO_RATE))
+
+    def frame(self, index: int, flash: bool, pts: int) -> VideoFrame | av.Packet:
         data = self._white if flash else self._frames[index % PATTERN_FRAMES]
         frame = VideoFrame.from_ndarray(data, format="yuv420p")
-        assert self._start is not None
-        frame.pts = (index - self._start) * (VIDEO_CLOCK // VIDEO_RATE)
-        frame.time_base = Fraction(1, VIDEO_CLOCK)
-        self.frames_sent += 1
-        self.flashes_sent += flash
+        frame.pts, frame.time_base = pts, Fraction(1, VIDEO_CLOCK)
         return frame
 
 
-class BeepAudioTrack(MediaStreamTrack):
+def beep_samples(first_sample: int, count: int) -> np.ndarray:
+    """The bot's sound: a 1 kHz tone for the first 100 ms of every wall-clock second."""
+    t = (first_sample + np.arange(count)) / AUDIO_RATE
+    in_second = np.mod(t, 1.0)
+    tone = 0.5 * np.sin(2 * np.pi * BEEP_HZ * in_second) * (in_second < BEEP_S)
+    return (tone * 32767).astype(np.int16)
+
+
+class BeepAudioTrack(WallClockTrack):
     kind = "audio"
+    period = AUDIO_PTIME
 
     def __init__(self) -> None:
         super().__init__()
         self._samples = int(AUDIO_RATE * AUDIO_PTIME)
-        self._next: int | None = None  # index of the next 20 ms frame since the epoch
-        self._start: int | None = None
-        self.frames_sent = 0
-        self.pause = Pause()
 
-    async def recv(self) -> AudioFrame:
-        await self.pause.wait()
-        if self._next is None:
-            self._next = math.ceil(time.time() / AUDIO_PTIME)
-            self._start = self._next
-        else:
-            self._next += 1
-            now_index = math.floor(time.time() / AUDIO_PTIME)
-            if now_index > self._next + 5:
-                self._next = now_index
-        index = self._next
-        await sleep_until(index * AUDIO_PTIME)
-        first = index * self._samples  # sample index since the epoch
-        t = (first + np.arange(self._samples)) / AUDIO_RATE
-        in_second = np.mod(t, 1.0)
-        tone = 0.5 * np.sin(2 * np.pi * BEEP_HZ * in_second) * (in_second < BEEP_S)
-        samples = (tone * 32767).astype(np.int16).reshape(1, -1)
+    async def recv(self) -> AudioFrame | av.Packet:
+        index, elapsed = await self.next_slot()
+        return self.frame(index, elapsed * self._samples)
+
+    def frame(self, index: int, pts: int) -> AudioFrame | av.Packet:
+        samples = beep_samples(index * self._samples, self._samples).reshape(1, -1)
         frame = AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate = AUDIO_RATE
-        assert self._start is not None
-        frame.pts = (index - self._start) * self._samples
-        frame.time_base = Fraction(1, AUDIO_RATE)
-        self.frames_sent += 1
+        frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, pts, Fraction(1, AUDIO_RATE)
         return frame
+
+
+class PreencodedFlashVideoTrack(FlashVideoTrack):
+    """The same picture, encoded once (one second, flash = keyframe) and looped: a bot that
+    costs next to nothing, for load tests. It cannot answer a keyframe request sooner than
+    the next second."""
+
+    def __init__(self, width: int = 640, height: int = 480) -> None:
+        super().__init__(width, height)
+        codec = av.CodecContext.create("libvpx", "w")
+        codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+        codec.time_base = Fraction(1, VIDEO_RATE)
+        codec.bit_rate, codec.gop_size = 600_000, VIDEO_RATE
+        self._loop: list[bytes] = []
+        for i in range(VIDEO_RATE):
+            raw = VideoFrame.from_ndarray(self._white if i == 0 else self._frames[i], format="yuv420p")
+            raw.pts = i
+            self._loop += [bytes(p) for p in codec.encode(raw)]
+        self._loop += [bytes(p) for p in codec.encode(None)]
+        assert len(self._loop) == VIDEO_RATE and self._loop[0][0] & 1 == 0
+
+    def frame(self, index: int, flash: bool, pts: int) -> av.Packet:
+        packet = av.Packet(self._loop[index % VIDEO_RATE])
+        packet.pts, packet.time_base = pts, Fraction(1, VIDEO_CLOCK)
+        return packet
+
+
+class PreencodedBeepAudioTrack(BeepAudioTrack):
+    """One second of the beep encoded once with Opus and looped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        codec = av.CodecContext.create("libopus", "w")
+        codec.sample_rate, codec.layout, codec.format = AUDIO_RATE, "mono", "s16"
+        codec.time_base = Fraction(1, AUDIO_RATE)
+        self._loop: list[bytes] = []
+        per_second = int(1 / AUDIO_PTIME)
+        for i in range(per_second + 2):
+            raw = AudioFrame.from_ndarray(
+                beep_samples(i * self._samples, self._samples).reshape(1, -1), format="s16", layout="mono")
+            raw.sample_rate, raw.pts = AUDIO_RATE, i * self._samples
+            self._loop += [bytes(p) for p in codec.encode(raw)]
+        self._loop = self._loop[:per_second]
+
+    def frame(self, index: int, pts: int) -> av.Packet:
+        packet = av.Packet(self._loop[index % len(self._loop)])
+        packet.pts, packet.time_base = pts, Fraction(1, AUDIO_RATE)
+        return packet
