@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from .auth import Invite
 from .downstream import Downstream
 from .peers import PublishSession, SubscribeSession
+from .baseline import BaselineRecording
 from .recording import Recording
 from .relay import Publication
 from .rooms import Room, RoomStore, utc_now_iso
@@ -275,6 +276,7 @@ class Hub:
             capacity,
             self.settings.pli_interval_s,
             on_publication=lambda _p: self._resync(member.room),
+            passthrough=self.settings.relay_mode == "passthrough",
         )
         try:
             answer = await publisher.answer(offer_sdp)
@@ -328,7 +330,8 @@ class Hub:
     def start_recording(self, room: Room) -> Recording:
         if room.recording is not None:
             raise RuntimeError("already recording")
-        recording = Recording(room, self.settings.sessions_dir, self.settings.recorder_queue)
+        kind = Recording if self.settings.relay_mode == "passthrough" else BaselineRecording
+        recording = kind(room, self.settings.sessions_dir, self.settings.recorder_queue)
         room.recording = recording
         recording.start()
         self._resync(room)

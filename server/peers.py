@@ -88,8 +88,10 @@ class PublishSession:
         queue_capacity: dict[str, int],
         pli_interval_s: float,
         on_publication: Callable[[Publication], None],
+        passthrough: bool = True,
     ) -> None:
         self.performer_id = performer_id
+        self.passthrough = passthrough
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self.publications: dict[str, Publication] = {}
         self._on_publication = on_publication
@@ -105,14 +107,15 @@ class PublishSession:
             t for t in self.pc.getTransceivers() if t.receiver.track is track
         )
         receiver = transceiver.receiver
-        aiortc_hooks.enable_passthrough(receiver)
+        if self.passthrough:
+            aiortc_hooks.enable_passthrough(receiver)
         requester = None
         if track.kind == "video":
             requester = KeyframeRequester(
                 lambda: aiortc_hooks.send_pli(receiver), self._pli_interval_s
             )
         publication = Publication(
-            self.performer_id, track, requester, self._capacity[track.kind]
+            self.performer_id, track, requester, self._capacity[track.kind], self.passthrough
         )
         self.publications[track.kind] = publication
         aiortc_hooks.on_sender_report(receiver, publication.sender_report)

@@ -40,6 +40,7 @@ class RelayTrack(MediaStreamTrack):
         kind: str,
         capacity: int,
         request_keyframe: Callable[[], None],
+        encoded: bool = True,
     ) -> None:
         super().__init__()
         self.kind = kind
@@ -47,8 +48,9 @@ class RelayTrack(MediaStreamTrack):
         self._queue: deque[av.Packet] = deque()
         self._wakeup = asyncio.Event()
         self._request_keyframe = request_keyframe
-        # video starts at a keyframe: anything before it cannot be decoded
-        self.waiting_for_keyframe = kind == "video"
+        # encoded video starts at a keyframe: anything before it cannot be decoded
+        self.encoded = encoded
+        self.waiting_for_keyframe = kind == "video" and encoded
         self._ended = False
         self.packets_in = 0
         self.packets_dropped = 0
@@ -57,7 +59,7 @@ class RelayTrack(MediaStreamTrack):
         if self._ended:
             return
         self.packets_in += 1
-        if self.kind == "video":
+        if self.kind == "video" and self.encoded:
             self._push_video(packet)
         else:
             if len(self._queue) >= self._capacity:
@@ -82,7 +84,7 @@ class RelayTrack(MediaStreamTrack):
 
     def resync(self) -> None:
         """Drop video until the next keyframe and ask the publisher for one."""
-        if self.kind != "video":
+        if self.kind != "video" or not self.encoded:
             return
         self._queue.clear()
         self.waiting_for_keyframe = True
@@ -150,8 +152,11 @@ class Publication:
         track: MediaStreamTrack,
         request_keyframe: KeyframeRequester | None,
         queue_capacity: int,
+        encoded: bool = True,
     ) -> None:
         self.performer_id = performer_id
+        #: False in the transcode baseline: the track yields decoded frames
+        self.encoded = encoded
         self.kind = track.kind
         self._track = track
         self._request_keyframe = request_keyframe
@@ -178,7 +183,7 @@ class Publication:
             self._request_keyframe()
 
     def subscribe(self) -> RelayTrack:
-        track = RelayTrack(self.kind, self._capacity, self.request_keyframe)
+        track = RelayTrack(self.kind, self._capacity, self.request_keyframe, self.encoded)
         self._subscribers.add(track)
         if self.ended.is_set():
             track.end()
@@ -211,8 +216,12 @@ class Publication:
                 packet = await self._track.recv()
                 arrival = time.time()
                 self.packets += 1
-                self.bytes += packet.size
                 self.last_packet_at = arrival
+                if not self.encoded:  # the transcode baseline: frames, not packets
+                    for sub in self._subscribers:
+                        sub.push(packet)
+                    continue
+                self.bytes += packet.size
                 broken = self.kind == "video" and packet.is_corrupt and not packet.is_keyframe
                 if self.kind == "video" and packet.is_keyframe:
                     self.keyframes += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     relay_audio_queue: int = 50
     #: Minimum gap between two keyframe requests to one publisher.
     pli_interval_s: float = 0.5
+
+    #: passthrough (the product) or transcode: the usual decode-and-re-encode design (aiortc's
+    #: own relay and MediaRecorder), kept only as the baseline of scripts/bench_rooms.py.
+    relay_mode: Literal["passthrough", "transcode"] = "passthrough"
 
     #: Items (packets, reports, events) the recorder may hold before it drops into a gap.
     recorder_queue: int = 4096
