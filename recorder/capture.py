@@ -119,9 +119,17 @@ class SessionWriter:
 
     # called from a thread (never the event loop: it waits for the disk)
 
-    def close(self, timeout: float = 30.0) -> None:
-        self._queue.put(None, timeout=timeout)
+    def close(self, timeout: float = 120.0) -> None:
+        """Write what is queued, close every file. A disk too slow to drain the queue in
+        ``timeout`` leaves the session with an error rather than the stop hanging."""
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            self.error = self.error or "write failed: the disk did not keep up at the stop"
+            return
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.error = self.error or "write failed: the disk did not keep up at the stop"
 
     # the writer thread
 

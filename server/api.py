@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import threading
 import time
 from typing import Annotated, Any, Literal
 
@@ -275,3 +277,25 @@ async def revoke_consent(
 @router.get("/webhooks/deliveries")
 async def webhook_deliveries(request: Request) -> dict[str, Any]:
     return {"items": await request.app.state.downstream.deliverer.list()}
+
+
+@router.get("/status")
+async def runtime_status(request: Request) -> dict[str, Any]:
+    """What an operator (or a soak test) watches for leaks: tasks, threads, files, memory."""
+    store: RoomStore = request.app.state.store
+    rooms = list(store.rooms.values())
+    fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    rss_kb = None
+    if os.path.exists("/proc/self/status"):
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                rss_kb = int(line.split()[1])
+    return {
+        "tasks": len(asyncio.all_tasks()),
+        "threads": threading.active_count(),
+        "open_files": fds,
+        "rss_mb": round(rss_kb / 1024, 1) if rss_kb else None,
+        "rooms": len(rooms),
+        "performers": sum(len(r.members) for r in rooms),
+        "recordings": sum(1 for r in rooms if r.recording is not None),
+    }

@@ -7,12 +7,14 @@ import json
 import resource
 import signal
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.helpers import (
+    REPO,
     BotProcess,
     ServerProcess,
     manifest,
@@ -218,3 +220,35 @@ def test_a_performer_whose_connection_dies_rejoins_into_the_same_file(
     assert performer["sync"]["segments"] == 2
     gaps = track(performer, "video")["gaps"]
     assert [g["reason"] for g in gaps] == ["reconnected"], gaps
+
+
+def test_a_stalled_disk_becomes_gaps_and_never_slows_the_relay(
+    tmp_path: Path, bots: BotFactory
+) -> None:
+    shim = tmp_path / "stall.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(shim),
+                    str(REPO / "tests" / "faults" / "stall_writes.c"), "-ldl"], check=True)
+    server = ServerProcess(tmp_path / "data", env={
+        "LD_PRELOAD": str(shim), "STALL_PATTERN": "/capture/", "STALL_MS": "40",
+        "IMPROV_RECORDER_QUEUE": "100",
+    }).start()
+    try:
+        room = server.create_room()
+        session = start_recording(server, room)
+        running = [bots(server.invite(room, n)["url"], 10) for n in ("Ann", "Ben")]
+        for bot in running:
+            status, output, report = bot.wait()
+            assert status == 0, output
+            (stats,) = report["received"].values()
+            assert stats["fps"] >= 25, stats  # the live relay never noticed the disk
+        result = stop_recording(server, room)
+        assert result["state"] == "partial" and "recorder queue full" in result["reason"], result
+        session_dir = server.session_dir(session["session_id"])
+        archive = manifest(session_dir)
+        gaps = [g for p in archive["performers"] for t in p["tracks"] for g in t["gaps"]]
+        assert any(g["reason"] == "recorder queue full" and g["dropped_frames"] > 0 for g in gaps)
+        status, report = verify(session_dir)  # what was written still decodes
+        assert status == 0, report["defects"]
+        assert all(p["video_frames"] > 0 for p in report["performers"].values())
+    finally:
+        server.stop()

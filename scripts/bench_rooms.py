@@ -1,0 +1,222 @@
+#!/usr/bin/env python
+"""Capacity benchmark: N recorded rooms of two bots against the passthrough server and the
+decode-and-re-encode baseline, on loopback. Reports per N: server CPU (% of one core, from
+/proc) and RSS, video frames delivered per subscriber, glass-to-glass flash latency, frames in
+the archive, finalise time; and the latency floor of a direct bot-to-bot connection.
+
+  .venv/bin/python scripts/bench_rooms.py --rooms 1,2,4,8 --seconds 20 --modes passthrough,transcode
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server import aiortc_hooks  # noqa: E402
+from server.bot.client import TrackStats  # noqa: E402
+from server.bot.media import PreencodedBeepAudioTrack, PreencodedFlashVideoTrack  # noqa: E402
+
+LOOPBACK = {"IMPROV_ICE_ADDRESSES": '["127.0.0.1"]'}
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(mode: str, rooms: int, seconds: float) -> dict[str, Any]:
+    port = free_port()
+    data = Path(tempfile.mkdtemp(prefix="bench-rooms-"))
+    env = {**os.environ, **LOOPBACK, "IMPROV_LOG_LEVEL": "warning", "IMPROV_RELAY_MODE": mode}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data-dir", str(data)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bots: list[subprocess.Popen[bytes]] = []
+    try:
+        url = f"http://127.0.0.1:{port}"
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the server exited with {server.returncode}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        token = (data / "operator_token").read_text().strip()
+        rss_idle = rss_mb(server.pid)
+        api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+        room_ids = [api.post("/api/v1/rooms", json={"name": f"r{i}"}).json()["room_id"] for i in range(rooms)]
+        reports = []
+        for room in room_ids:
+            api.post(f"/api/v1/rooms/{room}/recording")
+            for name in ("a", "b"):
+                invite = api.post(f"/api/v1/rooms/{room}/invites", json={"display_name": name}).json()
+                report = data / f"{room}-{name}.json"
+                reports.append(report)
+                bots.append(subprocess.Popen(
+                    [sys.executable, "-m", "server.cli", "bot", "--invite", invite["url"],
+                     "--duration", str(seconds), "--report", str(report), "--preencoded"],
+                    cwd=ROOT, env={**os.environ, **LOOPBACK},
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        # steady state: once every bot publishes, for `seconds` minus a margin for the leave
+        started = time.time()
+        while True:
+            publishing = sum(
+                len(p["publishing"]) == 2
+                for room in api.get("/api/v1/rooms").json()["items"] for p in room["performers"]
+            )
+            if publishing == 2 * rooms or time.time() > started + 30:
+                break
+            time.sleep(0.5)
+        time.sleep(2)
+        cpu0, wall0 = cpu_seconds(server.pid), time.time()
+        rss = []
+        while time.time() < started + seconds - 3:
+            rss.append(rss_mb(server.pid))
+            time.sleep(1)
+        cpu = 100 * (cpu_seconds(server.pid) - cpu0) / (time.time() - wall0)
+        window = time.time() - wall0
+        for bot in bots:
+            bot.wait(timeout=seconds + 60)
+        finalise = []
+        for room in room_ids:
+            began = time.time()
+            api.delete(f"/api/v1/rooms/{room}/recording")
+            finalise.append(time.time() - began)
+        results = [json.loads(p.read_text()) for p in reports if p.exists()]
+        sent = {r["performer_id"]: r["sent"]["video_frames"] for r in results}
+        delivered, p50s, p95s = [], [], []
+        for r in results:
+            for pid, got in r["received"].items():
+                # steady state: frames per second received over the 30 sent
+                delivered.append(got["fps"] / 30)
+                if got["latency_ms_p50"] is not None:
+                    p50s.append(got["latency_ms_p50"])
+                    p95s.append(got["latency_ms_p95"])
+        archived = []
+        for manifest_path in (data / "sessions").glob("*/manifest.json"):
+            manifest = json.loads(manifest_path.read_text())
+            for p in manifest["performers"]:
+                video = next((t for t in p.get("tracks", []) if t["kind"] == "video"), None)
+                if video and p["performer_id"] in sent:
+                    archived.append(video["frames"] / sent[p["performer_id"]])
+        return {
+            "mode": mode, "rooms": rooms, "bots": len(bots), "reports": len(results),
+            "window_s": round(window, 1),
+            "cpu_pct": round(cpu, 1), "rss_mb": round(max(rss), 1) if rss else None,
+            "rss_per_room_mb": round((max(rss) - rss_idle) / rooms, 1) if rss else None,
+            "delivered_min": round(min(delivered), 4) if delivered else None,
+            "delivered_median": round(statistics.median(delivered), 4) if delivered else None,
+            "latency_p50_ms": round(statistics.median(p50s), 1) if p50s else None,
+            "latency_p95_ms": round(statistics.median(p95s), 1) if p95s else None,
+            "archived_min": round(min(archived), 4) if archived else None,
+            "finalise_s_max": round(max(finalise), 2),
+        }
+    finally:
+        for bot in bots:
+            if bot.poll() is None:
+                bot.kill()
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+async def direct_floor(seconds: float) -> dict[str, Any]:
+    """Two aiortc peers connected directly: the latency with no server in between."""
+    from aiortc import RTCPeerConnection
+
+    from server.peers import rtc_configuration
+
+    aiortc_hooks.restrict_ice_addresses(["127.0.0.1"])
+    tx, rx = RTCPeerConnection(rtc_configuration([])), RTCPeerConnection(rtc_configuration([]))
+    tx.addTrack(PreencodedFlashVideoTrack())
+    tx.addTrack(PreencodedBeepAudioTrack())
+    stats = TrackStats()
+
+    async def consume(track: Any) -> None:
+        while True:
+            frame = await track.recv()
+            stats.video_frame(frame, time.time())
+
+    tasks = []
+
+    @rx.on("track")
+    def on_track(track: Any) -> None:
+        if track.kind == "video":
+            tasks.append(asyncio.ensure_future(consume(track)))
+
+    await tx.setLocalDescription(await tx.createOffer())
+    await rx.setRemoteDescription(tx.localDescription)
+    await rx.setLocalDescription(await rx.createAnswer())
+    await tx.setRemoteDescription(rx.localDescription)
+    await asyncio.sleep(seconds)
+    for task in tasks:
+        task.cancel()
+    await tx.close()
+    await rx.close()
+    lat = sorted(stats.latencies)
+    return {"fps": round(stats.fps, 1), "latency_p50_ms": round(statistics.median(lat), 1),
+            "latency_p95_ms": round(lat[int(len(lat) * 0.95)], 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rooms", default="1,2,4,8")
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--modes", default="passthrough,transcode")
+    args = parser.parse_args()
+    floor = asyncio.run(direct_floor(args.seconds / 2))
+    print(f"direct bot-to-bot (no server): {json.dumps(floor)}", flush=True)
+    rows = []
+    for mode in args.modes.split(","):
+        for n in (int(x) for x in args.rooms.split(",")):
+            row = run(mode, n, args.seconds)
+            row["server_added_p50_ms"] = (
+                round(row["latency_p50_ms"] - floor["latency_p50_ms"], 1) if row["latency_p50_ms"] else None)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print("\n| mode | rooms | server CPU % of a core | RSS MB (added per room) | delivered fps / sent fps (min / median) "
+          "| latency p50 / p95 ms | server-added p50 ms | archived / sent frames (min) | finalise s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['mode']} | {r['rooms']} | {r['cpu_pct']} | {r['rss_mb']} ({r['rss_per_room_mb']}) "
+              f"| {r['delivered_min']} / {r['delivered_median']} | {r['latency_p50_ms']} / {r['latency_p95_ms']} "
+              f"| {r['server_added_p50_ms']} | {r['archived_min']} | {r['finalise_s_max']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
