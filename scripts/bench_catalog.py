@@ -8,18 +8,16 @@ indexes them), then pages through the catalog. Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from benchlib import ROOT, Server
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from recorder.files import write_json_atomic  # noqa: E402
@@ -30,7 +28,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--port", type=int, default=8791)
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="bench-catalog-"))
     server = None
@@ -47,18 +44,9 @@ def main() -> int:
             })
         print(f"wrote {args.sessions} sessions in {time.perf_counter() - began:.1f} s")
         began = time.perf_counter()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--port", str(args.port),
-             "--data-dir", str(data)], cwd=ROOT, env={**os.environ, "IMPROV_LOG_LEVEL": "warning"},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{args.port}"
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        server = Server(data)
         print(f"server up with the catalog indexed in {time.perf_counter() - began:.2f} s")
+        url = server.url
         token = (data / "operator_token").read_text().strip()
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
             for run in ("first", "second"):
@@ -80,8 +68,7 @@ def main() -> int:
                       f"p95 {times[int(len(times) * 0.95)]:.1f} ms, max {times[-1]:.1f} ms")
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(10)
+            server.stop()
         shutil.rmtree(data, ignore_errors=True)
     return 0
 

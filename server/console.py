@@ -11,15 +11,14 @@ from typing import Any
 from fastapi import WebSocket, WebSocketDisconnect
 
 from .auth import tokens_equal
-from .hub import Hub
+from .hub import Hub, roster
 from .peers import NegotiationError, SubscribeSession
 from .rooms import Room
 from .signaling import (
     CLOSE_BAD_INVITE,
-    CLOSE_HELLO_TIMEOUT,
-    CLOSE_MALFORMED,
     ProtocolError,
     WebSocketConnection,
+    receive_hello,
     receive_message,
 )
 
@@ -45,16 +44,7 @@ class Monitor:
         )
 
     def peers(self) -> list[dict[str, Any]]:
-        streams = self.subscriber.stream_ids
-        return [
-            {
-                "performer_id": m.performer_id,
-                "display_name": m.display_name,
-                "stream_id": streams.get(m.performer_id),
-                "state": m.state,
-            }
-            for m in self.room.members.values()
-        ]
+        return roster(self.room, self.subscriber.stream_ids)
 
     async def close(self) -> None:
         await self.subscriber.close()
@@ -92,15 +82,7 @@ class OperatorSession:
                 self.monitor = None
 
     async def _hello(self) -> None:
-        limit = self.hub.settings.max_message_bytes
-        try:
-            message = await asyncio.wait_for(
-                receive_message(self.ws, limit), self.hub.settings.hello_timeout_s
-            )
-        except asyncio.TimeoutError as exc:
-            raise ProtocolError(CLOSE_HELLO_TIMEOUT, "no hello received") from exc
-        if message["type"] != "hello":
-            raise ProtocolError(CLOSE_MALFORMED, "the first message must be hello")
+        message = await receive_hello(self.ws, self.hub.settings)
         token = message.get("token")
         if not isinstance(token, str) or not tokens_equal(token, self._operator_token):
             raise ProtocolError(CLOSE_BAD_INVITE, "invalid operator token")

@@ -91,6 +91,22 @@ class Member:
             pass
 
 
+def roster(
+    room: Room, stream_ids: dict[str, str], exclude: Member | None = None
+) -> list[dict[str, Any]]:
+    """Who is in the room as one subscriber sees them: the `peers` of docs/signaling.md."""
+    return [
+        {
+            "performer_id": other.performer_id,
+            "display_name": other.display_name,
+            "stream_id": stream_ids.get(other.performer_id),
+            "state": other.state,
+        }
+        for other in room.members.values()
+        if other is not exclude
+    ]
+
+
 class Listener(Protocol):
     """An operator console: told when rooms change and given per-second stats."""
 
@@ -373,16 +389,7 @@ class Hub:
 
     def peers_for(self, member: Member) -> list[dict[str, Any]]:
         streams = member.subscriber.stream_ids if member.subscriber else {}
-        return [
-            {
-                "performer_id": other.performer_id,
-                "display_name": other.display_name,
-                "stream_id": streams.get(other.performer_id),
-                "state": other.state,
-            }
-            for other in member.room.members.values()
-            if other is not member
-        ]
+        return roster(member.room, streams, exclude=member)
 
     def _broadcast_peers(self, room: Room) -> None:
         self.changed()

@@ -86,6 +86,19 @@ async def receive_message(websocket: WebSocket, limit: int) -> dict[str, Any]:
     return parse_message(None, limit)
 
 
+async def receive_hello(websocket: WebSocket, settings: Settings) -> dict[str, Any]:
+    """The first message of any of our sockets: a `hello`, in time, or a 44xx close."""
+    try:
+        message = await asyncio.wait_for(
+            receive_message(websocket, settings.max_message_bytes), settings.hello_timeout_s
+        )
+    except asyncio.TimeoutError as exc:
+        raise ProtocolError(CLOSE_HELLO_TIMEOUT, "no hello received") from exc
+    if message["type"] != "hello":
+        raise ProtocolError(CLOSE_MALFORMED, "the first message must be hello")
+    return message
+
+
 class SignalingSession:
     """One performer's socket from hello to close."""
 
@@ -116,15 +129,7 @@ class SignalingSession:
                 self.hub.detach(self.member, self.connection)
 
     async def _hello(self) -> None:
-        limit = self.settings.max_message_bytes
-        try:
-            message = await asyncio.wait_for(
-                receive_message(self.ws, limit), self.settings.hello_timeout_s
-            )
-        except asyncio.TimeoutError as exc:
-            raise ProtocolError(CLOSE_HELLO_TIMEOUT, "no hello received") from exc
-        if message["type"] != "hello":
-            raise ProtocolError(CLOSE_MALFORMED, "the first message must be hello")
+        message = await receive_hello(self.ws, self.settings)
         try:
             invite = self.signer.verify(message.get("token"))
         except InviteError as exc:

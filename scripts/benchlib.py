@@ -1,0 +1,74 @@
+"""What the benchmark scripts share: a server process on loopback with its data dir, and
+/proc readings of it. Import from a script in this folder (`from benchlib import ...`)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+#: every benchmark peer gathers ICE candidates on loopback only
+LOOPBACK = {"IMPROV_ICE_ADDRESSES": '["127.0.0.1"]'}
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`improv-capture serve` in its own process, so that /proc measures it alone."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port),
+             "--data-dir", str(data_dir)],
+            cwd=ROOT, env={**os.environ, **LOOPBACK, "IMPROV_LOG_LEVEL": "warning", **env},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        token = (data_dir / "operator_token").read_text().strip()
+        self.api = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"},
+                                timeout=120)
+
+    def bot(self, invite_url: str, duration: float, *extra: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "bot", "--invite", invite_url,
+             "--duration", str(duration), *extra],
+            cwd=ROOT, env={**os.environ, **LOOPBACK},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        self.api.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
