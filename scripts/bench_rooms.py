@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,59 +21,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from benchlib import ROOT, Server
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server import aiortc_hooks  # noqa: E402
 from server.bot.client import TrackStats  # noqa: E402
 from server.bot.media import PreencodedBeepAudioTrack, PreencodedFlashVideoTrack  # noqa: E402
 
-LOOPBACK = {"IMPROV_ICE_ADDRESSES": '["127.0.0.1"]'}
-TICKS = os.sysconf("SC_CLK_TCK")
-JOIN_ALLOWANCE_S = 45.0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run(mode: str, rooms: int, seconds: float) -> dict[str, Any]:
-    port = free_port()
     data = Path(tempfile.mkdtemp(prefix="bench-rooms-"))
-    env = {**os.environ, **LOOPBACK, "IMPROV_LOG_LEVEL": "warning", "IMPROV_RELAY_MODE": mode}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data-dir", str(data)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server(data, IMPROV_RELAY_MODE=mode)
     bots: list[subprocess.Popen[bytes]] = []
+    # many bots starting at once share 2 cores: give each room time to join
+    join_allowance = 20.0 + 4.0 * rooms
     try:
-        url = f"http://127.0.0.1:{port}"
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"the server exited with {server.returncode}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        token = (data / "operator_token").read_text().strip()
-        rss_idle = rss_mb(server.pid)
-        api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+        api = server.api
+        rss_idle = server.rss_mb()
         room_ids = [api.post("/api/v1/rooms", json={"name": f"r{i}"}).json()["room_id"] for i in range(rooms)]
         reports = []
         for room in room_ids:
@@ -84,14 +46,10 @@ def run(mode: str, rooms: int, seconds: float) -> dict[str, Any]:
                 invite = api.post(f"/api/v1/rooms/{room}/invites", json={"display_name": name}).json()
                 report = data / f"{room}-{name}.json"
                 reports.append(report)
-                bots.append(subprocess.Popen(
-                    [sys.executable, "-m", "server.cli", "bot", "--invite", invite["url"],
-                     "--duration", str(seconds + JOIN_ALLOWANCE_S), "--report", str(report),
-                     "--preencoded"],
-                    cwd=ROOT, env={**os.environ, **LOOPBACK},
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                bots.append(server.bot(invite["url"], seconds + join_allowance,
+                                       "--report", str(report), "--preencoded"))
         # steady state: `seconds` once every bot publishes (bots start slowly when many
-        # start at once; each stays JOIN_ALLOWANCE_S longer than the window needs)
+        # start at once; each stays join_allowance longer than the window needs)
         started = time.time()
         while True:
             publishing = sum(
@@ -100,19 +58,19 @@ def run(mode: str, rooms: int, seconds: float) -> dict[str, Any]:
             )
             if publishing == 2 * rooms:
                 break
-            if time.time() > started + JOIN_ALLOWANCE_S - 5:
+            if time.time() > started + join_allowance - 5:
                 raise RuntimeError(f"only {publishing} of {2 * rooms} bots joined")
             time.sleep(0.5)
         time.sleep(2)
-        cpu0, wall0 = cpu_seconds(server.pid), time.time()
-        rss = [rss_mb(server.pid)]
+        cpu0, wall0 = server.cpu_seconds(), time.time()
+        rss = [server.rss_mb()]
         while time.time() < wall0 + seconds:
             time.sleep(1)
-            rss.append(rss_mb(server.pid))
-        cpu = 100 * (cpu_seconds(server.pid) - cpu0) / (time.time() - wall0)
+            rss.append(server.rss_mb())
+        cpu = 100 * (server.cpu_seconds() - cpu0) / (time.time() - wall0)
         window = time.time() - wall0
         for bot in bots:
-            bot.wait(timeout=seconds + JOIN_ALLOWANCE_S + 60)
+            bot.wait(timeout=seconds + join_allowance + 60)
         finalise = []
         for room in room_ids:
             began = time.time()
@@ -151,13 +109,8 @@ def run(mode: str, rooms: int, seconds: float) -> dict[str, Any]:
         for bot in bots:
             if bot.poll() is None:
                 bot.kill()
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        server.stop()
         shutil.rmtree(data, ignore_errors=True)
-
 
 async def direct_floor(seconds: float) -> dict[str, Any]:
     """Two aiortc peers connected directly: the latency with no server in between."""
@@ -196,7 +149,6 @@ async def direct_floor(seconds: float) -> dict[str, Any]:
     return {"fps": round(stats.fps, 1), "latency_p50_ms": round(statistics.median(lat), 1),
             "latency_p95_ms": round(lat[int(len(lat) * 0.95)], 1)}
 
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rooms", default="1,2,4,8")
@@ -221,7 +173,6 @@ def main() -> int:
               f"| {r['delivered_min']} / {r['delivered_median']} | {r['latency_p50_ms']} / {r['latency_p95_ms']} "
               f"| {r['server_added_p50_ms']} | {r['archived_min']} | {r['finalise_s_max']} |")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

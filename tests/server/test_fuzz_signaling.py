@@ -4,8 +4,6 @@ still relays and records."""
 from __future__ import annotations
 
 import json
-import random
-import time
 from collections.abc import Callable
 from typing import Any
 
