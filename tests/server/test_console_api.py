@@ -58,8 +58,10 @@ async def test_console_sees_rooms_stats_and_flags(server: ServerProcess, bots: B
             message = await next_of(ws, "stats")
             stats = message["performers"]
             if len(stats) == 2 and all(
-                (s["video"] or {}).get("fps", 0) >= 25 and (s["audio"] or {}).get("level_dbov")
-                is not None for s in stats.values()
+                (s["video"] or {}).get("fps", 0) >= 25
+                and (s["audio"] or {}).get("level_dbov") is not None
+                and s["rtt_ms"] is not None  # needs a report round trip: a second or two
+                for s in stats.values()
             ):
                 break
         assert len(stats) == 2, stats
