@@ -124,3 +124,23 @@ def test_sessions_list_manifest_and_files(server: ServerProcess, bots: BotFactor
         assert server.api("GET", base + bad).status_code in (400, 404), bad
     assert server.api("GET", "/api/v1/sessions/ses_missing").status_code == 404
     assert httpx.get(f"{server.url}{url}").status_code == 401
+
+
+def test_closing_a_room_stops_its_recording_and_its_performers(
+    server: ServerProcess, bots: BotFactory
+) -> None:
+    room = server.create_room("closing")
+    session = start_recording(server, room)
+    bot = bots(server.invite(room, "Ann")["url"], 30)
+    deadline = time.time() + 15
+    while not server.api("GET", f"/api/v1/rooms/{room}").json()["performers"]:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(2)
+    closed = server.api("DELETE", f"/api/v1/rooms/{room}", timeout=60)
+    assert closed.status_code == 200
+    status, output, _ = bot.wait()
+    assert status == 1 and "4404" in output
+    assert server.api("GET", f"/api/v1/rooms/{room}").status_code == 404
+    saved = server.api("GET", f"/api/v1/sessions/{session['session_id']}").json()
+    assert saved["state"] == "complete" and saved["performers"][0]["file"] is not None

@@ -82,6 +82,19 @@ def test_console_runs_a_session(server: ServerProcess, browser: Any) -> None:
     for page in performers.values():
         page.get_by_test_id("rec-indicator").wait_for(state="visible", timeout=3000)
     session_id = server.api("GET", f"/api/v1/rooms/{room_id}").json()["recording"]["session_id"]
+    # the recording state and its timer survive a console reload
+    console.reload()
+    console.wait_for_function("document.body.dataset.console === 'ready'", timeout=10000)
+    if not console.get_by_test_id("record-toggle").is_visible():
+        console.get_by_test_id("room-item").filter(has_text="Scene study").click()
+    console.wait_for_function(
+        "document.querySelector('[data-testid=record-state]').dataset.state === 'recording'",
+        timeout=10000,
+    )
+    console.wait_for_function(
+        "parseFloat(document.querySelector('[data-testid=record-elapsed]').dataset.elapsedS) > 0",
+        timeout=5000,
+    )
     started = parse_utc(server.api("GET", f"/api/v1/rooms/{room_id}").json()["recording"]["started_at"])
 
     actions: list[tuple[str, str, float]] = []
