@@ -50,6 +50,6 @@ class BaselineRecording(Recording):
         for recorder in self._recorders.values():
             await recorder.stop()
         self.manifest.update(state="complete", ended_at=utc_iso(self.started_unix + self.now_s()))
-        write_json_atomic(self.session_dir / "manifest.json", self.manifest)
-        self.writer.close()
+        await asyncio.to_thread(self.writer.close)
+        await asyncio.to_thread(write_json_atomic, self.session_dir / "manifest.json", self.manifest)
         return self.manifest
