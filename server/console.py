@@ -59,6 +59,9 @@ class OperatorSession:
         self.connection = WebSocketConnection(websocket)
         self._operator_token = operator_token
         self.monitor: Monitor | None = None
+        self._stats_in_flight: set[str] = set()
+        self._rooms_sending = False
+        self._rooms_dirty = False
 
     async def run(self) -> None:
         await self.ws.accept()
@@ -147,7 +150,12 @@ class OperatorSession:
     # Listener
 
     def rooms_changed(self) -> None:
-        asyncio.ensure_future(self.send(self._rooms_message()))
+        # one rooms send at a time; changes meanwhile are sent once, as the latest state
+        if self._rooms_sending:
+            self._rooms_dirty = True
+        else:
+            self._rooms_sending = True
+            asyncio.ensure_future(self._send_rooms())
         if self.monitor is not None:
             if self.monitor.room.room_id not in self.hub.store.rooms:
                 asyncio.ensure_future(self._unwatch())
@@ -157,10 +165,29 @@ class OperatorSession:
                     self.send({"type": "peers", "room_id": room.room_id, "peers": self.monitor.peers()})
                 )
 
+    async def _send_rooms(self) -> None:
+        try:
+            while True:
+                self._rooms_dirty = False
+                await self.send(self._rooms_message())
+                if not self._rooms_dirty:
+                    return
+        finally:
+            self._rooms_sending = False
+
     def stats(self, room_id: str, performers: dict[str, Any]) -> None:
-        asyncio.ensure_future(
-            self.send({"type": "stats", "room_id": room_id, "performers": performers})
-        )
+        # a console that reads slowly gets the latest stats, not a growing backlog of sends
+        if room_id in self._stats_in_flight:
+            return
+        self._stats_in_flight.add(room_id)
+
+        async def send() -> None:
+            try:
+                await self.send({"type": "stats", "room_id": room_id, "performers": performers})
+            finally:
+                self._stats_in_flight.discard(room_id)
+
+        asyncio.ensure_future(send())
 
     def sync_monitor(self, room: Room) -> None:
         if self.monitor is not None and self.monitor.room is room:
