@@ -68,8 +68,9 @@ def main() -> int:
                       f"p95 {times[int(len(times) * 0.95)]:.1f} ms, max {times[-1]:.1f} ms")
     finally:
         if server is not None:
-            server.stop()
-        shutil.rmtree(data, ignore_errors=True)
+            server.stop()  # removes the data dir too
+        else:
+            shutil.rmtree(data, ignore_errors=True)
     return 0
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +30,6 @@ from server.bot.media import PreencodedBeepAudioTrack, PreencodedFlashVideoTrack
 def run(mode: str, rooms: int, seconds: float) -> dict[str, Any]:
     data = Path(tempfile.mkdtemp(prefix="bench-rooms-"))
     server = Server(data, IMPROV_RELAY_MODE=mode)
-    bots: list[subprocess.Popen[bytes]] = []
     # many bots starting at once share 2 cores: give each room time to join
     join_allowance = 20.0 + 4.0 * rooms
     try:
@@ -46,8 +43,8 @@ def run(mode: str, rooms: int, seconds: float) -> dict[str, Any]:
                 invite = api.post(f"/api/v1/rooms/{room}/invites", json={"display_name": name}).json()
                 report = data / f"{room}-{name}.json"
                 reports.append(report)
-                bots.append(server.bot(invite["url"], seconds + join_allowance,
-                                       "--report", str(report), "--preencoded"))
+                server.bot(invite["url"], seconds + join_allowance,
+                                       "--report", str(report), "--preencoded")
         # steady state: `seconds` once every bot publishes (bots start slowly when many
         # start at once; each stays join_allowance longer than the window needs)
         started = time.time()
@@ -69,7 +66,7 @@ def run(mode: str, rooms: int, seconds: float) -> dict[str, Any]:
             rss.append(server.rss_mb())
         cpu = 100 * (server.cpu_seconds() - cpu0) / (time.time() - wall0)
         window = time.time() - wall0
-        for bot in bots:
+        for bot in server.bots:
             bot.wait(timeout=seconds + join_allowance + 60)
         finalise = []
         for room in room_ids:
@@ -94,7 +91,7 @@ def run(mode: str, rooms: int, seconds: float) -> dict[str, Any]:
                 if video and p["performer_id"] in sent:
                     archived.append(video["frames"] / sent[p["performer_id"]])
         return {
-            "mode": mode, "rooms": rooms, "bots": len(bots), "reports": len(results),
+            "mode": mode, "rooms": rooms, "bots": len(server.bots), "reports": len(results),
             "window_s": round(window, 1),
             "cpu_pct": round(cpu, 1), "rss_mb": round(max(rss), 1) if rss else None,
             "rss_per_room_mb": round((max(rss) - rss_idle) / rooms, 1) if rss else None,
@@ -106,11 +103,7 @@ def run(mode: str, rooms: int, seconds: float) -> dict[str, Any]:
             "finalise_s_max": round(max(finalise), 2),
         }
     finally:
-        for bot in bots:
-            if bot.poll() is None:
-                bot.kill()
         server.stop()
-        shutil.rmtree(data, ignore_errors=True)
 
 async def direct_floor(seconds: float) -> dict[str, Any]:
     """Two aiortc peers connected directly: the latency with no server in between."""

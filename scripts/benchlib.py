@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,6 +32,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
+        self.bots: list[subprocess.Popen[bytes]] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port),
              "--data-dir", str(data_dir)],
@@ -49,11 +51,14 @@ class Server:
                                 timeout=120)
 
     def bot(self, invite_url: str, duration: float, *extra: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
+        """A bot process; `stop` kills it if it is still running."""
+        bot = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "bot", "--invite", invite_url,
              "--duration", str(duration), *extra],
             cwd=ROOT, env={**os.environ, **LOOPBACK},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.bots.append(bot)
+        return bot
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -66,9 +71,14 @@ class Server:
         return 0.0
 
     def stop(self) -> None:
+        """Kill the bots still running, stop the server, remove its data dir."""
+        for bot in self.bots:
+            if bot.poll() is None:
+                bot.kill()
         self.api.close()
         self.proc.terminate()
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -63,7 +63,7 @@ async def get_file(request: Request, session_id: str, file_path: str) -> FileRes
     parts = file_path.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "file not found")
-    manifest = json.loads((session_dir / "manifest.json").read_text())
+    manifest = json.loads(await asyncio.to_thread((session_dir / "manifest.json").read_text))
     entries = {f["path"]: f for f in manifest.get("files", [])}
     entries.update({n: {} for n in ("manifest.json", "SHA256SUMS")})
     target = session_dir / file_path
