@@ -18,7 +18,7 @@ import numpy as np
 
 FLASH_CONTRAST = 80  # luma levels between a flash and the ordinary picture
 BEEP_QUIET_S = 0.2  # silence before a beep onset
-WINDOW_S = 0.0025
+MAX_FRAME_STEPS = 2.5  # a longer step between two frames means frames are missing
 
 
 def check_sums(session_dir: Path) -> list[str]:
@@ -49,37 +49,52 @@ def check_sums(session_dir: Path) -> list[str]:
 
 
 def flash_times(times: list[float], lumas: list[float]) -> list[float]:
+    """Onsets of flashes seen to start: a lit frame right after a dark one.
+
+    A file that starts lit, or a lit frame after missing frames, may have cut into the flash,
+    which would put its onset late; such frames make no onset.
+    """
     if not lumas:
         return []
     base, top = float(np.percentile(lumas, 10)), max(lumas)
     if top - base < FLASH_CONTRAST:
         return []
     threshold = (base + top) / 2
-    onsets, previous = [], False
-    for t, luma in zip(times, lumas):
-        lit = luma > threshold
-        if lit and not previous:
-            onsets.append(t)
-        previous = lit
+    steps = np.diff(np.asarray(times, dtype=float))
+    steps = steps[np.isfinite(steps) & (steps > 0)]
+    max_step = MAX_FRAME_STEPS * float(np.median(steps)) if steps.size else float("inf")
+    onsets = []
+    for i in range(1, len(times)):
+        if lumas[i] > threshold >= lumas[i - 1] and times[i] - times[i - 1] <= max_step:
+            onsets.append(times[i])
     return onsets
 
 
-def beep_times(start: float, samples: np.ndarray, rate: int) -> list[float]:
-    """Onsets of tones after at least BEEP_QUIET_S of quiet, to the sample."""
+def beep_times(
+    start: float, samples: np.ndarray, rate: int, unheard: list[tuple[int, int]] | None = None
+) -> list[float]:
+    """Onsets of tones after at least BEEP_QUIET_S of heard quiet, to the sample.
+
+    The stream's start and the ``unheard`` sample ranges (gaps, filled with silence) may have cut
+    into a tone, which would put its onset late: a tone needs quiet heard before it.
+    """
     if samples.size == 0:
         return []
     peak = float(np.max(np.abs(samples)))
     if peak < 0.02:
         return []
     threshold = 0.25 * peak
-    loud = np.abs(samples) > threshold
     quiet_needed = int(BEEP_QUIET_S * rate)
+    blocked = np.abs(samples) > threshold
+    loud = blocked.copy()
+    for begin, end in unheard or []:
+        blocked[begin:end] = True
     onsets = []
-    last_loud = -quiet_needed - 1
-    for index in np.flatnonzero(loud):
-        if index - last_loud > quiet_needed:
+    last_blocked = -1
+    for index in np.flatnonzero(blocked):
+        if loud[index] and index - last_blocked > quiet_needed:
             onsets.append(start + index / rate)
-        last_loud = index
+        last_blocked = index
     return onsets
 
 
@@ -88,6 +103,7 @@ def decode_file(path: Path) -> dict[str, Any]:
     times: list[float] = []
     lumas: list[float] = []
     chunks: list[np.ndarray] = []
+    unheard: list[tuple[int, int]] = []
     audio_start: float | None = None
     rate = 48000
     video_end = audio_end = None
@@ -123,6 +139,7 @@ def decode_file(path: Path) -> dict[str, Any]:
                         have = sum(c.size for c in chunks)
                         if expected > have:  # a gap: keep the timeline with silence
                             chunks.append(np.zeros(expected - have, np.float32))
+                            unheard.append((have, expected))
                         chunks.append(mono)
                         audio_end = (t or 0.0) + frame.samples / rate
         except av.FFmpegError:
@@ -130,7 +147,8 @@ def decode_file(path: Path) -> dict[str, Any]:
     result["video_end_s"] = video_end
     result["audio_end_s"] = audio_end
     flashes = flash_times(times, lumas)
-    beeps = beep_times(audio_start or 0.0, np.concatenate(chunks) if chunks else np.zeros(0), rate)
+    samples = np.concatenate(chunks) if chunks else np.zeros(0)
+    beeps = beep_times(audio_start or 0.0, samples, rate, unheard)
     result["flashes_s"] = [round(t, 4) for t in flashes]
     result["beeps_s"] = [round(t, 4) for t in beeps]
     offsets = []
