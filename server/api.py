@@ -261,14 +261,7 @@ async def revoke_consent(
 ) -> dict[str, Any]:
     if not re.match(PERFORMER_ID_PATTERN, performer_id):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "invalid performer id")
-    hub = _hub(request)
-    store: RoomStore = request.app.state.store
-    for room in store.rooms.values():  # withdrawn consent: never recorded again
-        if performer_id in room.members or any(i["performer_id"] == performer_id for i in room.invites):
-            if performer_id not in room.removed:
-                room.removed.append(performer_id)
-            await hub.kick(room, performer_id)
-    await asyncio.to_thread(store.save)
+    await _hub(request).withdraw(performer_id)
     return await request.app.state.downstream.revoke(  # type: ignore[no-any-return]
         performer_id, body.reason if body else None
     )
@@ -291,6 +284,7 @@ async def runtime_status(request: Request) -> dict[str, Any]:
             if line.startswith("VmRSS:"):
                 rss_kb = int(line.split()[1])
     return {
+        "pid": os.getpid(),
         "tasks": len(asyncio.all_tasks()),
         "threads": threading.active_count(),
         "open_files": fds,

@@ -15,15 +15,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recorder.recover import recover_sessions
 
-from . import aiortc_hooks
+from . import aiortc_hooks, secrets_store
 from .api import router
 from .console import OperatorSession
 from .downstream import Downstream
 from .sessions_api import router as sessions_router
 from .auth import InviteSigner
 from .hub import Hub
-from .rooms import RoomStore
-from .secrets_store import load_or_create
+from .internal_api import PrimaryNotifier
+from .internal_api import router as internal_router
+from .rooms import RoomStore, rooms_file, rooms_of_other_workers
 from .settings import Settings
 from .signaling import SignalingSession
 
@@ -36,27 +37,42 @@ def create_app(settings: Settings) -> FastAPI:
     aiortc_hooks.install()
     aiortc_hooks.restrict_ice_addresses(settings.ice_addresses)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    operator_token = settings.operator_token or load_or_create(
-        settings.data_dir / "operator_token"
+    operator_token = secrets_store.operator_token(settings)
+    secret_key = secrets_store.invite_key(settings)
+    store = RoomStore(rooms_file(settings.data_dir, settings.worker_index))
+    webhook_secret = settings.webhook_secret or secrets_store.load_or_create(
+        settings.data_dir / "webhook_secret"
     )
-    secret_key = settings.secret_key or load_or_create(settings.data_dir / "secret_key")
-    store = RoomStore(settings.data_dir / "rooms.json")
-    webhook_secret = settings.webhook_secret or load_or_create(settings.data_dir / "webhook_secret")
     downstream = Downstream(settings, webhook_secret)
-    hub = Hub(settings, store, downstream)
+    notifier = None
+    if not settings.is_primary:
+        if not settings.primary_url:
+            raise ValueError("a worker other than 0 needs IMPROV_PRIMARY_URL")
+        notifier = PrimaryNotifier(settings.primary_url, operator_token)
+    hub = Hub(settings, store, notifier or downstream)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        recovered = await asyncio.to_thread(recover_sessions, settings.sessions_dir)
-        await downstream.start()
+        # in a cluster, the sessions of rooms that another worker owns may be live
+        skip = await asyncio.to_thread(
+            rooms_of_other_workers, settings.data_dir, settings.worker_index
+        )
+        recovered = await asyncio.to_thread(recover_sessions, settings.sessions_dir, skip)
+        if notifier is None:
+            await downstream.start()
+        else:
+            notifier.start()
         for manifest in recovered:
             logger.warning("recovered interrupted session %s as %s",
                            manifest["session_id"], manifest["state"])
-            await downstream.session_finalized(settings.sessions_dir / manifest["session_id"])
+            await hub.sessions.session_finalized(settings.sessions_dir / manifest["session_id"])
         hub.start()
         yield
         await hub.shutdown()
-        await downstream.stop()
+        if notifier is None:
+            await downstream.stop()
+        else:
+            await notifier.stop()
         downstream.db.close()
 
     app = FastAPI(title="improv-capture", version="0.1.0", lifespan=lifespan)
@@ -99,6 +115,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(router)
     app.include_router(sessions_router)
+    if settings.worker_index is not None:
+        app.include_router(internal_router)
 
     @app.websocket("/api/v1/signal")
     async def signal(websocket: WebSocket) -> None:

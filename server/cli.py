@@ -16,21 +16,31 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .router import create_router_app
     from .settings import Settings
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
-                                   ("data_dir", args.data_dir)) if v is not None}
+                                   ("data_dir", args.data_dir), ("workers", args.workers))
+                 if v is not None}
     settings = Settings(**overrides)
+    routing = settings.workers > 1 and settings.worker_index is None
+    who = f"worker {settings.worker_index} " if settings.worker_index is not None else ""
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {who}%(levelname)s %(name)s: %(message)s",
     )
-    app = create_app(settings)
-    print(
-        f"improv-capture: serving on {settings.base_url}\n"
-        f"improv-capture: console {settings.base_url}/console#token={app.state.operator_token}",
-        flush=True,
-    )
+    app = create_router_app(settings) if routing else create_app(settings)
+    if settings.worker_index is not None:
+        print(f"improv-capture: worker {settings.worker_index} on {settings.host}:{settings.port}",
+              flush=True)
+    else:
+        spread = f" (rooms spread over {settings.workers} worker processes)" if routing else ""
+        print(
+            f"improv-capture: serving on {settings.base_url}{spread}\n"
+            f"improv-capture: console {settings.base_url}/console#token={app.state.operator_token}",
+            flush=True,
+        )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request is noise
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -98,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (IMPROV_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (IMPROV_PORT, default 8000)")
     serve.add_argument("--data-dir", type=Path, help="data directory (IMPROV_DATA_DIR)")
+    serve.add_argument("--workers", type=int,
+                       help="processes that carry rooms, one core each (IMPROV_WORKERS, default 1)")
     serve.set_defaults(func=_serve)
 
     bot = commands.add_parser("bot", help="a headless performer with a synthetic flash/beep")

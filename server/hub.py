@@ -13,10 +13,10 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from .auth import Invite
-from .downstream import Downstream
 from .peers import PublishSession, SubscribeSession
 from .baseline import BaselineRecording
 from .recording import Recording
@@ -117,11 +117,20 @@ class Listener(Protocol):
     def sync_monitor(self, room: Room) -> None: ...
 
 
+class SessionEvents(Protocol):
+    """Who hears that a session started and was finalised: the catalog, events and webhooks
+    (server.downstream) in a lone server or a cluster's primary, a notifier elsewhere."""
+
+    async def session_started(self, session_id: str, room_id: str, started_at: str) -> None: ...
+
+    async def session_finalized(self, session_dir: Path) -> None: ...
+
+
 class Hub:
-    def __init__(self, settings: Settings, store: RoomStore, downstream: Downstream) -> None:
+    def __init__(self, settings: Settings, store: RoomStore, sessions: SessionEvents) -> None:
         self.settings = settings
         self.store = store
-        self.downstream = downstream
+        self.sessions = sessions
         self.listeners: set[Listener] = set()
         self._changed_pending = False
         self._sampler = StatsSampler()
@@ -242,6 +251,18 @@ class Hub:
             except Exception:
                 pass
 
+    async def withdraw(self, performer_id: str) -> None:
+        """Withdrawn consent: out of every room here that knows them, and never back in."""
+        for room in list(self.store.rooms.values()):
+            known = performer_id in room.members or any(
+                i["performer_id"] == performer_id for i in room.invites
+            )
+            if known:
+                if performer_id not in room.removed:
+                    room.removed.append(performer_id)
+                await self.kick(room, performer_id)
+        await asyncio.to_thread(self.store.save)
+
     async def close_room(self, room: Room) -> None:
         if room.recording is not None:
             await self.stop_recording(room)
@@ -353,7 +374,7 @@ class Hub:
         self._resync(room)
         self.changed()
         asyncio.ensure_future(
-            self.downstream.session_started(recording.session_id, room.room_id, recording.started_at)
+            self.sessions.session_started(recording.session_id, room.room_id, recording.started_at)
         )
         self._broadcast(room, {"type": "recording", "active": True})
         logger.info("room %s recording session %s", room.room_id, recording.session_id)
@@ -367,7 +388,7 @@ class Hub:
         self._broadcast(room, {"type": "recording", "active": False})
         self.changed()
         manifest = await recording.stop()
-        await self.downstream.session_finalized(recording.session_dir)
+        await self.sessions.session_finalized(recording.session_dir)
         return manifest
 
     def capture_changed(self, member: Member) -> None:
@@ -424,8 +445,10 @@ class Hub:
                 }
             )
         recording = room.recording
+        where = {"worker": self.settings.worker_index} if self.settings.worker_index is not None else {}
         return {
             **room.record(),
+            **where,
             "performers": performers,
             "recording": recording.describe() if recording is not None else None,
         }

@@ -18,6 +18,27 @@ if TYPE_CHECKING:
     from .recording import Recording
 
 
+def rooms_file(data_dir: Path, worker_index: int | None) -> Path:
+    """Each worker of a cluster keeps its own rooms; worker 0 shares a lone server's file."""
+    return data_dir / ("rooms.json" if not worker_index else f"rooms.w{worker_index}.json")
+
+
+def rooms_of_other_workers(data_dir: Path, worker_index: int | None) -> set[str]:
+    """Room ids that another worker of the cluster owns (none for a lone server)."""
+    if worker_index is None:
+        return set()
+    own = rooms_file(data_dir, worker_index)
+    found: set[str] = set()
+    for path in [data_dir / "rooms.json", *data_dir.glob("rooms.w*.json")]:
+        if path == own or not path.exists():
+            continue
+        try:
+            found.update(item["room_id"] for item in json.loads(path.read_text()).get("rooms", []))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
 def utc_now_iso() -> str:
     return utc_iso(time.time())
 

@@ -6,6 +6,8 @@ import os
 import secrets
 from pathlib import Path
 
+from .settings import Settings
+
 
 def load_or_create(path: Path, nbytes: int = 32) -> str:
     """Return the secret in ``path``, creating it (mode 0600) on first use."""
@@ -22,3 +24,12 @@ def load_or_create(path: Path, nbytes: int = 32) -> str:
         f.write(value + "\n")
     os.chmod(path, 0o600)
     return value
+
+
+def operator_token(settings: Settings) -> str:
+    return settings.operator_token or load_or_create(settings.data_dir / "operator_token")
+
+
+def invite_key(settings: Settings) -> str:
+    """The HMAC key of invite tokens."""
+    return settings.secret_key or load_or_create(settings.data_dir / "secret_key")

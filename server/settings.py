@@ -73,6 +73,15 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = 1.0
     webhook_give_up_s: float = 6 * 3600.0
 
+    #: Server processes that carry rooms. Above 1, `serve` runs a router on host:port that
+    #: spreads rooms over this many workers (one event loop, so one core, each) and routes
+    #: every room's HTTP and signaling to the worker that owns it (docs/architecture.md).
+    workers: int = Field(default=1, ge=1, le=64)
+    #: Set by the router for its workers, never by hand: this worker's index (0 is the
+    #: primary, which also serves sessions, events and webhooks) and the primary's URL.
+    worker_index: int | None = Field(default=None, ge=0)
+    primary_url: str | None = None
+
     log_level: str = "info"
     #: The performer page and its assets (static/ at the repository root).
     static_dir: Path = Path(__file__).resolve().parent.parent / "static"
@@ -84,6 +93,11 @@ class Settings(BaseSettings):
     @property
     def sessions_dir(self) -> Path:
         return self.data_dir / "sessions"
+
+    @property
+    def is_primary(self) -> bool:
+        """Serves the catalog, events and webhooks: a lone server, or worker 0 of a cluster."""
+        return not self.worker_index
 
     @property
     def base_url(self) -> str:

@@ -1,0 +1,162 @@
+"""`serve --workers 2`: rooms spread over two worker processes behind one router, each room's
+HTTP, signaling and monitor reaching its owner; real bots, real recordings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import BotProcess, ServerProcess, start_recording, stop_recording, verify
+from tests.server.test_console_api import next_of, operator_ws
+
+BotFactory = Callable[..., BotProcess]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "data", env={"IMPROV_WORKERS": "2"}).start(timeout=60)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def publishing(cluster: ServerProcess, room_id: str, performers: int) -> bool:
+    room = cluster.api("GET", f"/api/v1/rooms/{room_id}").json()
+    return sum(1 for p in room["performers"] if len(p["publishing"]) == 2) == performers
+
+
+def worker_pids(cluster: ServerProcess) -> list[int]:
+    return [w["pid"] for w in cluster.api("GET", "/api/v1/status").json()["workers"]]
+
+
+async def test_rooms_spread_over_workers_and_reach_their_owner(
+    cluster: ServerProcess, bots: BotFactory
+) -> None:
+    rooms = [cluster.create_room("one"), cluster.create_room("two")]
+    listed = cluster.api("GET", "/api/v1/rooms").json()["items"]
+    assert {r["room_id"]: r["worker"] for r in listed} == {rooms[0]: 0, rooms[1]: 1}
+    pids = worker_pids(cluster)
+    assert len(set(pids)) == 2 and cluster.proc is not None and cluster.proc.pid not in pids
+
+    invites = {room: [cluster.invite(room, f"{room[-4:]} {n}") for n in ("A", "B")] for room in rooms}
+    running = [bots(invite["url"], 14, "--preencoded") for room in rooms for invite in invites[room]]
+    for room in rooms:
+        wait_for(lambda: publishing(cluster, room, 2), 20, f"both performers of {room}")
+
+    ws = await operator_ws(cluster, cluster.token)
+    try:
+        await next_of(ws, "welcome")
+        merged = await next_of(ws, "rooms")
+        assert [r["room_id"] for r in merged["rooms"]] == rooms
+        seen: set[str] = set()
+        while seen != set(rooms):  # each worker's stats reach the one console
+            message = await next_of(ws, "stats")
+            if len(message["performers"]) == 2:
+                seen.add(message["room_id"])
+        sessions = [start_recording(cluster, room)["session_id"] for room in rooms]
+        await ws.send(json.dumps({"type": "watch", "room_id": rooms[1]}))  # owned by worker 1
+        offer = await next_of(ws, "subscribe_offer")
+        assert offer["room_id"] == rooms[1]
+        assert {p["performer_id"] for p in offer["peers"]} == {i["performer_id"] for i in invites[rooms[1]]}
+        assert offer["sdp"].count("m=video") == 2
+    finally:
+        await ws.close()
+
+    await asyncio.sleep(6)
+    for room in rooms:
+        assert stop_recording(cluster, room)["state"] == "complete"
+    for bot in running:
+        code, output, report = bot.wait()
+        assert code == 0, output
+        (peer,) = report["received"].values()  # the other performer, relayed by the owner
+        assert peer["video_frames"] > 100 and peer["audio_frames"] > 300, report
+
+    listing = cluster.api("GET", "/api/v1/sessions").json()["items"]  # the primary's catalog
+    assert {s["session_id"]: s["state"] for s in listing} == dict.fromkeys(sessions, "complete")
+    for session_id, room in zip(sessions, rooms):
+        status, report = verify(cluster.session_dir(session_id))
+        assert status == 0, report["defects"]
+        assert set(report["performers"]) == {i["performer_id"] for i in invites[room]}
+        assert all(p["video_frames"] > 100 for p in report["performers"].values())
+    events = []
+    with httpx.stream("GET", f"{cluster.url}/api/v1/events", timeout=10,
+                      headers={"Authorization": f"Bearer {cluster.token}"}) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+            elif line.startswith(": live"):
+                break
+    for kind in ("session.started", "session.finalized"):
+        assert {e["data"]["session_id"] for e in events if e["type"] == kind} == set(sessions)
+
+    # consent revoked through the router: out of worker 1's room, out of its session
+    withdrawn = invites[rooms[1]][0]["performer_id"]
+    response = cluster.api("POST", f"/api/v1/performers/{withdrawn}/revoke", json={"reason": "asked"})
+    assert response.status_code == 200 and response.json()["sessions"] == [sessions[1]], response.text
+    again = cluster.api("POST", f"/api/v1/rooms/{rooms[1]}/invites",
+                        json={"display_name": "again", "performer_id": withdrawn})
+    assert again.status_code == 409, again.text
+    manifest = cluster.api("GET", f"/api/v1/sessions/{sessions[1]}").json()
+    assert [p["performer_id"] for p in manifest["performers"] if p.get("withdrawn")] == [withdrawn]
+
+
+def test_a_killed_worker_comes_back_with_its_rooms_and_its_session_recovered(
+    cluster: ServerProcess, bots: BotFactory
+) -> None:
+    rooms = [cluster.create_room("stays"), cluster.create_room("crashes")]
+    for room in rooms:
+        for name in ("A", "B"):
+            bots(cluster.invite(room, name)["url"], 40, "--preencoded")
+    for room in rooms:
+        wait_for(lambda: publishing(cluster, room, 2), 20, f"both performers of {room}")
+    sessions = [start_recording(cluster, room)["session_id"] for room in rooms]
+    time.sleep(4)
+    killed = worker_pids(cluster)[1]
+    os.kill(killed, signal.SIGKILL)
+
+    def restarted() -> bool:
+        try:
+            workers = cluster.api("GET", "/api/v1/status").json().get("workers", [])
+        except httpx.HTTPError:
+            return False
+        return len(workers) == 2 and workers[1]["restarts"] == 1 and workers[1]["pid"] != killed
+
+    wait_for(restarted, 30, "worker 1 to restart")
+    room = cluster.api("GET", f"/api/v1/rooms/{rooms[1]}")
+    assert room.status_code == 200 and room.json()["recording"] is None, room.text
+    recovered = wait_for(
+        lambda: next((s for s in cluster.api("GET", "/api/v1/sessions").json()["items"]
+                      if s["session_id"] == sessions[1] and s["state"] != "recording"), None),
+        20, "the interrupted session in the catalog",
+    )
+    assert recovered["state"] == "partial", recovered
+    manifest = cluster.api("GET", f"/api/v1/sessions/{sessions[1]}").json()
+    assert manifest["reason"] and "interrupted" in manifest["reason"], manifest["reason"]
+    status, report = verify(cluster.session_dir(sessions[1]))
+    assert status == 0, report["defects"]
+    assert all(p["video_frames"] > 60 for p in report["performers"].values()), report
+
+    # the room on worker 0 recorded on, untouched by the crash
+    assert stop_recording(cluster, rooms[0])["state"] == "complete"
+    status, report = verify(cluster.session_dir(sessions[0]))
+    assert status == 0, report["defects"]
