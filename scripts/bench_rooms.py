@@ -5,6 +5,10 @@ decode-and-re-encode baseline, on loopback. Reports per N: server CPU (% of one 
 the archive, finalise time; and the latency floor of a direct bot-to-bot connection.
 
   .venv/bin/python scripts/bench_rooms.py --rooms 1,2,4,8 --seconds 20 --modes passthrough,transcode
+  .venv/bin/python scripts/bench_rooms.py --rooms 4,8 --workers 1,2 --modes passthrough
+
+With --workers 2 the server is a router and two worker processes (`serve --workers 2`); CPU
+and RSS are summed over all three, and the busiest process is reported too.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ from server import aiortc_hooks  # noqa: E402
 from server.bot.client import TrackStats  # noqa: E402
 from server.bot.media import PreencodedBeepAudioTrack, PreencodedFlashVideoTrack  # noqa: E402
 
-def run(mode: str, rooms: int, seconds: float) -> dict[str, Any]:
+def run(mode: str, rooms: int, seconds: float, workers: int = 1) -> dict[str, Any]:
     data = Path(tempfile.mkdtemp(prefix="bench-rooms-"))
-    server = Server(data, IMPROV_RELAY_MODE=mode)
+    server = Server(data, IMPROV_RELAY_MODE=mode, IMPROV_WORKERS=str(workers))
     # many bots starting at once share 2 cores: give each room time to join
     join_allowance = 20.0 + 4.0 * rooms
     try:
@@ -59,13 +63,15 @@ def run(mode: str, rooms: int, seconds: float) -> dict[str, Any]:
                 raise RuntimeError(f"only {publishing} of {2 * rooms} bots joined")
             time.sleep(0.5)
         time.sleep(2)
-        cpu0, wall0 = server.cpu_seconds(), time.time()
+        cpu0, wall0 = server.cpu_by_process(), time.time()
         rss = [server.rss_mb()]
         while time.time() < wall0 + seconds:
             time.sleep(1)
             rss.append(server.rss_mb())
-        cpu = 100 * (server.cpu_seconds() - cpu0) / (time.time() - wall0)
+        cpu1 = server.cpu_by_process()
         window = time.time() - wall0
+        per_process = [100 * (cpu1[pid] - cpu0.get(pid, 0.0)) / window for pid in cpu1]
+        cpu = sum(per_process)
         for bot in server.bots:
             bot.wait(timeout=seconds + join_allowance + 60)
         finalise = []
@@ -91,9 +97,10 @@ def run(mode: str, rooms: int, seconds: float) -> dict[str, Any]:
                 if video and p["performer_id"] in sent:
                     archived.append(video["frames"] / sent[p["performer_id"]])
         return {
-            "mode": mode, "rooms": rooms, "bots": len(server.bots), "reports": len(results),
-            "window_s": round(window, 1),
-            "cpu_pct": round(cpu, 1), "rss_mb": round(max(rss), 1) if rss else None,
+            "mode": mode, "workers": workers, "rooms": rooms, "bots": len(server.bots),
+            "reports": len(results), "window_s": round(window, 1),
+            "cpu_pct": round(cpu, 1), "busiest_process_cpu_pct": round(max(per_process), 1),
+            "rooms_per_core": round(rooms / (cpu / 100), 1), "rss_mb": round(max(rss), 1) if rss else None,
             "rss_per_room_mb": round((max(rss) - rss_idle) / rooms, 1) if rss else None,
             "delivered_min": round(min(delivered), 4) if delivered else None,
             "delivered_median": round(statistics.median(delivered), 4) if delivered else None,
@@ -147,22 +154,25 @@ def main() -> int:
     parser.add_argument("--rooms", default="1,2,4,8")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--modes", default="passthrough,transcode")
+    parser.add_argument("--workers", default="1", help="server processes to try, e.g. 1,2")
     args = parser.parse_args()
     floor = asyncio.run(direct_floor(args.seconds / 2))
     print(f"direct bot-to-bot (no server): {json.dumps(floor)}", flush=True)
     rows = []
     for mode in args.modes.split(","):
-        for n in (int(x) for x in args.rooms.split(",")):
-            row = run(mode, n, args.seconds)
+        for workers, n in ((int(w), int(x)) for w in args.workers.split(",") for x in args.rooms.split(",")):
+            row = run(mode, n, args.seconds, workers)
             row["server_added_p50_ms"] = (
                 round(row["latency_p50_ms"] - floor["latency_p50_ms"], 1) if row["latency_p50_ms"] else None)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| mode | rooms | server CPU % of a core | RSS MB (added per room) | delivered fps / sent fps (min / median) "
+    print("\n| mode | processes | rooms | server CPU % of a core (busiest process) | rooms per core "
+          "| RSS MB (added per room) | delivered fps / sent fps (min / median) "
           "| latency p50 / p95 ms | server-added p50 ms | archived / sent frames (min) | finalise s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['rooms']} | {r['cpu_pct']} | {r['rss_mb']} ({r['rss_per_room_mb']}) "
+        print(f"| {r['mode']} | {r['workers']} | {r['rooms']} | {r['cpu_pct']} ({r['busiest_process_cpu_pct']}) "
+              f"| {r['rooms_per_core']} | {r['rss_mb']} ({r['rss_per_room_mb']}) "
               f"| {r['delivered_min']} / {r['delivered_median']} | {r['latency_p50_ms']} / {r['latency_p95_ms']} "
               f"| {r['server_added_p50_ms']} | {r['archived_min']} | {r['finalise_s_max']} |")
     return 0

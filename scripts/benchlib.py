@@ -26,7 +26,8 @@ def free_port() -> int:
 
 
 class Server:
-    """`improv-capture serve` in its own process, so that /proc measures it alone."""
+    """`improv-capture serve` in its own process (or, with IMPROV_WORKERS, a router and its
+    workers), so that /proc measures the server alone."""
 
     def __init__(self, data_dir: Path, **env: str) -> None:
         self.port = free_port()
@@ -60,15 +61,42 @@ class Server:
         self.bots.append(bot)
         return bot
 
+    def pids(self) -> list[int]:
+        """The server and every process it started (a cluster's workers), not the bots."""
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            for children in Path(f"/proc/{pid}/task").glob("*/children"):
+                try:
+                    todo += [int(c) for c in children.read_text().split()]
+                except OSError:
+                    pass
+        return found
+
+    def cpu_by_process(self) -> dict[int, float]:
+        """CPU seconds (user + system) of each server process."""
+        seconds = {}
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            seconds[pid] = (int(fields[11]) + int(fields[12])) / TICKS
+        return seconds
+
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
+        return sum(self.cpu_by_process().values())
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        total = 0.0
+        for pid in self.pids():
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:
+                continue
+            total += next((int(l.split()[1]) / 1024 for l in lines if l.startswith("VmRSS:")), 0.0)
+        return total
 
     def stop(self) -> None:
         """Kill the bots still running, stop the server, remove its data dir."""

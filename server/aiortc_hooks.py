@@ -13,7 +13,6 @@ import logging
 import queue
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
@@ -42,7 +41,6 @@ AUDIO_JITTER_CAPACITY = 16
 VIDEO_HOLE_TIMEOUT_S = 0.15
 
 _original_decoder_worker = rtcrtpreceiver.decoder_worker
-_passthrough_queues: weakref.WeakSet[asyncio.Queue[Any]] = weakref.WeakSet()
 _installed = False
 
 
@@ -186,9 +184,10 @@ def enable_passthrough(receiver: RTCRtpReceiver) -> None:
     """Make ``receiver.track`` yield encoded ``av.Packet``s instead of decoded frames.
 
     Must run before the receiver starts (in the peer connection's "track" event, which fires
-    before the transport connects). Hooks: ``RTCRtpReceiver._track._queue`` (identifies the
-    receiver's decoder thread), ``_RTCRtpReceiver__started``, ``_RTCRtpReceiver__kind`` and
-    ``_RTCRtpReceiver__jitter_buffer`` (replaced by :class:`RelayJitterBuffer`).
+    before the transport connects). Hooks: ``_RTCRtpReceiver__decoder_queue`` (replaced by
+    :class:`InlinePassthrough`, which also tells the decoder thread to end at once),
+    ``RTCRtpReceiver._track._queue``, ``_RTCRtpReceiver__started``, ``_RTCRtpReceiver__kind``
+    and ``_RTCRtpReceiver__jitter_buffer`` (replaced by :class:`RelayJitterBuffer`).
     """
     install()
     if receiver._RTCRtpReceiver__started:  # type: ignore[attr-defined]
@@ -202,7 +201,7 @@ def enable_passthrough(receiver: RTCRtpReceiver) -> None:
         is_video=is_video,
         hole_timeout_s=VIDEO_HOLE_TIMEOUT_S if is_video else 0.0,
     )
-    _passthrough_queues.add(track._queue)
+    receiver._RTCRtpReceiver__decoder_queue = InlinePassthrough(track._queue)  # type: ignore[attr-defined]
 
 
 def media_ssrc(receiver: RTCRtpReceiver) -> int | None:
@@ -301,44 +300,50 @@ def _decoder_worker(
     output_q: asyncio.Queue[Any],
     decode_error: threading.Event,
 ) -> None:
-    if output_q in _passthrough_queues:
-        _passthrough_worker(loop, input_q, output_q)
-    else:
-        _original_decoder_worker(loop, input_q, output_q, decode_error)
+    if isinstance(input_q, InlinePassthrough):
+        return  # frames reach the track on the event loop; this thread has nothing to do
+    _original_decoder_worker(loop, input_q, output_q, decode_error)
 
 
-def _passthrough_worker(
-    loop: asyncio.AbstractEventLoop,
-    input_q: queue.Queue[Any],
-    output_q: asyncio.Queue[Any],
-) -> None:
-    """Turn each reassembled frame into an ``av.Packet`` (pts = RTP time since the first
-    frame). It must never raise: an exception here would silently kill the track."""
-    while True:
-        task = input_q.get()
-        if task is None:
-            _put(loop, output_q, None)
+class InlinePassthrough:
+    """Stands in for a receiver's decoder queue. aiortc puts each reassembled frame here from
+    its RTP handler, on the event loop; the frame goes to the track as an ``av.Packet`` at once.
+
+    aiortc hands frames to a decoder thread, which hands them back with
+    ``call_soon_threadsafe``: a lock, a thread wake-up and a self-pipe write per frame, about a
+    tenth of the relay's loop (docs/benchmarks.md). Passthrough has nothing to do off the loop.
+    """
+
+    def __init__(self, output_q: asyncio.Queue[Any]) -> None:
+        self._output_q = output_q
+
+    def put(self, task: tuple[Any, JitterFrame] | None) -> None:
+        """Must never raise: aiortc's RTP handler would drop the transport's packet."""
+        if task is None:  # the receiver stopped: end the track
+            self._output_q.put_nowait(None)
             return
         try:
-            codec, encoded_frame = task
-            data = encoded_frame.data
-            if not data:
-                continue
-            packet = av.Packet(data)
-            packet.pts = packet.dts = encoded_frame.timestamp
-            packet.time_base = Fraction(1, codec.clockRate)
-            if codec.mimeType.lower().startswith("video/"):
-                packet.is_keyframe = vp8.is_keyframe(data)
-                packet.is_corrupt = bool(getattr(encoded_frame, "discontinuity", False))
-            else:
-                packet.is_keyframe = True
-            _put(loop, output_q, packet)
+            packet = to_packet(*task)
+            if packet is not None:
+                self._output_q.put_nowait(packet)
         except Exception:  # noqa: BLE001 - see docstring
-            logger.exception("passthrough worker dropped a frame")
+            logger.exception("passthrough dropped a frame")
+
+    def get(self) -> None:
+        return None
 
 
-def _put(loop: asyncio.AbstractEventLoop, q: asyncio.Queue[Any], item: Any) -> None:
-    try:
-        loop.call_soon_threadsafe(q.put_nowait, item)
-    except RuntimeError:
-        pass  # the event loop is closed: the peer connection is gone
+def to_packet(codec: Any, encoded_frame: JitterFrame) -> av.Packet | None:
+    """An encoded frame as an ``av.Packet`` (pts = RTP time since the first frame)."""
+    data = encoded_frame.data
+    if not data:
+        return None
+    packet = av.Packet(data)
+    packet.pts = packet.dts = encoded_frame.timestamp
+    packet.time_base = Fraction(1, codec.clockRate)
+    if codec.mimeType.lower().startswith("video/"):
+        packet.is_keyframe = vp8.is_keyframe(data)
+        packet.is_corrupt = bool(getattr(encoded_frame, "discontinuity", False))
+    else:
+        packet.is_keyframe = True
+    return packet

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fractions import Fraction
 from importlib.metadata import version
 
+import av
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, rtcrtpreceiver
 from aiortc.rtp import RtpPacket
@@ -103,6 +104,22 @@ async def test_passthrough_receiver_yields_the_encoded_frames(pair: Pair) -> Non
     # the hook knows the media SSRC, which the receiver also reports publicly
     ssrcs = {s.source for s in pair.receiver.getSynchronizationSources()}
     assert aiortc_hooks.media_ssrc(pair.receiver) in ssrcs
+
+
+async def test_passthrough_frames_reach_the_track_on_the_event_loop(pair: Pair) -> None:
+    """Hook: ``_RTCRtpReceiver__decoder_queue``. aiortc still starts its decoder thread, which
+    sees our stand-in and ends at once; every frame is put on the track by the RTP handler."""
+    await pair.connect()
+    assert pair.receiver is not None
+    packet = await asyncio.wait_for(pair.receiver.track.recv(), 5)
+    assert packet.pts is not None and len(bytes(packet)) > 0
+    stand_in = pair.receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+    assert isinstance(stand_in, aiortc_hooks.InlinePassthrough)
+    thread = pair.receiver._RTCRtpReceiver__decoder_thread  # type: ignore[attr-defined]
+    assert thread is not None and not thread.is_alive()
+    await pair.receiver.stop()  # aiortc puts None: the track ends
+    while (item := await asyncio.wait_for(pair.receiver.track._queue.get(), 5)) is not None:
+        assert isinstance(item, av.Packet)
 
 
 async def test_passthrough_is_refused_once_the_receiver_runs(pair: Pair) -> None:
