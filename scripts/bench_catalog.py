@@ -16,9 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
-from benchlib import ROOT, Server
-
-sys.path.insert(0, str(ROOT))
+from benchlib import Server  # first: it puts the repository on sys.path
 
 from recorder.files import write_json_atomic  # noqa: E402
 from recorder.utc import utc_iso  # noqa: E402

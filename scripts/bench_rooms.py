@@ -23,9 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import ROOT, Server
-
-sys.path.insert(0, str(ROOT))
+from benchlib import Server
 
 from server import aiortc_hooks  # noqa: E402
 from server.bot.client import TrackStats  # noqa: E402
@@ -155,12 +153,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--modes", default="passthrough,transcode")
     parser.add_argument("--workers", default="1", help="server processes to try, e.g. 1,2")
+    parser.add_argument("--baseline-rooms", help="rooms for the transcode mode (default: --rooms); "
+                        "it runs with one process only")
     args = parser.parse_args()
     floor = asyncio.run(direct_floor(args.seconds / 2))
     print(f"direct bot-to-bot (no server): {json.dumps(floor)}", flush=True)
     rows = []
     for mode in args.modes.split(","):
-        for workers, n in ((int(w), int(x)) for w in args.workers.split(",") for x in args.rooms.split(",")):
+        rooms = args.rooms if mode == "passthrough" else (args.baseline_rooms or args.rooms)
+        workers_list = args.workers if mode == "passthrough" else "1"
+        for workers, n in ((int(w), int(x)) for w in workers_list.split(",") for x in rooms.split(",")):
             row = run(mode, n, args.seconds, workers)
             row["server_added_p50_ms"] = (
                 round(row["latency_p50_ms"] - floor["latency_p50_ms"], 1) if row["latency_p50_ms"] else None)
@@ -175,7 +177,33 @@ def main() -> int:
               f"| {r['rooms_per_core']} | {r['rss_mb']} ({r['rss_per_room_mb']}) "
               f"| {r['delivered_min']} / {r['delivered_median']} | {r['latency_p50_ms']} / {r['latency_p95_ms']} "
               f"| {r['server_added_p50_ms']} | {r['archived_min']} | {r['finalise_s_max']} |")
+    print_ratios([r for r in rows if r["workers"] == 1])
     return 0
+
+
+def cpu_per_room(rows: list[dict[str, Any]]) -> float | None:
+    """The slope of server CPU over rooms (least squares): what one more room costs."""
+    points = [(r["rooms"], r["cpu_pct"]) for r in rows]
+    if len({n for n, _ in points}) < 2:
+        return None
+    mean_n = statistics.mean(n for n, _ in points)
+    mean_c = statistics.mean(c for _, c in points)
+    return sum((n - mean_n) * (c - mean_c) for n, c in points) / sum((n - mean_n) ** 2 for n, _ in points)
+
+
+def print_ratios(rows: list[dict[str, Any]]) -> None:
+    """Baseline against passthrough, one process each: per room at equal N, and marginal."""
+    by_mode = {m: {r["rooms"]: r for r in rows if r["mode"] == m} for m in ("passthrough", "transcode")}
+    if not by_mode["passthrough"] or not by_mode["transcode"]:
+        return
+    print()
+    for n in sorted(set(by_mode["passthrough"]) & set(by_mode["transcode"])):
+        p, t = by_mode["passthrough"][n], by_mode["transcode"][n]
+        print(f"{n} rooms: transcode / passthrough server CPU = {t['cpu_pct'] / p['cpu_pct']:.1f}x")
+    slopes = {m: cpu_per_room(list(by_mode[m].values())) for m in by_mode}
+    if slopes["passthrough"] and slopes["transcode"]:
+        print(f"CPU per added room: passthrough {slopes['passthrough']:.2f} %, transcode "
+              f"{slopes['transcode']:.2f} % of a core: {slopes['transcode'] / slopes['passthrough']:.1f}x")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -64,6 +64,59 @@ def _headers_out(headers: httpx.Headers) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
 
 
+async def pipe_to_client(
+    websocket: WebSocket,
+    upstream: ClientConnection,
+    relay: Callable[[str | bytes], Awaitable[None]] | None = None,
+) -> None:
+    """Worker -> client, frame by frame (or through ``relay``), then the worker's close."""
+    try:
+        async for message in upstream:
+            if relay is not None:
+                await relay(message)
+            elif isinstance(message, str):
+                await websocket.send_text(message)
+            else:
+                await websocket.send_bytes(message)
+    except ConnectionClosed:
+        pass  # any close but 1000 and 1001 ends the iteration with this
+    code = upstream.close_code
+    if code is not None and (code == CLOSE_LEFT or code in CLIENT_FAULT):
+        await websocket.close(code, upstream.close_reason or "")
+    else:
+        await websocket.close(CLOSE_RESTART, "the server restarted; reconnect")
+
+
+async def pipe_from_client(
+    websocket: WebSocket, route: Callable[[str | bytes], ClientConnection | None]
+) -> None:
+    """Client -> the worker ``route`` picks for each frame (None: handled already)."""
+    while True:
+        event = await websocket.receive()
+        if event["type"] == "websocket.disconnect":
+            return
+        message = event.get("text") if event.get("text") is not None else event.get("bytes") or b""
+        target = route(message)
+        if target is not None:
+            await target.send(message)
+
+
+async def run_pipes(upstream_readers: list[Awaitable[None]], client_reader: Awaitable[None]) -> None:
+    """Until either side ends; then the other side is cancelled."""
+    tasks = [asyncio.ensure_future(t) for t in [*upstream_readers, client_reader]]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if not isinstance(exc, (ConnectionClosed, WebSocketDisconnect, RuntimeError)):
+                logger.error("socket relay failed: %r", exc)
+
+
 class Router:
     def __init__(self, settings: Settings, operator_token: str, signer: InviteSigner) -> None:
         self.settings = settings
@@ -210,8 +263,8 @@ class Router:
         if upstream is None:
             return
         async with upstream:
-            await self._run_pipes(websocket, [self._to_client(websocket, upstream)],
-                                  self._from_client(websocket, lambda _: upstream))
+            await run_pipes([pipe_to_client(websocket, upstream)],
+                            pipe_from_client(websocket, lambda _: upstream))
 
     async def operator(self, websocket: WebSocket) -> None:
         """A console sees every worker's rooms and stats, and watches a room on its owner."""
@@ -250,49 +303,6 @@ class Router:
             await websocket.close(CLOSE_TRY_LATER, f"worker {worker.index} is restarting; retry")
             return None
 
-    async def _to_client(self, websocket: WebSocket, upstream: ClientConnection,
-                         relay: Callable[[str | bytes], Awaitable[None]] | None = None) -> None:
-        async for message in upstream:
-            if relay is not None:
-                await relay(message)
-            elif isinstance(message, str):
-                await websocket.send_text(message)
-            else:
-                await websocket.send_bytes(message)
-        code = upstream.close_code
-        if code is not None and (code == CLOSE_LEFT or code in CLIENT_FAULT):
-            await websocket.close(code, upstream.close_reason or "")
-        else:
-            await websocket.close(CLOSE_RESTART, "the server restarted; reconnect")
-
-    async def _from_client(
-        self, websocket: WebSocket, route: Callable[[str | bytes], ClientConnection | None]
-    ) -> None:
-        while True:
-            event = await websocket.receive()
-            if event["type"] == "websocket.disconnect":
-                return
-            message = event.get("text") if event.get("text") is not None else event.get("bytes") or b""
-            target = route(message)
-            if target is not None:
-                await target.send(message)
-
-    async def _run_pipes(self, websocket: WebSocket, upstream_readers: list[Awaitable[None]],
-                         client_reader: Awaitable[None]) -> None:
-        tasks = [asyncio.ensure_future(t) for t in [*upstream_readers, client_reader]]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                exc = task.exception()
-                if not isinstance(exc, (ConnectionClosed, WebSocketDisconnect, RuntimeError)):
-                    logger.error("socket relay failed: %r", exc)
-
-
 class ConsoleMux:
     """One console socket over one operator socket per worker (docs/console-protocol.md):
     `rooms` are merged, `stats` pass through, a `watch` and its answers go to the owner."""
@@ -307,10 +317,10 @@ class ConsoleMux:
 
     async def run(self) -> None:
         readers = [
-            self.router._to_client(self.ws, upstream, self._relay(index))
+            pipe_to_client(self.ws, upstream, self._relay(index))
             for index, upstream in enumerate(self.upstreams)
         ]
-        await self.router._run_pipes(self.ws, readers, self.router._from_client(self.ws, self._route))
+        await run_pipes(readers, pipe_from_client(self.ws, self._route))
 
     def _relay(self, index: int) -> Callable[[str | bytes], Awaitable[None]]:
         async def relay(text: str | bytes) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,11 @@ from typing import Any
 
 import httpx
 
+from server.workers import free_loopback_port as free_port
+
 REPO = Path(__file__).resolve().parent.parent
 #: Every test peer gathers ICE candidates on loopback only.
 LOOPBACK_ENV = {"IMPROV_ICE_ADDRESSES": '["127.0.0.1"]'}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli() -> list[str]:

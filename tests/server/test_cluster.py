@@ -23,7 +23,8 @@ BotFactory = Callable[..., BotProcess]
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "data", env={"IMPROV_WORKERS": "2"}).start(timeout=60)
+    env = {"IMPROV_WORKERS": "2", "IMPROV_HELLO_TIMEOUT_S": "3"}
+    proc = ServerProcess(tmp_path / "data", env=env).start(timeout=60)
     try:
         yield proc
     finally:
@@ -160,3 +161,28 @@ def test_a_killed_worker_comes_back_with_its_rooms_and_its_session_recovered(
     assert stop_recording(cluster, rooms[0])["state"] == "complete"
     status, report = verify(cluster.session_dir(sessions[0]))
     assert status == 0, report["defects"]
+
+
+async def test_the_router_refuses_bad_input_as_a_lone_server_does(cluster: ServerProcess) -> None:
+    import websockets
+
+    async def close_code(path: str, first: str | None) -> int | None:
+        async with websockets.connect(f"ws://127.0.0.1:{cluster.port}{path}") as ws:
+            if first is not None:
+                await ws.send(first)
+            try:
+                await asyncio.wait_for(ws.recv(), 15)
+            except websockets.ConnectionClosed as exc:
+                return exc.rcvd.code if exc.rcvd else None
+        return None
+
+    assert await close_code("/api/v1/signal", json.dumps({"type": "hello", "token": "forged"})) == 4401
+    assert await close_code("/api/v1/signal", "not json") == 4400
+    assert await close_code("/api/v1/operator", json.dumps({"type": "hello", "token": "nope"})) == 4401
+    assert await close_code("/api/v1/signal", None) == 4408  # no hello within hello_timeout_s
+    assert cluster.api("GET", "/api/v1/rooms", token="nope").status_code == 401
+    assert cluster.api("GET", "/api/v1/status", token="nope").status_code == 401
+    assert cluster.api("GET", "/api/v1/rooms/room_unknown").status_code == 404
+    # the workers' own routes are not reachable from outside
+    assert cluster.api("POST", "/internal/v1/performers/p_x/withdraw").status_code == 404
+    assert cluster.api("POST", "/api/v1/rooms", content=b"x" * (2 * 1024 * 1024)).status_code == 413
