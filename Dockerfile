@@ -24,4 +24,6 @@ USER improv
 VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz').status != 200)"
+# One process is one core: set IMPROV_WORKERS to the cores to give (docs/architecture.md,
+# "Cluster mode"); the router keeps port 8000, workers listen on loopback inside the container.
 CMD ["improv-capture", "serve"]

@@ -185,14 +185,20 @@ class Router:
     def _upstream_headers(self, request: Request) -> dict[str, str]:
         return {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
 
+    @staticmethod
+    def _target(worker: Worker, request: Request) -> str:
+        """The worker's URL for ``request``, its path as the client sent it (still encoded)."""
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        query = request.scope.get("query_string") or b""
+        return worker.url + raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+
     async def _call(
         self, worker: Worker, request: Request, body: bytes, path: str | None = None
     ) -> httpx.Response | None:
         """A request to one worker, read whole; None when the worker is not there."""
         try:
             return await self.client.request(
-                request.method, worker.url + (path or request.url.path),
-                params=None if path else request.query_params.multi_items(),
+                request.method, worker.url + path if path else self._target(worker, request),
                 headers=self._upstream_headers(request), content=body,
             )
         except httpx.TransportError:
@@ -207,8 +213,7 @@ class Router:
     async def _stream(self, worker: Worker, request: Request, body: bytes) -> Response:
         """Pass a response through as it comes: files with Range, Server-Sent Events."""
         upstream = self.client.build_request(
-            request.method, worker.url + request.url.path,
-            params=request.query_params.multi_items(),
+            request.method, self._target(worker, request),
             headers=self._upstream_headers(request), content=body,
         )
         try:

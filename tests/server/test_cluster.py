@@ -186,3 +186,9 @@ async def test_the_router_refuses_bad_input_as_a_lone_server_does(cluster: Serve
     # the workers' own routes are not reachable from outside
     assert cluster.api("POST", "/internal/v1/performers/p_x/withdraw").status_code == 404
     assert cluster.api("POST", "/api/v1/rooms", content=b"x" * (2 * 1024 * 1024)).status_code == 413
+    # paths reach the primary as the client encoded them, and cannot escape a session there
+    for escape in ("%2e%2e/%2e%2e/operator_token", "..%2f..%2foperator_token", "%2Fetc%2Fpasswd"):
+        response = cluster.api("GET", f"/api/v1/sessions/ses_none/files/{escape}")
+        assert response.status_code in (400, 404), (escape, response.status_code)
+    assert cluster.api("GET", "/api/v1/sessions", params={"state": "complete", "limit": 5}).status_code == 200
+    assert cluster.api("GET", "/api/v1/sessions", params={"limit": 0}).status_code == 422
