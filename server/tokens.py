@@ -26,7 +26,18 @@ class TokenStore:
             self._active[row["token_sha256"]] = row["id"]
 
     def is_reader(self, token: str) -> bool:
-        return digest(token) in self._active
+        """Blocking on a miss (a token another process of a cluster created): call it from a
+        sync dependency, which FastAPI runs in a thread."""
+        sha = digest(token)
+        if sha in self._active:
+            return True
+        if not token.startswith(READER_PREFIX):
+            return False
+        found = self._db.run(lambda c: c.execute(
+            "SELECT id FROM tokens WHERE token_sha256=? AND revoked_at IS NULL", (sha,)).fetchone())
+        if found is not None:
+            self._active[sha] = found["id"]
+        return found is not None
 
     async def create(self, role: str, label: str) -> dict[str, Any]:
         token = READER_PREFIX + secrets.token_urlsafe(32)

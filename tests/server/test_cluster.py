@@ -192,3 +192,11 @@ async def test_the_router_refuses_bad_input_as_a_lone_server_does(cluster: Serve
         assert response.status_code in (400, 404), (escape, response.status_code)
     assert cluster.api("GET", "/api/v1/sessions", params={"state": "complete", "limit": 5}).status_code == 200
     assert cluster.api("GET", "/api/v1/sessions", params={"limit": 0}).status_code == 422
+    # a reader token made after the workers started is known to all of them: 403, not 401
+    reader = cluster.api("POST", "/api/v1/tokens", json={"role": "reader", "label": "job"}).json()["token"]
+    cluster.create_room("worker 0")
+    room = cluster.create_room("worker 1")
+    assert cluster.api("GET", f"/api/v1/rooms/{room}").json()["worker"] == 1
+    assert cluster.api("GET", f"/api/v1/rooms/{room}", token=reader).status_code == 403
+    assert cluster.api("GET", "/api/v1/rooms", token=reader).status_code == 403
+    assert cluster.api("GET", "/api/v1/sessions", token=reader).status_code == 200
