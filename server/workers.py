@@ -83,10 +83,16 @@ class WorkerPool:
         )
 
     async def stop(self) -> None:
+        """The other workers first: stopping finalises their recordings, which they report
+        to the primary; then the primary."""
         self._stopping = True
         for task in self._tasks:
             task.cancel()
-        procs = [w.proc for w in self.workers if w.proc is not None and w.proc.returncode is None]
+        await self._stop([w for w in self.workers if w.index])
+        await self._stop([self.primary])
+
+    async def _stop(self, workers: list[Worker]) -> None:
+        procs = [w.proc for w in workers if w.proc is not None and w.proc.returncode is None]
         for proc in procs:
             proc.terminate()
         for proc in procs:

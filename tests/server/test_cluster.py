@@ -200,3 +200,36 @@ async def test_the_router_refuses_bad_input_as_a_lone_server_does(cluster: Serve
     assert cluster.api("GET", f"/api/v1/rooms/{room}", token=reader).status_code == 403
     assert cluster.api("GET", "/api/v1/rooms", token=reader).status_code == 403
     assert cluster.api("GET", "/api/v1/sessions", token=reader).status_code == 200
+
+
+def test_stopping_the_cluster_finalises_every_recording_and_the_primary_hears_of_it(
+    tmp_path: Path, bots: BotFactory
+) -> None:
+    env = {"IMPROV_WORKERS": "2"}
+    cluster = ServerProcess(tmp_path / "data", env=env).start(timeout=60)
+    try:
+        cluster.create_room("worker 0")
+        room = cluster.create_room("worker 1")
+        bots(cluster.invite(room, "A")["url"], 30, "--preencoded")
+        wait_for(lambda: publishing(cluster, room, 1), 20, "the performer")
+        session = start_recording(cluster, room)["session_id"]
+        time.sleep(3)
+    finally:
+        cluster.stop()  # SIGTERM to the router, which stops worker 1, then the primary
+    restarted = ServerProcess(tmp_path / "data", env=env).start(timeout=60)
+    try:
+        manifest = restarted.api("GET", f"/api/v1/sessions/{session}").json()
+        assert manifest["state"] == "complete", manifest.get("reason")
+        events = []
+        with httpx.stream("GET", f"{restarted.url}/api/v1/events", timeout=10,
+                          headers={"Authorization": f"Bearer {restarted.token}"}) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+                elif line.startswith(": live"):
+                    break
+        finalized = [e for e in events if e["type"] == "session.finalized"]
+        assert [e["data"]["session_id"] for e in finalized] == [session]
+        assert finalized[0]["data"]["state"] == "complete"
+    finally:
+        restarted.stop()
