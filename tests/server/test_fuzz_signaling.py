@@ -76,7 +76,9 @@ def test_fuzzed_signaling_never_breaks_the_server(server: ServerProcess, bots: B
     sent = {"messages": 0}
     closes: list[int] = []
 
-    @settings(max_examples=250, deadline=None, derandomize=True,
+    # messages after a close are not sent, and how many that is depends on timing: 320 examples
+    # send about 1300, comfortably over the 1000 the issue asks for
+    @settings(max_examples=320, deadline=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(messages=st.lists(message(), min_size=1, max_size=12), authenticate=st.booleans())
     def run(messages: list[str | bytes], authenticate: bool) -> None:
