@@ -38,10 +38,14 @@ class SessionStarted(BaseModel):
     started_at: str = Field(max_length=40)
 
 
-def _session_dir(request: Request, session_id: str) -> Path:
+def _session_id(session_id: str) -> str:
     if not re.match(SESSION_ID_PATTERN, session_id):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "invalid session id")
-    session_dir: Path = request.app.state.settings.sessions_dir / session_id
+    return session_id
+
+
+def _finalized_dir(request: Request, session_id: str) -> Path:
+    session_dir: Path = request.app.state.settings.sessions_dir / _session_id(session_id)
     if not (session_dir / "manifest.json").exists():
         raise HTTPException(status.HTTP_404_NOT_FOUND, "session not found")
     return session_dir
@@ -55,14 +59,17 @@ def _primary_only(request: Request) -> None:
 @router.post("/sessions/{session_id}/started", status_code=status.HTTP_204_NO_CONTENT)
 async def session_started(request: Request, session_id: str, body: SessionStarted) -> None:
     _primary_only(request)
-    _session_dir(request, session_id)
-    await request.app.state.downstream.session_started(session_id, body.room_id, body.started_at)
+    # as in a lone server, the event goes out at once: the worker's writer thread may not
+    # have put the session's first manifest on disk yet
+    await request.app.state.downstream.session_started(
+        _session_id(session_id), body.room_id, body.started_at
+    )
 
 
 @router.post("/sessions/{session_id}/finalized", status_code=status.HTTP_204_NO_CONTENT)
 async def session_finalized(request: Request, session_id: str) -> None:
     _primary_only(request)
-    await request.app.state.downstream.session_finalized(_session_dir(request, session_id))
+    await request.app.state.downstream.session_finalized(_finalized_dir(request, session_id))
 
 
 @router.post("/performers/{performer_id}/withdraw", status_code=status.HTTP_204_NO_CONTENT)

@@ -308,6 +308,7 @@ class Router:
             await websocket.close(CLOSE_TRY_LATER, f"worker {worker.index} is restarting; retry")
             return None
 
+
 class ConsoleMux:
     """One console socket over one operator socket per worker (docs/console-protocol.md):
     `rooms` are merged, `stats` pass through, a `watch` and its answers go to the owner."""
@@ -319,6 +320,11 @@ class ConsoleMux:
         self.rooms: dict[int, list[dict[str, Any]]] = {}
         self.welcomed = False
         self.watched: int | None = None
+        self._sending = asyncio.Lock()  # one reader per worker, and pongs: one send at a time
+
+    async def _send(self, text: str | bytes) -> None:
+        async with self._sending:
+            await self.ws.send_text(text if isinstance(text, str) else text.decode())
 
     async def run(self) -> None:
         readers = [
@@ -333,21 +339,21 @@ class ConsoleMux:
             kind = message.get("type")
             if kind == "welcome":
                 if index == 0:
-                    await self.ws.send_text(text if isinstance(text, str) else text.decode())
+                    await self._send(text)
                     self.welcomed = True
                     await self._send_rooms()
             elif kind == "rooms":
                 self.rooms[index] = message.get("rooms", [])
                 await self._send_rooms()
             elif kind != "pong":
-                await self.ws.send_text(text if isinstance(text, str) else text.decode())
+                await self._send(text)
 
         return relay
 
     async def _send_rooms(self) -> None:
         if self.welcomed and len(self.rooms) == len(self.upstreams):
             merged = Router._merge_rooms([{"items": r} for r in self.rooms.values()])["items"]
-            await self.ws.send_text(json.dumps({"type": "rooms", "rooms": merged}))
+            await self._send(json.dumps({"type": "rooms", "rooms": merged}))
 
     def _route(self, text: str | bytes) -> ClientConnection | None:
         try:
@@ -356,7 +362,7 @@ class ConsoleMux:
         except (ValueError, AttributeError):
             return self.upstreams[0]  # the primary closes with the error a lone server gives
         if kind == "ping":
-            asyncio.ensure_future(self.ws.send_text(json.dumps({"type": "pong"})))
+            asyncio.ensure_future(self._send(json.dumps({"type": "pong"})))
             return None
         if kind == "watch" and isinstance(message.get("room_id"), str):
             owner = self.router.rooms.get(message["room_id"], 0)
