@@ -85,14 +85,15 @@ def beep_times(
         return []
     threshold = 0.25 * peak
     quiet_needed = int(BEEP_QUIET_S * rate)
-    blocked = np.abs(samples) > threshold
-    loud = blocked.copy()
-    for begin, end in unheard or []:
-        blocked[begin:end] = True
+    gap_ends = sorted(end for _, end in unheard or [])  # a tone cannot sound inside a gap
     onsets = []
-    last_blocked = -1
-    for index in np.flatnonzero(blocked):
-        if loud[index] and index - last_blocked > quiet_needed:
+    last_blocked = -1  # the last sample that was loud or not heard at all
+    next_gap = 0
+    for index in np.flatnonzero(np.abs(samples) > threshold):
+        while next_gap < len(gap_ends) and gap_ends[next_gap] <= index:
+            last_blocked = max(last_blocked, gap_ends[next_gap] - 1)
+            next_gap += 1
+        if index - last_blocked > quiet_needed:
             onsets.append(start + index / rate)
         last_blocked = index
     return onsets
@@ -104,6 +105,7 @@ def decode_file(path: Path) -> dict[str, Any]:
     lumas: list[float] = []
     chunks: list[np.ndarray] = []
     unheard: list[tuple[int, int]] = []
+    have = 0  # audio samples in chunks
     audio_start: float | None = None
     rate = 48000
     video_end = audio_end = None
@@ -136,11 +138,12 @@ def decode_file(path: Path) -> dict[str, Any]:
                         if audio_start is None:
                             audio_start = t or 0.0
                         expected = int(round(((t or 0.0) - audio_start) * rate))
-                        have = sum(c.size for c in chunks)
                         if expected > have:  # a gap: keep the timeline with silence
                             chunks.append(np.zeros(expected - have, np.float32))
                             unheard.append((have, expected))
+                            have = expected
                         chunks.append(mono)
+                        have += mono.size
                         audio_end = (t or 0.0) + frame.samples / rate
         except av.FFmpegError:
             result["decode_errors"] += 1

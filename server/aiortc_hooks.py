@@ -329,9 +329,6 @@ class InlinePassthrough:
         except Exception:  # noqa: BLE001 - see docstring
             logger.exception("passthrough dropped a frame")
 
-    def get(self) -> None:
-        return None
-
 
 def to_packet(codec: Any, encoded_frame: JitterFrame) -> av.Packet | None:
     """An encoded frame as an ``av.Packet`` (pts = RTP time since the first frame)."""

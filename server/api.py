@@ -7,6 +7,7 @@ import os
 import re
 import threading
 import time
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
@@ -19,6 +20,12 @@ from recorder.utc import utc_iso
 from .rooms import Room, RoomStore, new_id
 
 PERFORMER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,48}$"
+
+
+def valid_performer_id(performer_id: str) -> str:
+    if not re.match(PERFORMER_ID_PATTERN, performer_id):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "invalid performer id")
+    return performer_id
 
 
 class RoomCreate(BaseModel):
@@ -259,9 +266,7 @@ async def revoke_token(request: Request, token_id: str) -> dict[str, str]:
 async def revoke_consent(
     request: Request, performer_id: str, body: RevokeBody | None = None
 ) -> dict[str, Any]:
-    if not re.match(PERFORMER_ID_PATTERN, performer_id):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "invalid performer id")
-    await _hub(request).withdraw(performer_id)
+    await _hub(request).withdraw(valid_performer_id(performer_id))
     return await request.app.state.downstream.revoke(  # type: ignore[no-any-return]
         performer_id, body.reason if body else None
     )
@@ -278,11 +283,9 @@ async def runtime_status(request: Request) -> dict[str, Any]:
     store: RoomStore = request.app.state.store
     rooms = list(store.rooms.values())
     fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
-    rss_kb = None
-    if os.path.exists("/proc/self/status"):
-        for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
-                rss_kb = int(line.split()[1])
+    status_file = Path("/proc/self/status")
+    lines = status_file.read_text().splitlines() if status_file.exists() else []
+    rss_kb = next((int(line.split()[1]) for line in lines if line.startswith("VmRSS:")), None)
     return {
         "pid": os.getpid(),
         "tasks": len(asyncio.all_tasks()),

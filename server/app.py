@@ -25,12 +25,10 @@ from .hub import Hub
 from .internal_api import PrimaryNotifier
 from .internal_api import router as internal_router
 from .rooms import RoomStore, rooms_file, rooms_of_other_workers
-from .settings import Settings
+from .settings import MAX_BODY_BYTES, Settings
 from .signaling import SignalingSession
 
 logger = logging.getLogger(__name__)
-
-MAX_BODY_BYTES = 1024 * 1024
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -9,15 +9,11 @@ import logging
 import sys
 from pathlib import Path
 
-WS_MAX_BYTES = 1024 * 1024  # above the 64 KiB protocol limit, so we can close with 4413
-
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
-    from .router import create_router_app
-    from .settings import Settings
+    from .settings import WS_MAX_BYTES, Settings
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
                                    ("data_dir", args.data_dir), ("workers", args.workers))
@@ -29,7 +25,14 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format=f"%(asctime)s {who}%(levelname)s %(name)s: %(message)s",
     )
-    app = create_router_app(settings) if routing else create_app(settings)
+    if routing:  # the router loads no aiortc: it only passes requests and socket frames
+        from .router import create_router_app
+
+        app = create_router_app(settings)
+    else:
+        from .app import create_app
+
+        app = create_app(settings)
     if settings.worker_index is not None:
         print(f"improv-capture: worker {settings.worker_index} on {settings.host}:{settings.port}",
               flush=True)

@@ -14,8 +14,8 @@ from .auth import tokens_equal
 from .hub import Hub, roster
 from .peers import NegotiationError, SubscribeSession
 from .rooms import Room
+from .close_codes import CLOSE_BAD_INVITE, CLOSE_INTERNAL
 from .signaling import (
-    CLOSE_BAD_INVITE,
     ProtocolError,
     WebSocketConnection,
     receive_hello,
@@ -78,7 +78,7 @@ class OperatorSession:
             pass
         except Exception:
             logger.exception("console session failed")
-            await self.connection.close(1011, "internal error")
+            await self.connection.close(CLOSE_INTERNAL, "internal error")
         finally:
             if self.monitor is not None:
                 await self.monitor.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,11 @@ import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
-from .api import PERFORMER_ID_PATTERN, require_operator
+from .api import require_operator, valid_performer_id
+from .sessions_api import SESSION_ID, session_dir_or_404
 
 logger = logging.getLogger(__name__)
 
-SESSION_ID_PATTERN = r"^ses_[A-Za-z0-9_]{1,80}$"
 #: Session notices a worker holds while the primary is unreachable; past this the oldest is
 #: dropped (its session stays on disk and the primary's catalog indexes it on its next start).
 NOTICE_QUEUE = 1000
@@ -38,19 +37,6 @@ class SessionStarted(BaseModel):
     started_at: str = Field(max_length=40)
 
 
-def _session_id(session_id: str) -> str:
-    if not re.match(SESSION_ID_PATTERN, session_id):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "invalid session id")
-    return session_id
-
-
-def _finalized_dir(request: Request, session_id: str) -> Path:
-    session_dir: Path = request.app.state.settings.sessions_dir / _session_id(session_id)
-    if not (session_dir / "manifest.json").exists():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "session not found")
-    return session_dir
-
-
 def _primary_only(request: Request) -> None:
     if not request.app.state.settings.is_primary:
         raise HTTPException(status.HTTP_409_CONFLICT, "only the primary worker keeps the catalog")
@@ -61,23 +47,21 @@ async def session_started(request: Request, session_id: str, body: SessionStarte
     _primary_only(request)
     # as in a lone server, the event goes out at once: the worker's writer thread may not
     # have put the session's first manifest on disk yet
-    await request.app.state.downstream.session_started(
-        _session_id(session_id), body.room_id, body.started_at
-    )
+    if not SESSION_ID.match(session_id):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "invalid session id")
+    await request.app.state.downstream.session_started(session_id, body.room_id, body.started_at)
 
 
 @router.post("/sessions/{session_id}/finalized", status_code=status.HTTP_204_NO_CONTENT)
 async def session_finalized(request: Request, session_id: str) -> None:
     _primary_only(request)
-    await request.app.state.downstream.session_finalized(_finalized_dir(request, session_id))
+    await request.app.state.downstream.session_finalized(session_dir_or_404(request, session_id))
 
 
 @router.post("/performers/{performer_id}/withdraw", status_code=status.HTTP_204_NO_CONTENT)
 async def withdraw_performer(request: Request, performer_id: str) -> None:
     """The room half of a consent revocation, on a worker the revocation did not reach."""
-    if not re.match(PERFORMER_ID_PATTERN, performer_id):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "invalid performer id")
-    await request.app.state.hub.withdraw(performer_id)
+    await request.app.state.hub.withdraw(valid_performer_id(performer_id))
 
 
 class PrimaryNotifier:

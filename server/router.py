@@ -31,13 +31,18 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from . import secrets_store
 from .auth import InviteError, InviteSigner
-from .settings import Settings
+from .close_codes import (
+    CLIENT_FAULT,
+    CLOSE_HELLO_TIMEOUT,
+    CLOSE_LEFT,
+    CLOSE_RESTART,
+    CLOSE_TRY_LATER,
+)
+from .settings import MAX_BODY_BYTES, WS_MAX_BYTES, Settings
 from .workers import Worker, WorkerPool
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024
-WS_MAX_BYTES = 1024 * 1024
 #: Not passed on between client and worker (RFC 9110 7.6.1, plus what httpx sets itself).
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -46,13 +51,6 @@ HOP_BY_HOP = {
 ROOM_PATH = re.compile(r"^/api/v1/rooms/([^/]+)(/.*)?$")
 REVOKE_PATH = re.compile(r"^/api/v1/performers/([^/]+)/revoke$")
 STATUS_SUMS = ("tasks", "threads", "open_files", "rss_mb", "rooms", "performers", "recordings")
-#: Close codes a worker gives for the client's own fault; anything else from a worker that
-#: went away becomes 1012 (service restart), after which pages and consoles reconnect.
-CLIENT_FAULT = range(4400, 4500)
-CLOSE_LEFT = 1000
-CLOSE_RESTART = 1012
-CLOSE_TRY_LATER = 1013
-CLOSE_HELLO_TIMEOUT = 4408
 
 
 def _unavailable(worker: Worker) -> JSONResponse:
@@ -80,6 +78,7 @@ async def pipe_to_client(
                 await websocket.send_bytes(message)
     except ConnectionClosed:
         pass  # any close but 1000 and 1001 ends the iteration with this
+    # a close for the client's own fault is passed on; a worker that went away is a restart
     code = upstream.close_code
     if code is not None and (code == CLOSE_LEFT or code in CLIENT_FAULT):
         await websocket.close(code, upstream.close_reason or "")

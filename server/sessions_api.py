@@ -24,7 +24,7 @@ def _sessions_dir(request: Request) -> Path:
     return request.app.state.settings.sessions_dir  # type: ignore[no-any-return]
 
 
-def _session_dir(request: Request, session_id: str) -> Path:
+def session_dir_or_404(request: Request, session_id: str) -> Path:
     path = _sessions_dir(request) / session_id
     if not SESSION_ID.match(session_id) or not (path / "manifest.json").is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, "session not found")
@@ -51,13 +51,13 @@ async def list_sessions(
 
 @router.get("/sessions/{session_id}")
 async def get_session(request: Request, session_id: str) -> dict[str, Any]:
-    path = _session_dir(request, session_id) / "manifest.json"
+    path = session_dir_or_404(request, session_id) / "manifest.json"
     return json.loads(await asyncio.to_thread(path.read_text))  # type: ignore[no-any-return]
 
 
 @router.get("/sessions/{session_id}/files/{file_path:path}")
 async def get_file(request: Request, session_id: str, file_path: str) -> FileResponse:
-    session_dir = _session_dir(request, session_id)
+    session_dir = session_dir_or_404(request, session_id)
     if "\x00" in file_path or file_path.startswith("/") or "\\" in file_path:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid file path")
     parts = file_path.split("/")

@@ -18,6 +18,13 @@ DEFAULT_CONSENT_TEXT = (
 )
 
 
+#: Largest HTTP request body (413 above it).
+MAX_BODY_BYTES = 1024 * 1024
+#: Largest WebSocket frame the server reads: above the protocol's own limit (max_message_bytes),
+#: so that an oversized message gets a 4413 close rather than a dropped connection.
+WS_MAX_BYTES = 1024 * 1024
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMPROV_", env_nested_delimiter="__")
 

@@ -15,19 +15,22 @@ from fastapi import WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
 from .auth import InviteError, InviteSigner
+from .close_codes import (
+    CLOSE_BAD_INVITE,
+    CLOSE_EXPIRED,
+    CLOSE_HELLO_TIMEOUT,
+    CLOSE_INTERNAL,
+    CLOSE_LEFT,
+    CLOSE_MALFORMED,
+    CLOSE_REPLACED,
+    CLOSE_TOO_LARGE,
+)
 from .hub import Hub, Member, SeatError
 from .peers import NegotiationError
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-CLOSE_LEFT = 1000
-CLOSE_MALFORMED = 4400
-CLOSE_BAD_INVITE = 4401
-CLOSE_HELLO_TIMEOUT = 4408
-CLOSE_EXPIRED = 4410
-CLOSE_TOO_LARGE = 4413
-CLOSE_REPLACED = 4499
 
 MAX_CAPTURE_KEYS = 64
 
@@ -123,7 +126,7 @@ class SignalingSession:
             pass
         except Exception:
             logger.exception("signaling session failed")
-            await self.connection.close(1011, "internal error")
+            await self.connection.close(CLOSE_INTERNAL, "internal error")
         finally:
             if self.member is not None and self.member.connection is self.connection:
                 self.hub.detach(self.member, self.connection)

@@ -124,6 +124,20 @@ def verify(session_dir: Path) -> tuple[int, dict[str, Any]]:
     return done.returncode, json.loads(done.stdout)
 
 
+def stored_events(server: ServerProcess) -> list[dict[str, Any]]:
+    """Every event the server has stored: the SSE backlog, up to where the stream goes live."""
+    events = []
+    with httpx.stream("GET", f"{server.url}/api/v1/events", timeout=10,
+                      headers={"Authorization": f"Bearer {server.token}"}) as stream:
+        assert stream.status_code == 200
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+            elif line.startswith(": live"):
+                break
+    return events
+
+
 def manifest(session_dir: Path) -> dict[str, Any]:
     return dict(json.loads((session_dir / "manifest.json").read_text()))
 
@@ -153,6 +167,13 @@ class BotProcess:
         output, _ = self.proc.communicate(timeout=timeout or self.duration + 40)
         report = json.loads(self.report_path.read_text()) if self.report_path.exists() else {}
         return self.proc.returncode, output.decode(errors="replace"), report
+
+    def peer_stats(self) -> dict[str, Any]:
+        """Wait for the bot to finish cleanly; what it received from its one other performer."""
+        code, output, report = self.wait()
+        assert code == 0, output
+        (stats,) = report["received"].values()
+        return dict(stats)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -15,7 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import BotProcess, ServerProcess, start_recording, stop_recording, verify
+from tests.helpers import (
+    BotProcess,
+    ServerProcess,
+    start_recording,
+    stop_recording,
+    stored_events,
+    verify,
+)
 from tests.server.test_console_api import next_of, operator_ws
 
 BotFactory = Callable[..., BotProcess]
@@ -87,10 +94,8 @@ async def test_rooms_spread_over_workers_and_reach_their_owner(
     for room in rooms:
         assert stop_recording(cluster, room)["state"] == "complete"
     for bot in running:
-        code, output, report = bot.wait()
-        assert code == 0, output
-        (peer,) = report["received"].values()  # the other performer, relayed by the owner
-        assert peer["video_frames"] > 100 and peer["audio_frames"] > 300, report
+        peer = bot.peer_stats()  # the other performer, relayed by the owner
+        assert peer["video_frames"] > 100 and peer["audio_frames"] > 300, peer
 
     listing = cluster.api("GET", "/api/v1/sessions").json()["items"]  # the primary's catalog
     assert {s["session_id"]: s["state"] for s in listing} == dict.fromkeys(sessions, "complete")
@@ -99,14 +104,7 @@ async def test_rooms_spread_over_workers_and_reach_their_owner(
         assert status == 0, report["defects"]
         assert set(report["performers"]) == {i["performer_id"] for i in invites[room]}
         assert all(p["video_frames"] > 100 for p in report["performers"].values())
-    events = []
-    with httpx.stream("GET", f"{cluster.url}/api/v1/events", timeout=10,
-                      headers={"Authorization": f"Bearer {cluster.token}"}) as stream:
-        for line in stream.iter_lines():
-            if line.startswith("data: "):
-                events.append(json.loads(line[6:]))
-            elif line.startswith(": live"):
-                break
+    events = stored_events(cluster)
     for kind in ("session.started", "session.finalized"):
         assert {e["data"]["session_id"] for e in events if e["type"] == kind} == set(sessions)
 
@@ -220,15 +218,7 @@ def test_stopping_the_cluster_finalises_every_recording_and_the_primary_hears_of
     try:
         manifest = restarted.api("GET", f"/api/v1/sessions/{session}").json()
         assert manifest["state"] == "complete", manifest.get("reason")
-        events = []
-        with httpx.stream("GET", f"{restarted.url}/api/v1/events", timeout=10,
-                          headers={"Authorization": f"Bearer {restarted.token}"}) as stream:
-            for line in stream.iter_lines():
-                if line.startswith("data: "):
-                    events.append(json.loads(line[6:]))
-                elif line.startswith(": live"):
-                    break
-        finalized = [e for e in events if e["type"] == "session.finalized"]
+        finalized = [e for e in stored_events(restarted) if e["type"] == "session.finalized"]
         assert [e["data"]["session_id"] for e in finalized] == [session]
         assert finalized[0]["data"]["state"] == "complete"
     finally:

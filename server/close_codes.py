@@ -1,0 +1,16 @@
+"""WebSocket close codes of our sockets (docs/signaling.md), in a module light enough for the
+cluster router, which passes them on without loading aiortc."""
+
+CLOSE_LEFT = 1000
+CLOSE_INTERNAL = 1011
+#: cluster mode: the worker that owns the room restarted / is not back yet (both: reconnect)
+CLOSE_RESTART = 1012
+CLOSE_TRY_LATER = 1013
+CLOSE_MALFORMED = 4400
+CLOSE_BAD_INVITE = 4401
+CLOSE_HELLO_TIMEOUT = 4408
+CLOSE_EXPIRED = 4410
+CLOSE_TOO_LARGE = 4413
+CLOSE_REPLACED = 4499
+#: the client's own fault: retrying cannot help (the page and the console give up on these)
+CLIENT_FAULT = range(4400, 4500)
