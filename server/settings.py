@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     worker_index: int | None = Field(default=None, ge=0)
     primary_url: str | None = None
 
+    # --- HTTP hardening (request bodies, slow clients, headers, logs) ---
+
+    # --- Signaling and media hardening (SDP, ICE candidates, message rates) ---
+
+    # --- Downstream and store hardening (caps, tokens, webhooks, files) ---
+
     log_level: str = "info"
     #: The performer page and its assets (static/ at the repository root).
     static_dir: Path = Path(__file__).resolve().parent.parent / "static"
