@@ -17,8 +17,9 @@ sys.path.insert(0, str(ROOT))
 
 from server.workers import free_loopback_port as free_port  # noqa: E402
 
-#: every benchmark peer gathers ICE candidates on loopback only
-LOOPBACK = {"IMPROV_ICE_ADDRESSES": '["127.0.0.1"]'}
+#: every benchmark peer gathers ICE candidates on loopback only (and the server may send
+#: ICE checks to loopback candidates)
+LOOPBACK = {"IMPROV_ICE_ADDRESSES": '["127.0.0.1"]', "IMPROV_ICE_ALLOWED_NETWORKS": '["127.0.0.0/8"]'}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -14,16 +14,19 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from .auth import Invite, InviteError, InviteSigner, tokens_equal
+from .http_guard import bearer_of
 from .hub import Hub
 from recorder.utc import utc_iso
 
-from .rooms import Room, RoomStore, new_id
+from .rooms import LimitReached, Room, RoomStore, new_id
 
+#: Anchored for pydantic's `pattern=` (Rust regex: `$` is the end of the text); Python's `$`
+#: also matches before a final newline, so Python code uses ``fullmatch``.
 PERFORMER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,48}$"
 
 
 def valid_performer_id(performer_id: str) -> str:
-    if not re.match(PERFORMER_ID_PATTERN, performer_id):
+    if not re.fullmatch(PERFORMER_ID_PATTERN, performer_id):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "invalid performer id")
     return performer_id
 
@@ -64,15 +67,15 @@ class InviteOut(BaseModel):
 
 
 def bearer_token(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    """The request's bearer token, read as the HTTP guard reads it (server/http_guard.py)."""
+    token = bearer_of(request.headers.get("authorization"))
+    if token is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return token.strip()
+    return token
 
 
 def _invite_or_unknown(request: Request, token: str) -> HTTPException:
@@ -109,6 +112,11 @@ def require_reader(request: Request, token: Annotated[str, Depends(bearer_token)
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_operator)])
 
 
+def limit_reached(exc: LimitReached) -> HTTPException:
+    """Every cap on what the server keeps answers 409 with the cap and its setting."""
+    return HTTPException(status.HTTP_409_CONFLICT, str(exc))
+
+
 def _hub(request: Request) -> Hub:
     return request.app.state.hub  # type: ignore[no-any-return]
 
@@ -124,7 +132,10 @@ def _room(request: Request, room_id: str) -> Room:
 @router.post("/rooms", status_code=status.HTTP_201_CREATED, response_model=RoomOut)
 async def create_room(request: Request, body: RoomCreate | None = None) -> dict[str, str]:
     store: RoomStore = request.app.state.store
-    room = await asyncio.to_thread(store.create, body.name if body else None)
+    try:
+        room = await store.create(body.name if body else None, _hub(request).settings.max_rooms)
+    except LimitReached as exc:
+        raise limit_reached(exc) from exc
     _hub(request).changed()
     return room.record()
 
@@ -145,7 +156,7 @@ async def delete_room(request: Request, room_id: str) -> dict[str, str]:
     room = _room(request, room_id)
     await _hub(request).close_room(room)
     store: RoomStore = request.app.state.store
-    await asyncio.to_thread(store.delete, room_id)
+    await store.delete(room_id)
     _hub(request).changed()
     return {"room_id": room_id, "state": "closed"}
 
@@ -173,9 +184,11 @@ async def create_invite(request: Request, room_id: str, body: InviteCreate) -> d
         "url": f"{settings.base_url}/join#invite={token}",
         "expires_at": utc_iso(invite.expires_at),
     }
-    room.invites.append(issued)
     store: RoomStore = request.app.state.store
-    await asyncio.to_thread(store.save)
+    try:
+        await store.add_invite(room, issued, settings.max_invites_per_room)
+    except LimitReached as exc:
+        raise limit_reached(exc) from exc
     _hub(request).changed()
     return issued
 
@@ -193,10 +206,8 @@ async def remove_performer(request: Request, room_id: str, performer_id: str) ->
     )
     if not known:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "performer not found in this room")
-    if performer_id not in room.removed:
-        room.removed.append(performer_id)
-        store: RoomStore = request.app.state.store
-        await asyncio.to_thread(store.save)
+    store: RoomStore = request.app.state.store
+    await store.remove_performer(room, performer_id)
     await _hub(request).kick(room, performer_id)
     return {"performer_id": performer_id, "state": "removed"}
 
@@ -247,7 +258,10 @@ class RevokeBody(BaseModel):
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED)
 async def create_token(request: Request, body: TokenCreate) -> dict[str, Any]:
-    return await request.app.state.downstream.tokens.create(body.role, body.label)  # type: ignore[no-any-return]
+    try:
+        return await request.app.state.downstream.tokens.create(body.role, body.label)  # type: ignore[no-any-return]
+    except LimitReached as exc:
+        raise limit_reached(exc) from exc
 
 
 @router.get("/tokens")

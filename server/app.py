@@ -17,15 +17,18 @@ from recorder.recover import recover_sessions
 
 from . import aiortc_hooks, secrets_store
 from .api import router
+from .api_docs import add_api_docs
 from .console import OperatorSession
 from .downstream import Downstream
 from .sessions_api import router as sessions_router
 from .auth import InviteSigner
+from .http_guard import error_response
 from .hub import Hub
 from .internal_api import PrimaryNotifier
 from .internal_api import router as internal_router
 from .rooms import RoomStore, rooms_file, rooms_of_other_workers
-from .settings import MAX_BODY_BYTES, Settings
+from .sdp_policy import server_gathering_addresses
+from .settings import Settings
 from .signaling import SignalingSession
 
 logger = logging.getLogger(__name__)
@@ -33,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> FastAPI:
     aiortc_hooks.install()
-    aiortc_hooks.restrict_ice_addresses(settings.ice_addresses)
+    aiortc_hooks.restrict_ice_addresses(server_gathering_addresses(settings))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     operator_token = secrets_store.operator_token(settings)
     secret_key = secrets_store.invite_key(settings)
@@ -73,7 +76,8 @@ def create_app(settings: Settings) -> FastAPI:
             await notifier.stop()
         downstream.db.close()
 
-    app = FastAPI(title="improv-capture", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="improv-capture", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # /docs: server/api_docs.py
     app.state.settings = settings
     app.state.operator_token = operator_token
     app.state.signer = InviteSigner(secret_key)
@@ -81,18 +85,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.hub = hub
     app.state.downstream = downstream
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"detail": "request body too large"}, status_code=413)
-        return await call_next(request)
-
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-        )
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -113,6 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(router)
     app.include_router(sessions_router)
+    add_api_docs(app)
     if settings.worker_index is not None:
         app.include_router(internal_router)
 

@@ -6,19 +6,51 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+
+def private_files(data_dir: Path) -> None:
+    """Performers' faces and voices, tokens and keys: readable by the server's user only.
+    Every file and directory this process (and the workers it starts) creates is 0600/0700,
+    and the data dir itself is 0700 even if it existed before, so older files inside it are
+    out of reach as well."""
+    os.umask(0o077)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+
+
+def _banner(settings: Settings, operator_token: str, routing: bool) -> str:
+    """The console URL; the token only on a terminal, never into a log (docker logs, journald)."""
+    spread = f" (rooms spread over {settings.workers} worker processes)" if routing else ""
+    lines = [f"improv-capture: serving on {settings.base_url}{spread}",
+             f"improv-capture: console {settings.base_url}/console"]
+    if sys.stdout.isatty():
+        lines.append(f"improv-capture: sign in with {settings.base_url}/console#token={operator_token}")
+    elif settings.operator_token:
+        lines.append("improv-capture: the operator token is the one set in IMPROV_OPERATOR_TOKEN")
+    else:
+        lines.append(f"improv-capture: the operator token is in {settings.data_dir / 'operator_token'}")
+    return "\n".join(lines)
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .settings import WS_MAX_BYTES, Settings
+    from .http_guard import guard
+    from .http_server import server_config
+    from .settings import Settings
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
                                    ("data_dir", args.data_dir), ("workers", args.workers))
                  if v is not None}
     settings = Settings(**overrides)
+    private_files(settings.data_dir)
     routing = settings.workers > 1 and settings.worker_index is None
     who = f"worker {settings.worker_index} " if settings.worker_index is not None else ""
     logging.basicConfig(
@@ -33,26 +65,14 @@ def _serve(args: argparse.Namespace) -> int:
         from .app import create_app
 
         app = create_app(settings)
+    operator_token = app.state.operator_token
     if settings.worker_index is not None:
         print(f"improv-capture: worker {settings.worker_index} on {settings.host}:{settings.port}",
               flush=True)
     else:
-        spread = f" (rooms spread over {settings.workers} worker processes)" if routing else ""
-        print(
-            f"improv-capture: serving on {settings.base_url}{spread}\n"
-            f"improv-capture: console {settings.base_url}/console#token={app.state.operator_token}",
-            flush=True,
-        )
+        print(_banner(settings, operator_token, routing), flush=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request is noise
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ws_max_size=WS_MAX_BYTES,
-        log_level=settings.log_level.lower(),
-        lifespan="on",
-    )
-    uvicorn.Server(config).run()
+    uvicorn.Server(server_config(guard(app, operator_token, settings), settings)).run()
     return 0
 
 
@@ -81,6 +101,8 @@ def _recover(args: argparse.Namespace) -> int:
     from .settings import Settings
 
     data_dir = args.data_dir or Settings().data_dir
+    if data_dir.is_dir():
+        private_files(data_dir)
     recovered = recover_sessions(data_dir / "sessions")
     for manifest in recovered:
         print(f"{manifest['session_id']}: {manifest['state']} ({manifest.get('reason')})")

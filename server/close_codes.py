@@ -11,6 +11,8 @@ CLOSE_BAD_INVITE = 4401
 CLOSE_HELLO_TIMEOUT = 4408
 CLOSE_EXPIRED = 4410
 CLOSE_TOO_LARGE = 4413
+#: kept sending far over the message budget (4429 is taken: room is full)
+CLOSE_FLOOD = 4420
 CLOSE_REPLACED = 4499
 #: the client's own fault: retrying cannot help (the page and the console give up on these)
 CLIENT_FAULT = range(4400, 4500)

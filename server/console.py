@@ -12,15 +12,12 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from .auth import tokens_equal
 from .hub import Hub, roster
-from .peers import NegotiationError, SubscribeSession
+from .peers import SubscribeSession
 from .rooms import Room
 from .close_codes import CLOSE_BAD_INVITE, CLOSE_INTERNAL
-from .signaling import (
-    ProtocolError,
-    WebSocketConnection,
-    receive_hello,
-    receive_message,
-)
+from .messages import ProtocolError
+from .sdp_policy import NegotiationError
+from .signaling import MessageReader, WebSocketConnection
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +29,7 @@ class Monitor:
             session.hub.settings.ice_servers,
             lambda sdp: session.send_offer(room, sdp),
             session.hub.settings.negotiation_timeout_s,
+            session.hub.sdp_policy,
         )
 
     def sync(self) -> None:
@@ -57,6 +55,7 @@ class OperatorSession:
         self.ws = websocket
         self.hub = hub
         self.connection = WebSocketConnection(websocket)
+        self.reader = MessageReader(websocket, self.connection, hub.settings)
         self._operator_token = operator_token
         self.monitor: Monitor | None = None
         self._stats_in_flight: set[str] = set()
@@ -85,7 +84,7 @@ class OperatorSession:
                 self.monitor = None
 
     async def _hello(self) -> None:
-        message = await receive_hello(self.ws, self.hub.settings)
+        message = await self.reader.hello()
         token = message.get("token")
         if not isinstance(token, str) or not tokens_equal(token, self._operator_token):
             raise ProtocolError(CLOSE_BAD_INVITE, "invalid operator token")
@@ -94,7 +93,7 @@ class OperatorSession:
 
     async def _loop(self) -> None:
         while True:
-            message = await receive_message(self.ws, self.hub.settings.max_message_bytes)
+            message = await self.reader.next()
             kind = message["type"]
             if kind == "ping":
                 await self.send({"type": "pong"})

@@ -41,13 +41,18 @@ CREATE TABLE IF NOT EXISTS revocations (
 
 
 class Database:
-    def __init__(self, path: Path) -> None:
+    """One SQLite file in WAL mode: a write appends the pages it changes, so its cost does not
+    grow with the database. ``durable`` syncs every commit (synchronous=FULL), for what must
+    survive a power cut; otherwise a crash may lose the last commits, never consistency."""
+
+    def __init__(self, path: Path, schema: str = SCHEMA, durable: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(SCHEMA)
+        self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._conn.executescript(schema)
         self._lock = threading.Lock()
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -26,12 +26,13 @@ logger = logging.getLogger(__name__)
 class Downstream:
     def __init__(self, settings: Settings, webhook_secret: str) -> None:
         self.db = Database(settings.data_dir / "index.sqlite3")
-        self.tokens = TokenStore(self.db)
+        self.tokens = TokenStore(self.db, settings.max_reader_tokens,
+                                 settings.revoked_token_retention_s)
         self.catalog = Catalog(self.db, settings.sessions_dir)
-        self.events = EventLog(self.db, settings.webhook_urls)
+        self.events = EventLog(self.db, settings.webhook_urls, settings.max_event_streams)
         self.deliverer = Deliverer(
             self.db, self.events, webhook_secret, settings.webhook_backoff_s,
-            settings.webhook_give_up_s,
+            settings.webhook_give_up_s, settings.webhook_allow_private,
         )
 
     async def start(self) -> None:

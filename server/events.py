@@ -17,10 +17,16 @@ logger = logging.getLogger(__name__)
 SUBSCRIBER_QUEUE = 256
 
 
+class TooManyStreams(Exception):
+    """Every SSE slot is taken (HTTP 429: retry later)."""
+
+
 class EventLog:
-    def __init__(self, db: Database, webhook_urls: list[str]) -> None:
+    def __init__(self, db: Database, webhook_urls: list[str], max_streams: int = 100) -> None:
         self._db = db
         self._webhook_urls = webhook_urls
+        self._max_streams = max_streams
+        self._streams = 0
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self.delivery_wanted = asyncio.Event()
 
@@ -59,6 +65,17 @@ class EventLog:
             "SELECT id, type, data, created_at FROM events WHERE id > ? ORDER BY id LIMIT ?",
             (after, limit))))
         return [{**r, "data": json.loads(r["data"])} for r in found]
+
+    def open_stream(self) -> None:
+        """Take one of ``max_streams`` SSE slots (TooManyStreams when none is left); give it
+        back with ``close_stream``. A slot is held for the whole stream, backlog included."""
+        if self._streams >= self._max_streams:
+            raise TooManyStreams(f"at most {self._max_streams} event streams at once "
+                                 "(IMPROV_MAX_EVENT_STREAMS); retry later")
+        self._streams += 1
+
+    def close_stream(self) -> None:
+        self._streams -= 1
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)

@@ -22,6 +22,7 @@ from .baseline import BaselineRecording
 from .recording import Recording
 from .relay import Publication
 from .rooms import Room, RoomStore, utc_now_iso
+from .sdp_policy import SdpPolicy
 from .settings import Settings
 from .stats import StatsSampler
 
@@ -66,6 +67,8 @@ class Member:
     epoch: int = 0
     joined_at: float = field(default_factory=time.time)
     grace: asyncio.TimerHandle | None = None
+    #: loop time of this seat's latest publish: the next one waits publish_min_interval_s
+    last_publish_at: float = -float("inf")
 
     @property
     def state(self) -> str:
@@ -132,6 +135,7 @@ class Hub:
         self.store = store
         self.sessions = sessions
         self.listeners: set[Listener] = set()
+        self.sdp_policy = SdpPolicy.from_settings(settings)
         self._changed_pending = False
         self._sampler = StatsSampler()
         self._stats_task: asyncio.Task[None] | None = None
@@ -258,10 +262,8 @@ class Hub:
                 i["performer_id"] == performer_id for i in room.invites
             )
             if known:
-                if performer_id not in room.removed:
-                    room.removed.append(performer_id)
+                await self.store.remove_performer(room, performer_id)
                 await self.kick(room, performer_id)
-        await asyncio.to_thread(self.store.save)
 
     async def close_room(self, room: Room) -> None:
         if room.recording is not None:
@@ -296,8 +298,17 @@ class Hub:
         )
         return member.consent
 
+    def publish_wait_s(self, member: Member) -> float:
+        """How long ``member`` must wait before its next publish (a new peer connection, an
+        answer, gathering: the most a performer can make the server do with one message)."""
+        since = asyncio.get_running_loop().time() - member.last_publish_at
+        return max(0.0, self.settings.publish_min_interval_s - since)
+
     async def publish(self, member: Member, offer_sdp: object) -> str:
-        """Answer a publish offer; media is refused before consent (caller checks)."""
+        """Answer a publish offer; media is refused before consent and publishes are spaced
+        by publish_min_interval_s (the caller waits for :meth:`publish_wait_s`)."""
+        member.last_publish_at = asyncio.get_running_loop().time()
+        self.sdp_policy.publish_offer(offer_sdp)  # refused here, the current one stays up
         old = member.publisher
         member.publisher = None
         if old is not None:
@@ -313,6 +324,7 @@ class Hub:
             capacity,
             self.settings.pli_interval_s,
             on_publication=lambda _p: self._resync(member.room),
+            policy=self.sdp_policy,
             passthrough=self.settings.relay_mode == "passthrough",
         )
         try:
@@ -327,6 +339,7 @@ class Hub:
                 self.settings.ice_servers,
                 lambda sdp: self._send_subscribe_offer(member, sdp),
                 self.settings.negotiation_timeout_s,
+                self.sdp_policy,
             )
         self._resync(member.room)
         return answer

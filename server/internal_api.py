@@ -47,7 +47,7 @@ async def session_started(request: Request, session_id: str, body: SessionStarte
     _primary_only(request)
     # as in a lone server, the event goes out at once: the worker's writer thread may not
     # have put the session's first manifest on disk yet
-    if not SESSION_ID.match(session_id):
+    if not SESSION_ID.fullmatch(session_id):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "invalid session id")
     await request.app.state.downstream.session_started(session_id, body.room_id, body.started_at)
 
@@ -55,7 +55,7 @@ async def session_started(request: Request, session_id: str, body: SessionStarte
 @router.post("/sessions/{session_id}/finalized", status_code=status.HTTP_204_NO_CONTENT)
 async def session_finalized(request: Request, session_id: str) -> None:
     _primary_only(request)
-    await request.app.state.downstream.session_finalized(session_dir_or_404(request, session_id))
+    await request.app.state.downstream.session_finalized(await session_dir_or_404(request, session_id))
 
 
 @router.post("/performers/{performer_id}/withdraw", status_code=status.HTTP_204_NO_CONTENT)

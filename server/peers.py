@@ -27,14 +27,11 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from . import aiortc_hooks
 from .relay import KeyframeRequester, Publication, RelayTrack
+from .sdp_policy import NegotiationError, SdpPolicy, media_kinds
 
 logger = logging.getLogger(__name__)
 
 MIME_TYPES = {"audio": ("audio/opus",), "video": ("video/vp8", "video/rtx")}
-
-
-class NegotiationError(Exception):
-    """A description we could not apply; the message is safe to show to the client."""
 
 
 def rtc_configuration(ice_servers: list[dict[str, Any]]) -> RTCConfiguration:
@@ -58,12 +55,9 @@ def codec_preferences(kind: str) -> list[RTCRtpCodecCapability]:
     ]
 
 
-def validate_sdp(sdp: object, expected_type: str) -> str:
-    """Reject what is not a complete session description before aiortc sees it."""
-    if not isinstance(sdp, str) or not sdp.strip():
-        raise NegotiationError(f"{expected_type} sdp must be a non-empty string")
-    if not sdp.startswith("v=0"):
-        raise NegotiationError(f"{expected_type} is not an SDP description")
+def validate_sdp(sdp: str, expected_type: str) -> str:
+    """Reject what is not a complete session description before aiortc applies it; ``sdp``
+    has passed the :class:`SdpPolicy` already (its size and m-lines are bounded)."""
     try:
         parsed = sdp_parser.SessionDescription.parse(sdp)
     except Exception as exc:
@@ -88,10 +82,12 @@ class PublishSession:
         queue_capacity: dict[str, int],
         pli_interval_s: float,
         on_publication: Callable[[Publication], None],
+        policy: SdpPolicy,
         passthrough: bool = True,
     ) -> None:
         self.performer_id = performer_id
         self.passthrough = passthrough
+        self.policy = policy
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self.publications: dict[str, Publication] = {}
         self._on_publication = on_publication
@@ -103,6 +99,11 @@ class PublishSession:
         self.pc.on("track", self._handle_track)
 
     def _handle_track(self, track: Any) -> None:
+        if track.kind in self.publications:
+            # one publication per kind (the policy allows one m-line each): a second one
+            # would replace the first in the dict and run on unstopped
+            logger.warning("%s: ignored a second %s track", self.performer_id, track.kind)
+            return
         transceiver = next(
             t for t in self.pc.getTransceivers() if t.receiver.track is track
         )
@@ -124,7 +125,7 @@ class PublishSession:
         self._on_publication(publication)
 
     async def answer(self, offer_sdp: object) -> str:
-        sdp = validate_sdp(offer_sdp, "offer")
+        sdp = validate_sdp(self.policy.publish_offer(offer_sdp), "offer")
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             kinds = {t.kind for t in self.pc.getTransceivers() if t.mid is not None}
@@ -161,8 +162,11 @@ class SubscribeSession:
         ice_servers: list[dict[str, Any]],
         send_offer: Callable[[str], Awaitable[None]],
         answer_timeout_s: float,
+        policy: SdpPolicy,
     ) -> None:
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
+        self.policy = policy
+        self._offered_kinds: list[str] = []
         self._send_offer = send_offer
         self._answer_timeout_s = answer_timeout_s
         self._forwards: dict[str, Forward] = {}
@@ -232,6 +236,7 @@ class SubscribeSession:
     def handle_answer(self, sdp: object) -> None:
         if self._answer is None or self._answer.done():
             raise NegotiationError("no subscribe offer is waiting for an answer")
+        sdp = self.policy.answer(sdp, self._offered_kinds)
         self._answer.set_result(validate_sdp(sdp, "answer"))
 
     async def _negotiate_loop(self) -> None:
@@ -252,6 +257,7 @@ class SubscribeSession:
     async def _negotiate(self) -> None:
         self.negotiations += 1
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        self._offered_kinds = media_kinds(self.pc.localDescription.sdp)
         self._answer = asyncio.get_running_loop().create_future()
         await self._send_offer(self.pc.localDescription.sdp)
         try:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
@@ -38,7 +39,9 @@ from .close_codes import (
     CLOSE_RESTART,
     CLOSE_TRY_LATER,
 )
-from .settings import MAX_BODY_BYTES, WS_MAX_BYTES, Settings
+from .messages import ProtocolError, parse_message
+from .http_guard import error_response
+from .settings import WS_MAX_BYTES, Settings
 from .workers import Worker, WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -48,14 +51,21 @@ HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "transfer-encoding", "upgrade", "host", "content-length",
 }
-ROOM_PATH = re.compile(r"^/api/v1/rooms/([^/]+)(/.*)?$")
-REVOKE_PATH = re.compile(r"^/api/v1/performers/([^/]+)/revoke$")
+ROOM_PATH = re.compile(r"/api/v1/rooms/([^/]+)(/.*)?", re.DOTALL)
+REVOKE_PATH = re.compile(r"/api/v1/performers/([^/]+)/revoke", re.DOTALL)
 STATUS_SUMS = ("tasks", "threads", "open_files", "rss_mb", "rooms", "performers", "recordings")
 
 
 def _unavailable(worker: Worker) -> JSONResponse:
     return JSONResponse({"detail": f"worker {worker.index} is restarting; retry"},
                         status_code=503, headers={"Retry-After": "1"})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """A request's own fault found here (a body too large or too slow: server/http_guard.py),
+    in the API's error shape."""
+    assert isinstance(exc, HTTPException)
+    return error_response(exc)
 
 
 def _headers_out(headers: httpx.Headers) -> dict[str, str]:
@@ -149,9 +159,7 @@ class Router:
         path = request.url.path
         if path.startswith("/internal/"):
             return JSONResponse({"detail": "Not Found"}, status_code=404)
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return JSONResponse({"detail": "request body too large"}, status_code=413)
+        body = await request.body()  # bounded, and empty unless the operator's (http_guard)
         method = request.method
         if path.rstrip("/") == "/api/v1/rooms":
             if method == "POST":
@@ -164,14 +172,14 @@ class Router:
                 return await self._gather(request, self._merge_rooms)
         if path == "/api/v1/status" and method == "GET":
             return await self._gather(request, self._merge_status)
-        room = ROOM_PATH.match(path)
+        room = ROOM_PATH.fullmatch(path)
         if room:
             worker = self.owner(room.group(1))
             response = await self._call(worker, request, body)
             if method == "DELETE" and not room.group(2) and response is not None and response.status_code == 200:
                 self.rooms.pop(room.group(1), None)
             return self._buffered(worker, response)
-        revoke = REVOKE_PATH.match(path)
+        revoke = REVOKE_PATH.fullmatch(path)
         if revoke and method == "POST":
             for worker in self.pool.workers[1:]:  # out of their rooms first, then the archive
                 response = await self._call(
@@ -259,10 +267,12 @@ class Router:
             return
         worker = self.pool.primary  # a bad invite gets the primary's refusal, as from one server
         try:
-            invite = self.signer.verify(json.loads(first.get("text") or "{}").get("token"))
+            frame = first.get("text") if first.get("text") is not None else first.get("bytes")
+            hello = self._parse(frame)
+            invite = self.signer.verify(hello.get("token"))
             worker = self.owner(invite.room_id)
-        except (InviteError, ValueError, AttributeError):
-            pass
+        except (InviteError, ValueError, AttributeError, ProtocolError):
+            pass  # the primary parses it again and closes with the same code as a lone server
         upstream = await self._connect(websocket, worker, "/api/v1/signal", first)
         if upstream is None:
             return
@@ -287,6 +297,11 @@ class Router:
         finally:
             for upstream in upstreams:
                 await upstream.close()
+
+    def _parse(self, frame: str | bytes | None) -> dict[str, Any]:
+        """A client's frame as the workers parse it (server/messages.py)."""
+        s = self.settings
+        return parse_message(frame, s.max_message_bytes, s.max_message_depth)
 
     async def _first_message(self, websocket: WebSocket) -> dict[str, Any] | None:
         try:
@@ -344,7 +359,7 @@ class ConsoleMux:
             elif kind == "rooms":
                 self.rooms[index] = message.get("rooms", [])
                 await self._send_rooms()
-            elif kind != "pong":
+            elif kind != "pong" or index == 0:
                 await self._send(text)
 
         return relay
@@ -356,13 +371,12 @@ class ConsoleMux:
 
     def _route(self, text: str | bytes) -> ClientConnection | None:
         try:
-            message = json.loads(text)
-            kind = message.get("type")
-        except (ValueError, AttributeError):
+            message = self.router._parse(text)
+            kind = message["type"]
+        except ProtocolError:
             return self.upstreams[0]  # the primary closes with the error a lone server gives
-        if kind == "ping":
-            asyncio.ensure_future(self._send(json.dumps({"type": "pong"})))
-            return None
+        if kind == "ping":  # the primary answers, within its message budget for this socket
+            return self.upstreams[0]
         if kind == "watch" and isinstance(message.get("room_id"), str):
             owner = self.router.rooms.get(message["room_id"], 0)
             if self.watched is not None and self.watched != owner:
@@ -399,6 +413,7 @@ def create_router_app(settings: Settings) -> Starlette:
             Route("/{path:path}", router.http, methods=methods),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
     )
     app.state.operator_token = operator_token
     app.state.router = router

@@ -23,10 +23,10 @@ from .close_codes import (
     CLOSE_LEFT,
     CLOSE_MALFORMED,
     CLOSE_REPLACED,
-    CLOSE_TOO_LARGE,
 )
 from .hub import Hub, Member, SeatError
-from .peers import NegotiationError
+from .messages import MessageBudget, ProtocolError, parse_message
+from .sdp_policy import NegotiationError
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -35,15 +35,9 @@ logger = logging.getLogger(__name__)
 MAX_CAPTURE_KEYS = 64
 
 
-class ProtocolError(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
 class WebSocketConnection:
-    """Serialises sends on one socket; closing twice or after a drop is harmless."""
+    """Serialises sends on one socket; sending or closing after the client dropped is
+    harmless (the reader sees the disconnect)."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self._ws = websocket
@@ -52,54 +46,68 @@ class WebSocketConnection:
     async def send_json(self, message: dict[str, Any]) -> None:
         async with self._lock:
             if self._ws.application_state == WebSocketState.CONNECTED:
-                await self._ws.send_text(json.dumps(message))
+                try:
+                    await self._ws.send_text(json.dumps(message))
+                except (RuntimeError, OSError, WebSocketDisconnect):  # the client is gone
+                    pass
 
     async def close(self, code: int, reason: str) -> None:
         async with self._lock:
             if self._ws.application_state == WebSocketState.CONNECTED:
                 try:
                     await self._ws.close(code=code, reason=reason)
-                except RuntimeError:
+                except (RuntimeError, OSError, WebSocketDisconnect):
                     pass
 
 
-def parse_message(text: str | bytes | None, limit: int) -> dict[str, Any]:
-    if text is None:
-        raise ProtocolError(CLOSE_MALFORMED, "binary frames are not accepted")
-    size = len(text.encode("utf-8")) if isinstance(text, str) else len(text)
-    if size > limit:
-        raise ProtocolError(CLOSE_TOO_LARGE, f"message over {limit} bytes")
-    try:
-        message = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(CLOSE_MALFORMED, "message is not valid JSON") from exc
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise ProtocolError(CLOSE_MALFORMED, "message must be a JSON object with a type")
-    return message
-
-
-async def receive_message(websocket: WebSocket, limit: int) -> dict[str, Any]:
+async def receive_message(websocket: WebSocket, settings: Settings) -> dict[str, Any]:
     event = await websocket.receive()
     if event["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(event.get("code", 1000))
-    if event.get("text") is not None:
-        return parse_message(event["text"], limit)
-    if event.get("bytes") is not None and len(event["bytes"]) > limit:
-        raise ProtocolError(CLOSE_TOO_LARGE, f"message over {limit} bytes")
-    return parse_message(None, limit)
+    frame = event.get("text") if event.get("text") is not None else event.get("bytes")
+    return parse_message(frame, settings.max_message_bytes, settings.max_message_depth)
 
 
-async def receive_hello(websocket: WebSocket, settings: Settings) -> dict[str, Any]:
-    """The first message of any of our sockets: a `hello`, in time, or a 44xx close."""
-    try:
-        message = await asyncio.wait_for(
-            receive_message(websocket, settings.max_message_bytes), settings.hello_timeout_s
+class MessageReader:
+    """Reads the messages of one of our sockets (performer or console) within the socket's
+    message budget: over it, the message is answered with `rate_limited` and dropped; a
+    client that keeps flooding is closed with 4420 (a ProtocolError out of :meth:`next`)."""
+
+    def __init__(
+        self, websocket: WebSocket, connection: WebSocketConnection, settings: Settings
+    ) -> None:
+        self._ws = websocket
+        self._connection = connection
+        self._settings = settings
+        self._budget = MessageBudget(
+            settings.signal_rate_per_s, settings.signal_burst, settings.signal_flood_limit
         )
-    except asyncio.TimeoutError as exc:
-        raise ProtocolError(CLOSE_HELLO_TIMEOUT, "no hello received") from exc
-    if message["type"] != "hello":
-        raise ProtocolError(CLOSE_MALFORMED, "the first message must be hello")
-    return message
+
+    async def hello(self) -> dict[str, Any]:
+        """The first message: a `hello`, in time, or a 44xx close."""
+        try:
+            message = await asyncio.wait_for(self.next(), self._settings.hello_timeout_s)
+        except asyncio.TimeoutError as exc:
+            raise ProtocolError(CLOSE_HELLO_TIMEOUT, "no hello received") from exc
+        if message["type"] != "hello":
+            raise ProtocolError(CLOSE_MALFORMED, "the first message must be hello")
+        return message
+
+    async def next(self) -> dict[str, Any]:
+        while True:
+            message = await receive_message(self._ws, self._settings)
+            if self._budget.take():
+                return message
+            retry = round(self._budget.retry_after_s, 2)
+            await self._connection.send_json(
+                {
+                    "type": "error",
+                    "code": "rate_limited",
+                    "message": f"over {self._settings.signal_rate_per_s:g} messages a second: "
+                    f"{message['type']!r} dropped; retry in {retry} s",
+                    "retry_after_s": retry,
+                }
+            )
 
 
 class SignalingSession:
@@ -111,6 +119,7 @@ class SignalingSession:
         self.settings: Settings = hub.settings
         self.signer = signer
         self.connection = WebSocketConnection(websocket)
+        self.reader = MessageReader(websocket, self.connection, self.settings)
         self.member: Member | None = None
 
     async def run(self) -> None:
@@ -132,7 +141,7 @@ class SignalingSession:
                 self.hub.detach(self.member, self.connection)
 
     async def _hello(self) -> None:
-        message = await receive_hello(self.ws, self.settings)
+        message = await self.reader.hello()
         try:
             invite = self.signer.verify(message.get("token"))
         except InviteError as exc:
@@ -174,7 +183,7 @@ class SignalingSession:
     async def _loop(self) -> None:
         assert self.member is not None
         while True:
-            message = await receive_message(self.ws, self.settings.max_message_bytes)
+            message = await self.reader.next()
             if self.member.connection is not self.connection:
                 return  # replaced by a newer connection of this seat
             handler = getattr(self, f"_on_{message['type']}", None)
@@ -228,6 +237,11 @@ class SignalingSession:
         if self.member.consent is None:
             await self._error("consent_required", "accept the consent text before sending media")
             return
+        wait = self.hub.publish_wait_s(self.member)
+        if wait > 0:
+            await asyncio.sleep(wait)  # publishes of a seat are spaced; this socket waits
+            if self.member is None or self.member.connection is not self.connection:
+                return
         try:
             answer = await self.hub.publish(self.member, message.get("sdp"))
         except NegotiationError as exc:

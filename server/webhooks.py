@@ -1,16 +1,25 @@
 """Webhook deliveries: JSON POSTs signed with HMAC-SHA256 over "<timestamp>.<body>", retried
-with exponential backoff for at least an hour, each with its event id for deduplication."""
+with exponential backoff for at least an hour, each with its event id for deduplication.
+
+Receivers are checked twice, so that a webhook cannot be turned against the host or its
+network (SSRF): a URL naming a forbidden address stops the start (``check_webhook_url``, from
+the settings), and at each delivery the receiver's name is resolved, every address checked,
+and the request sent to the checked address (``pinned_target``), so that a name re-pointed
+after the check (DNS rebinding) changes nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 import sqlite3
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -26,6 +35,84 @@ EVENT_ID_HEADER = "X-Improv-Event-Id"
 MAX_DELAY_S = 600.0
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+ALLOW_PRIVATE_HINT = "set IMPROV_WEBHOOK_ALLOW_PRIVATE=true to allow loopback and private receivers"
+
+
+class TargetRefused(ValueError):
+    """A webhook receiver the policy forbids."""
+
+
+def forbidden_kind(address: IPAddress, allow_private: bool) -> str | None:
+    """Why ``address`` may not receive webhooks, or None. Link-local (169.254.169.254 is the
+    cloud metadata service), multicast, unspecified and reserved addresses never may;
+    loopback and private ones only with ``allow_private``."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    for kind in ("link_local", "multicast", "unspecified", "reserved"):
+        if getattr(address, f"is_{kind}"):
+            return kind.replace("_", "-")
+    if address.is_loopback:
+        return None if allow_private else "loopback"
+    if not address.is_global:
+        return None if allow_private else "private"
+    return None
+
+
+def _refusal(url: str, host: str, address: IPAddress, kind: str, resolved: bool) -> TargetRefused:
+    what = f"{host} resolves to {address}, a {kind} address" if resolved else f"{host} is a {kind} address"
+    hint = f"; {ALLOW_PRIVATE_HINT}" if kind in ("loopback", "private") else ""
+    return TargetRefused(f"webhook URL {url}: {what}, not allowed{hint}")
+
+
+def _literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def check_webhook_url(url: str, allow_private: bool) -> None:
+    """Refuse what no delivery could be allowed to reach: another scheme than http(s), no
+    host, or a literal address the policy forbids (names are checked at each delivery)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a bad port raises here)
+    except ValueError as exc:
+        raise TargetRefused(f"webhook URL {url}: {exc}") from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        raise TargetRefused(f"webhook URL {url}: only http and https receivers are allowed")
+    if not parts.hostname:
+        raise TargetRefused(f"webhook URL {url}: no host")
+    address = _literal(parts.hostname)
+    if address is not None:
+        kind = forbidden_kind(address, allow_private)
+        if kind is not None:
+            raise _refusal(url, parts.hostname, address, kind, resolved=False)
+
+
+async def pinned_target(url: str, allow_private: bool) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+    """The URL to send to (the receiver's checked address), with the Host header and TLS
+    server name of the original, so the name is resolved once and checked before use."""
+    target = httpx.URL(url)
+    if _literal(target.host) is not None:
+        check_webhook_url(url, allow_private)
+        return target, {}, {}
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        target.host, target.port or (443 if target.scheme == "https" else 80),
+        type=socket.SOCK_STREAM)
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for address in addresses:
+        kind = forbidden_kind(address, allow_private)
+        if kind is not None:
+            raise _refusal(url, target.host, address, kind, resolved=True)
+    if not addresses:
+        raise TargetRefused(f"webhook URL {url}: {target.host} does not resolve")
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    return (target.copy_with(host=str(addresses[0])), {"Host": target.netloc.decode("ascii")},
+            extensions)
+
+
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
@@ -33,13 +120,15 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 class Deliverer:
     def __init__(
-        self, db: Database, events: EventLog, secret: str, backoff_s: float, give_up_s: float
+        self, db: Database, events: EventLog, secret: str, backoff_s: float, give_up_s: float,
+        allow_private: bool = False,
     ) -> None:
         self._db = db
         self._events = events
         self._secret = secret
         self._backoff_s = backoff_s
         self._give_up_s = give_up_s
+        self._allow_private = allow_private
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -82,9 +171,11 @@ class Deliverer:
         }
         status, error = None, None
         try:
-            response = await client.post(delivery["url"], content=body, headers=headers)
+            target, host, extensions = await pinned_target(delivery["url"], self._allow_private)
+            response = await client.post(target, content=body, headers={**headers, **host},
+                                         extensions=extensions)
             status = response.status_code
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError, TargetRefused) as exc:  # OSError: the name did not resolve
             error = str(exc) or type(exc).__name__
         attempts = delivery["attempts"] + 1
         if status is not None and 200 <= status < 300:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
+from .sdp_policy import server_gathering_addresses
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,9 @@ class WorkerPool:
     ) -> None:
         self.settings = settings
         self.workers = [Worker(i, free_loopback_port()) for i in range(settings.workers)]
+        # a worker's public URL is always the router's: the router applies the public-URL
+        # rule for its own address and hands the workers where to gather
+        self._ice_addresses = server_gathering_addresses(settings)
         self._on_ready = on_ready
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -108,6 +113,8 @@ class WorkerPool:
                "IMPROV_PUBLIC_URL": s.base_url, "IMPROV_WORKERS": "1"}
         if worker.index:
             env["IMPROV_PRIMARY_URL"] = self.primary.url
+        if self._ice_addresses:
+            env["IMPROV_ICE_ADDRESSES"] = json.dumps(self._ice_addresses)
         return env
 
     async def _keep_running(self, worker: Worker) -> None:

@@ -18,8 +18,12 @@ import httpx
 from server.workers import free_loopback_port as free_port
 
 REPO = Path(__file__).resolve().parent.parent
-#: Every test peer gathers ICE candidates on loopback only.
-LOOPBACK_ENV = {"IMPROV_ICE_ADDRESSES": '["127.0.0.1"]'}
+#: Every test peer gathers ICE candidates on loopback only, and the server may send ICE
+#: checks to loopback candidates (by default only to global unicast addresses).
+LOOPBACK_ENV = {
+    "IMPROV_ICE_ADDRESSES": '["127.0.0.1"]',
+    "IMPROV_ICE_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+}
 
 
 def cli() -> list[str]:

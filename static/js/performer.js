@@ -27,6 +27,7 @@ const CLOSE_MESSAGES = /** @type {Record<number, string>} */ ({
   4409: 'This invite is already in use in another window',
   4410: 'This invite has expired',
   4413: 'Protocol error: a message was too large. Reload to try again.',
+  4420: 'This page sent the server too many messages. Reload to try again.',
   4429: 'The room is full',
   4499: 'This seat was taken over by another window',
 });

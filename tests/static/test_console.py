@@ -15,7 +15,9 @@ SCREENSHOTS = "test-artifacts"
 
 
 def console_page(browser: Any, server: ServerProcess) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    # wait_for_function evaluates with eval(), which the pages' CSP refuses; the pages under
+    # the enforced policy: tests/static/test_content_security_policy.py
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
     page = context.new_page()
     page.goto(f"{server.url}/console")
     page.get_by_test_id("signin-token").fill("wrong-token")

@@ -65,7 +65,7 @@ def test_page_explains_a_bad_invite(server: ServerProcess, browser: Any) -> None
         f"{server.url}/join#invite={expired}": "expired",
         f"{server.url}/join#invite=not-a-token": "not valid",
     }
-    context = browser.new_context()
+    context = browser.new_context(bypass_csp=True)  # for wait_for_function (eval)
     for url, words in cases.items():
         page = context.new_page()
         page.goto(url)

@@ -16,8 +16,8 @@ const CONNECT_TIMEOUT_MS = 5000;
 const PING_MS = 10000;
 /** Nothing received for this long (stats arrive every second, pongs every 10 s): reconnect. */
 const SILENCE_MS = 25000;
-/** Close codes where retrying cannot help. */
-const FATAL = new Set([4401, 4403, 4499]);
+/** Close codes where retrying cannot help (4420: the console flooded the server). */
+const FATAL = new Set([4401, 4403, 4420, 4499]);
 
 /** @returns {string} */
 export function operatorUrl() {
