@@ -19,6 +19,16 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A router and two worker processes (`serve --workers 2`)."""
+    proc = ServerProcess(tmp_path / "data", env={"IMPROV_WORKERS": "2"}).start(timeout=60)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
 def bots(tmp_path: Path) -> Iterator[Any]:
     """Start ``improv-capture bot`` processes; all are killed at the end of the test."""
     started: list[BotProcess] = []

@@ -5,14 +5,12 @@ clients are dropped, and every response carries the browser security headers."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -116,15 +114,6 @@ def test_readers_and_performers_sending_bodies_get_the_refusals_of_before(
         ):
             assert (response.status_code, response.json()["detail"]) == (code, detail)
     assert [r["room_id"] for r in server.api("GET", "/api/v1/rooms").json()["items"]] == [room]
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "data", env={"IMPROV_WORKERS": "2"}).start(timeout=60)
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def test_the_cluster_router_reads_no_body_without_the_operator_token(

@@ -6,23 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 
 from tests.helpers import ServerProcess
 from tests.static.test_performer_page import join, wait_playing
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "data", env={"IMPROV_WORKERS": "2"}).start(timeout=60)
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def test_pages_meet_on_a_worker_and_find_each_other_after_it_restarts(
