@@ -13,8 +13,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY server ./server
-COPY recorder ./recorder
+COPY improv_capture ./improv_capture
 COPY static ./static
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /data improv \

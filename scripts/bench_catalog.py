@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 from benchlib import Server  # first: it puts the repository on sys.path
 
-from recorder.files import write_json_atomic  # noqa: E402
-from recorder.utc import utc_iso  # noqa: E402
+from improv_capture.clock import utc_iso
+from improv_capture.recorder.files import write_json_atomic
 
 
 def main() -> int:

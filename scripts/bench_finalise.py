@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recorder.finalise import finalise_session  # noqa: E402
-from recorder.synthetic import write_session  # noqa: E402
+from improv_capture.recorder.finalise import finalise_session
+from improv_capture.recorder.synthetic import write_session
 
 
 def main() -> int:

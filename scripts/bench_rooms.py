@@ -25,9 +25,13 @@ from typing import Any
 
 from benchlib import Server
 
-from server import aiortc_hooks  # noqa: E402
-from server.bot.client import TrackStats  # noqa: E402
-from server.bot.media import PreencodedBeepAudioTrack, PreencodedFlashVideoTrack  # noqa: E402
+from improv_capture.media import aiortc_hooks
+from improv_capture.tools.bot.client import TrackStats
+from improv_capture.tools.bot.media import (
+    PreencodedBeepAudioTrack,
+    PreencodedFlashVideoTrack,
+)
+
 
 def run(mode: str, rooms: int, seconds: float, workers: int = 1) -> dict[str, Any]:
     data = Path(tempfile.mkdtemp(prefix="bench-rooms-"))
@@ -114,7 +118,7 @@ async def direct_floor(seconds: float) -> dict[str, Any]:
     """Two aiortc peers connected directly: the latency with no server in between."""
     from aiortc import RTCPeerConnection
 
-    from server.peers import rtc_configuration
+    from improv_capture.media.connections import rtc_configuration
 
     aiortc_hooks.restrict_ice_addresses(["127.0.0.1"])
     tx, rx = RTCPeerConnection(rtc_configuration([])), RTCPeerConnection(rtc_configuration([]))

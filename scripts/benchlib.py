@@ -15,7 +15,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.workers import free_loopback_port as free_port  # noqa: E402
+from improv_capture.cluster.workers import free_loopback_port as free_port
 
 #: every benchmark peer gathers ICE candidates on loopback only (and the server may send
 #: ICE checks to loopback candidates)
@@ -33,7 +33,7 @@ class Server:
         self.data_dir = data_dir
         self.bots: list[subprocess.Popen[bytes]] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port),
+            [sys.executable, "-m", "improv_capture.cli", "serve", "--port", str(self.port),
              "--data-dir", str(data_dir)],
             cwd=ROOT, env={**os.environ, **LOOPBACK, "IMPROV_LOG_LEVEL": "warning", **env},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -52,7 +52,7 @@ class Server:
     def bot(self, invite_url: str, duration: float, *extra: str) -> subprocess.Popen[bytes]:
         """A bot process; `stop` kills it if it is still running."""
         bot = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "bot", "--invite", invite_url,
+            [sys.executable, "-m", "improv_capture.cli", "bot", "--invite", invite_url,
              "--duration", str(duration), *extra],
             cwd=ROOT, env={**os.environ, **LOOPBACK},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

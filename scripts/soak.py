@@ -61,7 +61,7 @@ def main() -> int:
                 print(f"LEAK? {key}: {before[key]} -> {after[key]}")
                 ok = False
         for session in sorted((data / "sessions").iterdir()):
-            done = subprocess.run([sys.executable, "-m", "server.cli", "verify", str(session)],
+            done = subprocess.run([sys.executable, "-m", "improv_capture.cli", "verify", str(session)],
                                   cwd=ROOT, capture_output=True, text=True)
             print(done.stdout.strip().splitlines()[0], "| verify", "OK" if done.returncode == 0 else "FAILED")
             ok = ok and done.returncode == 0 and ": complete" in done.stdout

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from server.workers import free_loopback_port as free_port
+from improv_capture.cluster.workers import free_loopback_port as free_port
 
 REPO = Path(__file__).resolve().parent.parent
 #: Every test peer gathers ICE candidates on loopback only, and the server may send ICE
@@ -27,7 +27,7 @@ LOOPBACK_ENV = {
 
 
 def cli() -> list[str]:
-    return [sys.executable, "-m", "server.cli"]
+    return [sys.executable, "-m", "improv_capture.cli"]
 
 
 @dataclass

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import av
 
-from recorder.capture import SessionWriter
-from recorder.synthetic import vp8_loop, write_session
+from improv_capture.recorder.capture import SessionWriter
+from improv_capture.recorder.synthetic import vp8_loop, write_session
 from tests.helpers import REPO
 
 
@@ -53,7 +53,7 @@ def test_overflow_becomes_a_gap_and_video_restarts_at_a_keyframe(tmp_path: Path)
 
 def test_recover_command(tmp_path: Path) -> None:
     write_session(tmp_path / "data" / "sessions" / "ses_cut", performers=1, seconds=2)
-    command = [sys.executable, "-m", "server.cli", "recover", "--data-dir", str(tmp_path / "data")]
+    command = [sys.executable, "-m", "improv_capture.cli", "recover", "--data-dir", str(tmp_path / "data")]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "ses_cut: partial (interrupted)" in done.stdout
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -8,11 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from recorder.finalise import finalise_session
-from recorder.recover import recover_sessions
-from recorder.synthetic import write_session
-from recorder.timeline import ClockLog, SenderClock, sender_offset, track_mappings
-from recorder.utc import utc_iso
+from improv_capture.clock import utc_iso
+from improv_capture.recorder.finalise import finalise_session
+from improv_capture.recorder.recover import recover_sessions
+from improv_capture.recorder.synthetic import write_session
+from improv_capture.recorder.timeline import (
+    ClockLog,
+    SenderClock,
+    sender_offset,
+    track_mappings,
+)
 from tests.helpers import verify
 
 STARTED = 1_700_000_000.0

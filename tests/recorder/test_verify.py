@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recorder.verify import beep_times, flash_times
+from improv_capture.recorder.verify import beep_times, flash_times
 
 RATE = 48000
 

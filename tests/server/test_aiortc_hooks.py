@@ -14,9 +14,9 @@ import pytest
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, rtcrtpreceiver
 from aiortc.rtp import RtpPacket
 
-from server import aiortc_hooks
-from server.aiortc_hooks import RelayJitterBuffer
-from server.peers import rtc_configuration
+from improv_capture.media import aiortc_hooks
+from improv_capture.media.aiortc_hooks import RelayJitterBuffer
+from improv_capture.media.connections import rtc_configuration
 from tests.media import EncodedVideoTrack, encode_vp8_clip
 
 

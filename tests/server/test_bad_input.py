@@ -10,7 +10,7 @@ import httpx
 import pytest
 import websockets
 
-from server.auth import Invite, InviteSigner
+from improv_capture.rooms.invites import Invite, InviteSigner
 from tests.helpers import BotProcess, ServerProcess
 
 

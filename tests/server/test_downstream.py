@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from recorder.files import write_json_atomic
-from recorder.utc import utc_iso
+from improv_capture.clock import utc_iso
+from improv_capture.recorder.files import write_json_atomic
 from tests.helpers import (
     REPO,
     BotProcess,
@@ -123,7 +123,7 @@ def record(server: ServerProcess, bots: BotFactory, names: list[str], seconds: f
 
 def fetch(server: ServerProcess, token: str, dest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", "fetch", "--server", server.url, "--token", token,
+        [sys.executable, "-m", "improv_capture.cli", "fetch", "--server", server.url, "--token", token,
          "--dest", str(dest), *extra],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from recorder.files import write_json_atomic
+from improv_capture.recorder.files import write_json_atomic
 from tests.helpers import ServerProcess
 from tests.server.test_downstream import SECRET, Receiver, raw_get, write_manifest_only
 

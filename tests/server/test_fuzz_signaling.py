@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.helpers import BotProcess, ServerProcess, start_recording, stop_recording, verify
+from tests.helpers import (
+    BotProcess,
+    ServerProcess,
+    start_recording,
+    stop_recording,
+    verify,
+)
 
 BotFactory = Callable[[str, float], BotProcess]
 

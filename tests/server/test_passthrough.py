@@ -7,10 +7,11 @@ import asyncio
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from server import aiortc_hooks
-from server.bot.client import Bot
+from improv_capture.media import aiortc_hooks
+from improv_capture.tools.bot.client import Bot
 from tests.helpers import ServerProcess
 from tests.media import EncodedVideoTrack, encode_vp8_clip
+
 
 class RecordingBot(Bot):
     """Keeps every received video frame still encoded, with the same hook the server uses."""

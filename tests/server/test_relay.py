@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import av
 
-from server.relay import KeyframeRequester, RelayTrack
+from improv_capture.media.relay import KeyframeRequester, RelayTrack
 from tests.media import encode_vp8_clip
 
 

@@ -19,9 +19,9 @@ import websockets
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
-from server import aiortc_hooks
-from server.peers import rtc_configuration
-from server.sdp_policy import NegotiationError, SdpPolicy, parse_networks
+from improv_capture.media import aiortc_hooks
+from improv_capture.media.connections import rtc_configuration
+from improv_capture.media.sdp_policy import NegotiationError, SdpPolicy, parse_networks
 from tests.helpers import ServerProcess
 from tests.server.test_bad_input import joined, next_of
 

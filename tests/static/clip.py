@@ -4,7 +4,7 @@ Chromium plays ``--use-file-for-fake-video-capture`` (Y4M) and ``--use-file-for-
 (WAV) in a loop, each on its own, so both must loop with exactly the same period. In every second
 of the clip the video has one fully white frame and the audio starts a 1 kHz tone of 100 ms at
 the same instant of the loop; everything else is a dark picture (with a small moving block, so the
-encoder always has something to code) and silence. recorder.verify.decode_file finds the flashes
+encoder always has something to code) and silence. improv_capture.recorder.verify.decode_file finds the flashes
 and beeps.
 
 Chromium 156 plays the first frame of a Y4M file twice each time the file loops (seen in its own

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from recorder.verify import decode_file
+from improv_capture.recorder.verify import decode_file
 from tests.helpers import ServerProcess, start_recording, stop_recording, verify
 from tests.static.clip import Clip, write_clip
 from tests.static.conftest import CHROMIUM, CHROMIUM_ARGS

@@ -8,7 +8,6 @@ import signal
 import time
 from typing import Any
 
-
 from tests.helpers import ServerProcess
 from tests.static.test_performer_page import join, wait_playing
 

@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from recorder.utc import parse_utc
+from improv_capture.clock import parse_utc
 from tests.helpers import ServerProcess, manifest, verify
 from tests.static.test_performer_page import join, wait_playing
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.helpers import ServerProcess, manifest, start_recording, stop_recording, verify
+from tests.helpers import (
+    ServerProcess,
+    manifest,
+    start_recording,
+    stop_recording,
+    verify,
+)
 
 SCREENSHOTS = "test-artifacts"
 

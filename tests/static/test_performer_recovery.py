@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from server.auth import Invite, InviteSigner
+from improv_capture.rooms.invites import Invite, InviteSigner
 from tests.helpers import ServerProcess
 from tests.proxy import DroppingProxy
 from tests.static.test_performer_page import join, wait_playing

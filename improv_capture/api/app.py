@@ -1,0 +1,144 @@
+"""The ASGI application: routes, static pages, error shapes and the lifespan of live rooms."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from improv_capture import secrets_store
+from improv_capture.api.console_socket import OperatorSession
+from improv_capture.api.docs_page import add_api_docs
+from improv_capture.api.http_guard import error_response
+from improv_capture.api.operator_routes import router
+from improv_capture.api.performer_socket import SignalingSession
+from improv_capture.api.reader_routes import router as sessions_router
+from improv_capture.cluster.internal_api import PrimaryNotifier
+from improv_capture.cluster.internal_api import router as internal_router
+from improv_capture.downstream.service import Downstream
+from improv_capture.media import aiortc_hooks
+from improv_capture.media.sdp_policy import server_gathering_addresses
+from improv_capture.recorder.recover import recover_sessions
+from improv_capture.rooms.hub import Hub
+from improv_capture.rooms.invites import InviteSigner
+from improv_capture.rooms.store import RoomStore, rooms_file, rooms_of_other_workers
+from improv_capture.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    aiortc_hooks.install()
+    aiortc_hooks.restrict_ice_addresses(server_gathering_addresses(settings))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    operator_token = secrets_store.operator_token(settings)
+    secret_key = secrets_store.invite_key(settings)
+    store = RoomStore(rooms_file(settings.data_dir, settings.worker_index))
+    webhook_secret = settings.webhook_secret or secrets_store.load_or_create(
+        settings.data_dir / "webhook_secret"
+    )
+    downstream = Downstream(settings, webhook_secret)
+    notifier = None
+    if not settings.is_primary:
+        if not settings.primary_url:
+            raise ValueError("a worker other than 0 needs IMPROV_PRIMARY_URL")
+        notifier = PrimaryNotifier(settings.primary_url, operator_token)
+    hub = Hub(settings, store, notifier or downstream)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # in a cluster, the sessions of rooms that another worker owns may be live
+        skip = await asyncio.to_thread(
+            rooms_of_other_workers, settings.data_dir, settings.worker_index
+        )
+        recovered = await asyncio.to_thread(recover_sessions, settings.sessions_dir, skip)
+        if notifier is None:
+            await downstream.start()
+        else:
+            notifier.start()
+        for manifest in recovered:
+            logger.warning("recovered interrupted session %s as %s",
+                           manifest["session_id"], manifest["state"])
+            await hub.sessions.session_finalized(settings.sessions_dir / manifest["session_id"])
+        hub.start()
+        yield
+        await hub.shutdown()
+        if notifier is None:
+            await downstream.stop()
+        else:
+            await notifier.stop()
+        downstream.db.close()
+
+    app = FastAPI(title="improv-capture", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # /docs: server/api_docs.py
+    app.state.settings = settings
+    app.state.operator_token = operator_token
+    app.state.signer = InviteSigner(secret_key)
+    app.state.store = store
+    app.state.hub = hub
+    app.state.downstream = downstream
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(router)
+    app.include_router(sessions_router)
+    add_api_docs(app)
+    if settings.worker_index is not None:
+        app.include_router(internal_router)
+
+    @app.websocket("/api/v1/signal")
+    async def signal(websocket: WebSocket) -> None:
+        await SignalingSession(websocket, hub, app.state.signer).run()
+
+    @app.websocket("/api/v1/operator")
+    async def operator(websocket: WebSocket) -> None:
+        await OperatorSession(websocket, hub, operator_token).run()
+
+    static_dir = settings.static_dir
+
+    @app.get("/join", include_in_schema=False)
+    async def performer_page() -> FileResponse:
+        return FileResponse(static_dir / "performer.html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/console", include_in_schema=False, response_model=None)
+    async def console_page() -> FileResponse | HTMLResponse:
+        console = static_dir / "console.html"
+        if console.exists():
+            return FileResponse(console, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(
+            "<!doctype html><title>improv-capture</title><p>The operator console is not built "
+            "yet; use the HTTP API (<a href='/docs'>/docs</a>).</p>"
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/console")
+
+    app.mount("/static", StaticFiles(directory=static_dir), name="static")
+    return app

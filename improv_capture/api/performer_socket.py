@@ -1,0 +1,268 @@
+"""The performer WebSocket: authenticate by the first message, then dispatch JSON messages.
+
+Protocol: docs/signaling.md. A bad message gets an ``error`` message or a 44xx close; it
+never raises out of this module, so one performer cannot disturb another room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
+
+from improv_capture.api.close_codes import (
+    CLOSE_BAD_INVITE,
+    CLOSE_EXPIRED,
+    CLOSE_HELLO_TIMEOUT,
+    CLOSE_INTERNAL,
+    CLOSE_LEFT,
+    CLOSE_MALFORMED,
+    CLOSE_REPLACED,
+)
+from improv_capture.api.messages import MessageBudget, ProtocolError, parse_message
+from improv_capture.media.sdp_policy import NegotiationError
+from improv_capture.rooms.hub import Hub, Member, SeatError
+from improv_capture.rooms.invites import InviteError, InviteSigner
+from improv_capture.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+MAX_CAPTURE_KEYS = 64
+
+
+class WebSocketConnection:
+    """Serialises sends on one socket; sending or closing after the client dropped is
+    harmless (the reader sees the disconnect)."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._ws = websocket
+        self._lock = asyncio.Lock()
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        async with self._lock:
+            if self._ws.application_state == WebSocketState.CONNECTED:
+                try:
+                    await self._ws.send_text(json.dumps(message))
+                except (RuntimeError, OSError, WebSocketDisconnect):  # the client is gone
+                    pass
+
+    async def close(self, code: int, reason: str) -> None:
+        async with self._lock:
+            if self._ws.application_state == WebSocketState.CONNECTED:
+                try:
+                    await self._ws.close(code=code, reason=reason)
+                except (RuntimeError, OSError, WebSocketDisconnect):
+                    pass
+
+
+async def receive_message(websocket: WebSocket, settings: Settings) -> dict[str, Any]:
+    event = await websocket.receive()
+    if event["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(event.get("code", 1000))
+    frame = event.get("text") if event.get("text") is not None else event.get("bytes")
+    return parse_message(frame, settings.max_message_bytes, settings.max_message_depth)
+
+
+class MessageReader:
+    """Reads the messages of one of our sockets (performer or console) within the socket's
+    message budget: over it, the message is answered with `rate_limited` and dropped; a
+    client that keeps flooding is closed with 4420 (a ProtocolError out of :meth:`next`)."""
+
+    def __init__(
+        self, websocket: WebSocket, connection: WebSocketConnection, settings: Settings
+    ) -> None:
+        self._ws = websocket
+        self._connection = connection
+        self._settings = settings
+        self._budget = MessageBudget(
+            settings.signal_rate_per_s, settings.signal_burst, settings.signal_flood_limit
+        )
+
+    async def hello(self) -> dict[str, Any]:
+        """The first message: a `hello`, in time, or a 44xx close."""
+        try:
+            message = await asyncio.wait_for(self.next(), self._settings.hello_timeout_s)
+        except asyncio.TimeoutError as exc:
+            raise ProtocolError(CLOSE_HELLO_TIMEOUT, "no hello received") from exc
+        if message["type"] != "hello":
+            raise ProtocolError(CLOSE_MALFORMED, "the first message must be hello")
+        return message
+
+    async def next(self) -> dict[str, Any]:
+        while True:
+            message = await receive_message(self._ws, self._settings)
+            if self._budget.take():
+                return message
+            retry = round(self._budget.retry_after_s, 2)
+            await self._connection.send_json(
+                {
+                    "type": "error",
+                    "code": "rate_limited",
+                    "message": f"over {self._settings.signal_rate_per_s:g} messages a second: "
+                    f"{message['type']!r} dropped; retry in {retry} s",
+                    "retry_after_s": retry,
+                }
+            )
+
+
+class SignalingSession:
+    """One performer's socket from hello to close."""
+
+    def __init__(self, websocket: WebSocket, hub: Hub, signer: InviteSigner) -> None:
+        self.ws = websocket
+        self.hub = hub
+        self.settings: Settings = hub.settings
+        self.signer = signer
+        self.connection = WebSocketConnection(websocket)
+        self.reader = MessageReader(websocket, self.connection, self.settings)
+        self.member: Member | None = None
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        try:
+            await self._hello()
+            await self._loop()
+        except ProtocolError as exc:
+            await self.connection.close(exc.code, exc.reason)
+        except SeatError as exc:
+            await self.connection.close(exc.code, exc.reason)
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            logger.exception("signaling session failed")
+            await self.connection.close(CLOSE_INTERNAL, "internal error")
+        finally:
+            if self.member is not None and self.member.connection is self.connection:
+                self.hub.detach(self.member, self.connection)
+
+    async def _hello(self) -> None:
+        message = await self.reader.hello()
+        try:
+            invite = self.signer.verify(message.get("token"))
+        except InviteError as exc:
+            code = CLOSE_EXPIRED if exc.expired else CLOSE_BAD_INVITE
+            raise ProtocolError(code, str(exc)) from exc
+        member, replaced = self.hub.attach(invite, self.connection, message.get("resume"))
+        self.member = member
+        if replaced is not None:
+            await replaced.close(CLOSE_REPLACED, "replaced by a newer connection")
+        s = self.settings
+        await self.connection.send_json(
+            {
+                "type": "welcome",
+                "performer_id": member.performer_id,
+                "display_name": member.display_name,
+                "room_id": member.room.room_id,
+                "room_name": member.room.name,
+                "resume": member.resume,
+                "consent": {
+                    "version": s.consent_version,
+                    "text": s.consent_text,
+                    "text_sha256": s.consent_sha256,
+                    "accepted": member.consent is not None,
+                },
+                "ice_servers": s.ice_servers,
+                "media": {
+                    "width": s.video_width,
+                    "height": s.video_height,
+                    "frame_rate": s.video_frame_rate,
+                    "max_video_bitrate": s.max_video_bitrate,
+                },
+            }
+        )
+        await self.connection.send_json({"type": "peers", "peers": self.hub.peers_for(member)})
+        await self.connection.send_json(
+            {"type": "recording", "active": member.room.recording is not None}
+        )
+
+    async def _loop(self) -> None:
+        assert self.member is not None
+        while True:
+            message = await self.reader.next()
+            if self.member.connection is not self.connection:
+                return  # replaced by a newer connection of this seat
+            handler = getattr(self, f"_on_{message['type']}", None)
+            if handler is None:
+                await self._error("unknown_type", f"unknown message type {message['type']!r}")
+                continue
+            if await handler(message) is False:
+                return
+
+    async def _error(self, code: str, text: str) -> None:
+        await self.connection.send_json({"type": "error", "code": code, "message": text})
+
+    async def _on_ping(self, message: dict[str, Any]) -> None:
+        await self.connection.send_json({"type": "pong"})
+
+    async def _on_consent(self, message: dict[str, Any]) -> None:
+        assert self.member is not None
+        try:
+            record = self.hub.accept_consent(
+                self.member, message.get("version"), message.get("text_sha256")
+            )
+        except ValueError as exc:
+            await self._error("bad_consent", str(exc))
+            return
+        await self.connection.send_json({"type": "consent_ok", "accepted_at": record.accepted_at})
+        if self.member.room.recording is not None:
+            self.member.room.recording.event(
+                "consent", performer_id=self.member.performer_id, **record.__dict__
+            )
+
+    async def _on_capture(self, message: dict[str, Any]) -> None:
+        assert self.member is not None
+        capture = {k: message.get(k) for k in ("user_agent", "audio_processing", "video_settings")}
+        if not isinstance(capture["user_agent"], (str, type(None))) or not all(
+            isinstance(capture[k], (dict, type(None))) and len(capture[k] or {}) <= MAX_CAPTURE_KEYS
+            for k in ("audio_processing", "video_settings")
+        ):
+            await self._error("bad_message", "capture needs user_agent and two objects")
+            return
+        self.member.capture = capture
+        self.hub.capture_changed(self.member)
+        logger.info(
+            "performer %s capture settings: audio %s video %s",
+            self.member.performer_id,
+            capture["audio_processing"],
+            capture["video_settings"],
+        )
+
+    async def _on_publish(self, message: dict[str, Any]) -> None:
+        assert self.member is not None
+        if self.member.consent is None:
+            await self._error("consent_required", "accept the consent text before sending media")
+            return
+        wait = self.hub.publish_wait_s(self.member)
+        if wait > 0:
+            await asyncio.sleep(wait)  # publishes of a seat are spaced; this socket waits
+            if self.member is None or self.member.connection is not self.connection:
+                return
+        try:
+            answer = await self.hub.publish(self.member, message.get("sdp"))
+        except NegotiationError as exc:
+            await self._error("bad_sdp", str(exc))
+            return
+        await self.connection.send_json({"type": "publish_answer", "sdp": answer})
+
+    async def _on_subscribe_answer(self, message: dict[str, Any]) -> None:
+        assert self.member is not None
+        subscriber = self.member.subscriber
+        if subscriber is None:
+            await self._error("wrong_state", "nothing to answer: not subscribed")
+            return
+        try:
+            subscriber.handle_answer(message.get("sdp"))
+        except NegotiationError as exc:
+            await self._error("bad_sdp", str(exc))
+
+    async def _on_leave(self, message: dict[str, Any]) -> bool:
+        assert self.member is not None
+        member, self.member = self.member, None
+        await self.hub.remove(member, "left")
+        await self.connection.close(CLOSE_LEFT, "left")
+        return False

@@ -1,0 +1,193 @@
+"""Sessions for downstream jobs and the console: catalog, manifest, files, events (SSE) and
+the revocation feed. Readers and the operator may use every route here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from improv_capture.api.operator_routes import bearer_token, require_reader
+from improv_capture.downstream.events import TooManyStreams, sse
+from improv_capture.rooms.invites import tokens_equal
+
+#: Matched with ``fullmatch``: `$` alone would let a trailing newline through.
+SESSION_ID = re.compile(r"ses_[A-Za-z0-9_]{1,64}")
+#: Event and revocation ids are SQLite integers: a larger one is bad input, not a 500.
+MAX_ID = 2**63 - 1
+#: Seconds between SSE comments that keep an idle stream (and proxies) open.
+KEEPALIVE_S = 15.0
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_reader)])
+
+
+def _sessions_dir(request: Request) -> Path:
+    return request.app.state.settings.sessions_dir  # type: ignore[no-any-return]
+
+
+def unaliased(path: Path) -> bool:
+    """No component of ``path`` (already normalised: no `.` or `..`) is a symlink."""
+    return os.path.realpath(path) == str(path)
+
+
+def real_session_dir(sessions_dir: Path, session_id: str) -> Path | None:
+    """The session's directory when it is one: a well-formed id, a real directory right
+    under sessions/ (not a symlink to elsewhere) with a real manifest (blocking)."""
+    if not SESSION_ID.fullmatch(session_id):
+        return None
+    path = Path(os.path.realpath(sessions_dir)) / session_id
+    manifest = path / "manifest.json"
+    return path if unaliased(manifest) and manifest.is_file() else None
+
+
+async def session_dir_or_404(request: Request, session_id: str) -> Path:
+    path = await asyncio.to_thread(real_session_dir, _sessions_dir(request), session_id)
+    if path is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "session not found")
+    return path
+
+
+@router.get("/sessions")
+async def list_sessions(
+    request: Request,
+    state: str | None = None,
+    room_id: str | None = None,
+    since: str | None = Query(default=None, description="started_at >= (ISO 8601 UTC)"),
+    until: str | None = Query(default=None, description="started_at < (ISO 8601 UTC)"),
+    after: str | None = Query(default=None, description="the `next` of the previous page"),
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> dict[str, Any]:
+    try:
+        return await request.app.state.downstream.catalog.page(  # type: ignore[no-any-return]
+            state=state, room_id=room_id, since=since, until=until, after=after, limit=limit
+        )
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+
+
+@router.get("/sessions/{session_id}")
+async def get_session(request: Request, session_id: str) -> dict[str, Any]:
+    path = await session_dir_or_404(request, session_id) / "manifest.json"
+    return json.loads(await asyncio.to_thread(path.read_text))  # type: ignore[no-any-return]
+
+
+@router.get("/sessions/{session_id}/files/{file_path:path}")
+async def get_file(request: Request, session_id: str, file_path: str) -> FileResponse:
+    session_dir = await session_dir_or_404(request, session_id)
+    if "\x00" in file_path or file_path.startswith("/") or "\\" in file_path:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid file path")
+    parts = file_path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "file not found")
+    manifest = json.loads(await asyncio.to_thread((session_dir / "manifest.json").read_text))
+    entries = {f["path"]: f for f in manifest.get("files", [])}
+    entries.update({n: {} for n in ("manifest.json", "SHA256SUMS")})
+    target = session_dir / file_path
+    # every component, not only the last: a symlinked directory must not serve what it points to
+    if file_path not in entries or not await asyncio.to_thread(
+            lambda: unaliased(target) and target.is_file()):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "file not found")
+    headers = {}
+    digest = entries[file_path].get("sha256")
+    if digest:
+        headers["X-Content-SHA256"] = digest
+        headers["ETag"] = f'"{digest}"'
+    media_type = "video/webm" if file_path.endswith(".webm") else None
+    return FileResponse(target, headers=headers, media_type=media_type)
+
+
+class EventStreamResponse(StreamingResponse):
+    """A stream whose ``on_close`` runs however it ends, even if it never started."""
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+@router.get("/events")
+async def events(
+    request: Request,
+    token: Annotated[str, Depends(bearer_token)],
+    after: int | None = Query(default=None, ge=0, le=MAX_ID),
+) -> StreamingResponse:
+    """Server-Sent Events; resume with Last-Event-ID (or ?after=). A stream opened with a
+    reader token ends as soon as that token is revoked."""
+    log = request.app.state.downstream.events
+    tokens = request.app.state.downstream.tokens
+    last = request.headers.get("last-event-id")
+    if last and not (last.isascii() and last.isdigit() and len(last) <= 19 and int(last) <= MAX_ID):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "Last-Event-ID must be an event id")
+    start = after if after is not None else int(last or 0)
+    try:
+        log.open_stream()
+    except TooManyStreams as exc:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc),
+                            headers={"Retry-After": "5"}) from exc
+    reader = not tokens_equal(token, request.app.state.operator_token)
+    revoked = tokens.revoked_signal(token) if reader else asyncio.Event()  # the operator's is never set
+
+    async def stream() -> AsyncIterator[str]:
+        queue = log.subscribe()
+        revocation = asyncio.ensure_future(revoked.wait())
+        try:
+            sent = start
+            while True:  # the backlog first, then live (the queue holds what came meanwhile)
+                backlog = await log.since(sent)
+                for event in backlog:
+                    if revoked.is_set():
+                        break
+                    sent = event["id"]
+                    yield sse(event)
+                if len(backlog) < 1000 or revoked.is_set():
+                    break
+            if not revoked.is_set():
+                yield ": live\n\n"
+            while not revoked.is_set():
+                getting = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getting, revocation}, timeout=KEEPALIVE_S,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getting not in done:
+                    getting.cancel()  # Queue.get leaves the item queued when cancelled
+                    if revocation not in done:
+                        yield ": keep-alive\n\n"
+                    continue
+                event = getting.result()
+                if event is None:
+                    return  # fell behind: the client resumes from its last id
+                if event["id"] > sent:
+                    sent = event["id"]
+                    yield sse(event)
+            yield ": token revoked\n\n"
+        finally:
+            revocation.cancel()
+            log.unsubscribe(queue)
+
+    def closed() -> None:
+        log.close_stream()
+        tokens.forget_signal(revoked)
+
+    return EventStreamResponse(stream(), on_close=closed)
+
+
+@router.get("/revocations")
+async def revocations(
+    request: Request,
+    after: int = Query(default=0, ge=0, le=MAX_ID),
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> dict[str, Any]:
+    return await request.app.state.downstream.revocations(after, limit)  # type: ignore[no-any-return]

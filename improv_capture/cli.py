@@ -1,0 +1,174 @@
+"""The ``improv-capture`` command line (SPEC.md, "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from improv_capture.settings import Settings
+
+
+def private_files(data_dir: Path) -> None:
+    """Performers' faces and voices, tokens and keys: readable by the server's user only.
+    Every file and directory this process (and the workers it starts) creates is 0600/0700,
+    and the data dir itself is 0700 even if it existed before, so older files inside it are
+    out of reach as well."""
+    os.umask(0o077)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+
+
+def _banner(settings: Settings, operator_token: str, routing: bool) -> str:
+    """The console URL; the token only on a terminal, never into a log (docker logs, journald)."""
+    spread = f" (rooms spread over {settings.workers} worker processes)" if routing else ""
+    lines = [f"improv-capture: serving on {settings.base_url}{spread}",
+             f"improv-capture: console {settings.base_url}/console"]
+    if sys.stdout.isatty():
+        lines.append(f"improv-capture: sign in with {settings.base_url}/console#token={operator_token}")
+    elif settings.operator_token:
+        lines.append("improv-capture: the operator token is the one set in IMPROV_OPERATOR_TOKEN")
+    else:
+        lines.append(f"improv-capture: the operator token is in {settings.data_dir / 'operator_token'}")
+    return "\n".join(lines)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from improv_capture.api.http_guard import guard
+    from improv_capture.api.http_server import server_config
+    from improv_capture.settings import Settings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
+                                   ("data_dir", args.data_dir), ("workers", args.workers))
+                 if v is not None}
+    settings = Settings(**overrides)
+    private_files(settings.data_dir)
+    routing = settings.workers > 1 and settings.worker_index is None
+    who = f"worker {settings.worker_index} " if settings.worker_index is not None else ""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s {who}%(levelname)s %(name)s: %(message)s",
+    )
+    if routing:  # the router loads no aiortc: it only passes requests and socket frames
+        from improv_capture.cluster.router import create_router_app
+
+        app = create_router_app(settings)
+    else:
+        from improv_capture.api.app import create_app
+
+        app = create_app(settings)
+    operator_token = app.state.operator_token
+    if settings.worker_index is not None:
+        print(f"improv-capture: worker {settings.worker_index} on {settings.host}:{settings.port}",
+              flush=True)
+    else:
+        print(_banner(settings, operator_token, routing), flush=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request is noise
+    uvicorn.Server(server_config(guard(app, operator_token, settings), settings)).run()
+    return 0
+
+
+def _bot(args: argparse.Namespace) -> int:
+    from improv_capture.tools.bot.client import run_bot
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s bot %(levelname)s %(message)s")
+    pause = (args.pause_at, args.pause_for) if args.pause_for else None
+    return asyncio.run(run_bot(args.invite, args.duration, args.report, pause, args.preencoded))
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from improv_capture.recorder.verify import format_report, verify_session
+
+    if not (args.session_dir / "manifest.json").exists():
+        print(f"improv-capture verify: {args.session_dir} has no manifest.json", file=sys.stderr)
+        return 2
+    report = verify_session(args.session_dir)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0 if report["ok"] else 1
+
+
+def _recover(args: argparse.Namespace) -> int:
+    from improv_capture.recorder.recover import recover_sessions
+    from improv_capture.settings import Settings
+
+    data_dir = args.data_dir or Settings().data_dir
+    if data_dir.is_dir():
+        private_files(data_dir)
+    recovered = recover_sessions(data_dir / "sessions")
+    for manifest in recovered:
+        print(f"{manifest['session_id']}: {manifest['state']} ({manifest.get('reason')})")
+    if not recovered:
+        print("no interrupted sessions")
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    import httpx
+
+    from improv_capture.tools.fetch import FetchError, Mirror
+
+    mirror = Mirror(args.server, args.token, args.dest, include_partial=args.include_partial,
+                    progress=None if args.quiet else sys.stderr)
+    try:
+        return mirror.run()
+    except (FetchError, httpx.HTTPError) as exc:
+        print(f"improv-capture fetch: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="improv-capture")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", help="listen address (IMPROV_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (IMPROV_PORT, default 8000)")
+    serve.add_argument("--data-dir", type=Path, help="data directory (IMPROV_DATA_DIR)")
+    serve.add_argument("--workers", type=int,
+                       help="processes that carry rooms, one core each (IMPROV_WORKERS, default 1)")
+    serve.set_defaults(func=_serve)
+
+    bot = commands.add_parser("bot", help="a headless performer with a synthetic flash/beep")
+    bot.add_argument("--invite", required=True, help="invite URL")
+    bot.add_argument("--duration", type=float, default=10.0, help="seconds to stay joined")
+    bot.add_argument("--report", type=Path, help="write a JSON report here")
+    bot.add_argument("--pause-at", type=float, default=0.0, help="stop sending media after S s")
+    bot.add_argument("--pause-for", type=float, default=0.0, help="... for S s, then resume")
+    bot.add_argument("--preencoded", action="store_true",
+                     help="loop media encoded once (a cheap bot for load tests)")
+    bot.set_defaults(func=_bot)
+
+    verify = commands.add_parser("verify", help="check a session archive")
+    verify.add_argument("session_dir", type=Path)
+    verify.add_argument("--json", action="store_true", help="print the full report as JSON")
+    verify.set_defaults(func=_verify)
+
+    recover = commands.add_parser("recover", help="finalise sessions interrupted by a crash")
+    recover.add_argument("--data-dir", type=Path, help="data directory (IMPROV_DATA_DIR)")
+    recover.set_defaults(func=_recover)
+
+    fetch = commands.add_parser("fetch", help="mirror finished sessions, verified, resumable")
+    fetch.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8000")
+    fetch.add_argument("--token", required=True, help="a reader token (or the operator token)")
+    fetch.add_argument("--dest", required=True, type=Path, help="mirror directory")
+    fetch.add_argument("--include-partial", action="store_true", help="also mirror partial sessions")
+    fetch.add_argument("--quiet", action="store_true", help="no progress output")
+    fetch.set_defaults(func=_fetch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The session catalog: a SQLite index over the session directories, for fast cursor paging.
+
+The directories are the source of truth. At start the index is brought up to date with them
+(new, changed and vanished sessions, by manifest mtime), and every change the server makes
+to a session is indexed as it happens.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from improv_capture.clock import parse_utc, utc_iso
+from improv_capture.db import Database, rows
+
+
+def summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **{k: manifest.get(k) for k in ("session_id", "room_id", "room_name", "state", "reason",
+                                         "started_at", "ended_at", "duration_s")},
+        "performers": [
+            {"performer_id": p["performer_id"], "display_name": p.get("display_name"),
+             "withdrawn": bool(p.get("withdrawn"))}
+            for p in manifest.get("performers", [])
+        ],
+        "markers": len(manifest.get("markers", [])),
+        "prompts": len(manifest.get("prompts", [])),
+        "files": len(manifest.get("files", [])),
+    }
+
+
+def encode_cursor(started_at: str, session_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([started_at, session_id]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        started_at, session_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return str(started_at), str(session_id)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("invalid cursor") from exc
+
+
+class Catalog:
+    def __init__(self, db: Database, sessions_dir: Path) -> None:
+        self._db = db
+        self.sessions_dir = sessions_dir
+
+    def _upsert(self, c: sqlite3.Connection, manifest_path: Path) -> None:
+        manifest = json.loads(manifest_path.read_text())
+        c.execute(
+            "INSERT INTO sessions (session_id, started_at, room_id, state, summary, manifest_mtime_ns)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT(session_id) DO UPDATE SET started_at=excluded.started_at,"
+            " room_id=excluded.room_id, state=excluded.state, summary=excluded.summary,"
+            " manifest_mtime_ns=excluded.manifest_mtime_ns",
+            (manifest["session_id"], manifest["started_at"], manifest.get("room_id"),
+             manifest.get("state"), json.dumps(summary(manifest)), manifest_path.stat().st_mtime_ns),
+        )
+
+    def sync(self) -> int:
+        """Bring the index up to date with the directories (blocking); returns changes."""
+        def work(c: sqlite3.Connection) -> int:
+            known = {r["session_id"]: r["manifest_mtime_ns"] for r in rows(
+                c.execute("SELECT session_id, manifest_mtime_ns FROM sessions"))}
+            changes = 0
+            seen = set()
+            for path in self.sessions_dir.glob("ses_*/manifest.json"):
+                session_id = path.parent.name
+                seen.add(session_id)
+                try:
+                    if known.get(session_id) != path.stat().st_mtime_ns:
+                        self._upsert(c, path)
+                        changes += 1
+                except (OSError, ValueError, KeyError):
+                    continue
+            for session_id in set(known) - seen:
+                c.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
+                changes += 1
+            return changes
+
+        return self._db.run(work)
+
+    async def index(self, session_dir: Path) -> None:
+        await self._db.call(lambda c: self._upsert(c, session_dir / "manifest.json"))
+
+    async def page(
+        self,
+        *,
+        state: str | None,
+        room_id: str | None,
+        since: str | None,
+        until: str | None,
+        after: str | None,
+        limit: int,
+    ) -> dict[str, Any]:
+        where: list[str] = []
+        args: list[Any] = []
+        try:  # compare like with like: started_at is always microseconds and Z
+            since = utc_iso(parse_utc(since)) if since else None
+            until = utc_iso(parse_utc(until)) if until else None
+        except ValueError as exc:
+            raise ValueError("since and until must be ISO 8601 times") from exc
+        for column, op, value in (("state", "=", state), ("room_id", "=", room_id),
+                                  ("started_at", ">=", since), ("started_at", "<", until)):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                args.append(value)
+        if after is not None:
+            started_at, session_id = decode_cursor(after)
+            where.append("(started_at, session_id) > (?, ?)")
+            args += [started_at, session_id]
+        sql = "SELECT started_at, session_id, summary FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at, session_id LIMIT ?"
+        found = await self._db.call(lambda c: rows(c.execute(sql, (*args, limit + 1))))
+        page = found[:limit]
+        return {
+            "items": [json.loads(r["summary"]) for r in page],
+            "next": encode_cursor(page[-1]["started_at"], page[-1]["session_id"])
+            if len(found) > limit else None,
+        }
+
+    async def sessions_with(self, performer_id: str) -> list[str]:
+        pattern = f'%"performer_id": "{performer_id}"%'
+        found = await self._db.call(lambda c: rows(c.execute(
+            "SELECT session_id FROM sessions WHERE summary LIKE ? ORDER BY started_at", (pattern,))))
+        return [r["session_id"] for r in found]

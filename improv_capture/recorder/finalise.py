@@ -1,0 +1,305 @@
+"""Finalise stage: turn a session's capture into the archive (SPEC.md, "Session archive").
+
+Runs on stop and on recovery, always in a worker thread or its own process. Every packet is
+stream-copied into performers/<performer_id>.webm at its position on the session timeline
+(recorder/timeline.py); the manifest is rewritten atomically and SHA256SUMS covers every file.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+
+from improv_capture.clock import parse_utc, utc_iso
+from improv_capture.recorder.capture import CLOCK_RATES
+from improv_capture.recorder.files import (
+    describe_error,
+    file_entry,
+    fsync_dir,
+    sha256_file,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+from improv_capture.recorder.timeline import ClockLog, TrackMapping, track_mappings
+from improv_capture.recorder.vp8 import frame_size
+
+logger = logging.getLogger(__name__)
+
+MS = Fraction(1, 1000)
+#: A silence longer than this inside a track is a gap in the manifest.
+HOLE_S = {"video": 1.0, "audio": 0.25}
+#: Gaps that mean media was lost (the session cannot be `complete`).
+LOSSES = {"recorder queue full", "lost upstream", "write failed"}
+
+
+def read_clock_log(path: Path, clock_rate: int) -> ClockLog:
+    log = ClockLog(clock_rate)
+    if not path.exists():
+        return log
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                break  # a line cut by a crash: everything before it is good
+            if record[0] == "p":
+                log.packets.append((int(record[1]), float(record[2])))
+            elif record[0] == "sr":
+                log.reports.append((int(record[1]), float(record[2]), float(record[3])))
+            elif record[0] == "gap":
+                log.gaps.append((float(record[1]), float(record[2]), str(record[3]), int(record[4])))
+    return log
+
+
+def read_capture(path: Path) -> Iterator[tuple[float, bytes, bool]]:
+    """(pts in seconds of the track's RTP clock, data, keyframe), tolerating a cut-off end."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError):
+        return
+    with container:
+        stream = container.streams[0]
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is None or packet.size == 0:
+                    continue
+                yield float(packet.pts * stream.time_base), bytes(packet), bool(packet.is_keyframe)
+        except (av.FFmpegError, OSError):
+            return
+
+
+def opus_pre_skip(stream: Any) -> int:
+    """Pre-skip in samples from the stream's OpusHead (bytes 10-11, little endian)."""
+    head = stream.codec_context.extradata or b""
+    return int.from_bytes(head[10:12], "little") if head[:8] == b"OpusHead" else 0
+
+
+@dataclass
+class TrackSummary:
+    kind: str
+    frames: int = 0
+    first: float | None = None
+    last: float | None = None
+    width: int | None = None
+    height: int | None = None
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    reports: int = 0
+    methods: set[str] = field(default_factory=set)
+
+    def record(self, kind: str) -> dict[str, Any]:
+        frame_s = 1 / 30 if kind == "video" else 0.02
+        entry: dict[str, Any] = {
+            "kind": kind,
+            "codec": "vp8" if kind == "video" else "opus",
+            "start_s": round(self.first, 6) if self.first is not None else None,
+            "duration_s": round(self.last - self.first + frame_s, 6) if self.first is not None else 0.0,
+            "frames": self.frames,
+            "gaps": self.gaps,
+        }
+        if kind == "video":
+            entry.update(width=self.width, height=self.height)
+        else:
+            entry.update(sample_rate=48000)
+        return entry
+
+
+@dataclass
+class Source:
+    """One track of one segment, mapped onto the session timeline."""
+
+    kind: str
+    segment: str
+    mkv: Path
+    mapping: TrackMapping
+
+    def packets(self) -> Iterator[tuple[float, str, str, bytes, bool]]:
+        """Audio captured before t = 0 is left out. Video must start at a keyframe, and the
+        one the recording asked for may land a few ms before 0 (or be the last one the
+        sender will send for a while): from the latest keyframe before 0, frames are kept
+        and stamped at 0, so the file starts decodable and nothing after 0 is lost."""
+        seen_keyframe = self.kind != "video"
+        for pts_s, data, keyframe in read_capture(self.mkv):
+            t = self.mapping(pts_s * self.mapping.clock_rate)
+            if t < 0:
+                if self.kind != "video":
+                    continue
+                t = 0.0
+            seen_keyframe = seen_keyframe or keyframe
+            if not seen_keyframe:
+                continue
+            yield t, self.kind, self.segment, data, keyframe
+
+
+def _segments(capture_dir: Path) -> list[str]:
+    return sorted({p.name.split(".")[0] for p in capture_dir.glob("*.clock.jsonl")})
+
+
+def finalise_performer(
+    session_dir: Path, performer: dict[str, Any], started_unix: float
+) -> dict[str, Any]:
+    """Write performers/<id>.webm; return the manifest fields that describe it."""
+    pid = performer["performer_id"]
+    capture_dir = session_dir / "capture" / pid
+    rtt = (performer.get("sync") or {}).get("rtt_s")
+    sources: list[Source] = []
+    summaries = {kind: TrackSummary(kind) for kind in ("audio", "video")}
+    offsets = []
+    for segment in _segments(capture_dir):
+        logs = {
+            kind: read_clock_log(capture_dir / f"{segment}.{kind}.clock.jsonl", rate)
+            for kind, rate in CLOCK_RATES.items()
+            if (capture_dir / f"{segment}.{kind}.clock.jsonl").exists()
+        }
+        mappings = track_mappings(logs, rtt, started_unix)
+        for kind, mapping in mappings.items():
+            summary = summaries[kind]
+            summary.methods.add(mapping.method)
+            summary.reports += len(logs[kind].reports)
+            if mapping.method == "sender_reports":
+                offsets.append(mapping.offset_s)
+            for start, end, reason, dropped in logs[kind].gaps:
+                summary.gaps.append({
+                    "start_s": round(start - started_unix, 3),
+                    "end_s": round(end - started_unix, 3),
+                    "reason": reason,
+                    "dropped_frames": dropped,
+                })
+            sources.append(Source(kind, segment, capture_dir / f"{segment}.{kind}.mkv", mapping))
+
+    out_path = session_dir / "performers" / f"{pid}.webm"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = out_path.with_name(f".{out_path.name}.tmp")
+    size = None
+    for source in sources:
+        if source.kind == "video":
+            size = next((frame_size(d) for _, d, k in read_capture(source.mkv) if k and frame_size(d)), None)
+            if size:
+                break
+    container = av.open(str(tmp_path), "w", format="webm")
+    streams: dict[str, Any] = {}
+    if any(s.kind == "video" for s in sources):
+        width, height = size or (640, 480)
+        streams["video"] = container.add_mux_stream("vp8", width=width, height=height)
+        streams["video"].time_base = MS
+    if any(s.kind == "audio" for s in sources):
+        streams["audio"] = container.add_stream("libopus", rate=48000, layout="stereo")
+        container.start_encoding()
+    # Opus decoders drop the header's pre-skip (the encoder's lookahead) and present what
+    # follows that much later; stamping packets earlier by it puts the sound where it was
+    # captured (RFC 7845 section 4.2). RTP timestamps carry no pre-skip.
+    pre_skip_s = opus_pre_skip(streams["audio"]) / 48000 if "audio" in streams else 0.0
+    last_ms: dict[str, int] = {}
+    last_t: dict[str, tuple[float, str]] = {}
+    try:
+        merged = heapq.merge(*(s.packets() for s in sources), key=lambda item: item[0])
+        for t, kind, segment, data, keyframe in merged:
+            summary = summaries[kind]
+            previous = last_t.get(kind)
+            if previous is not None and t - previous[0] > HOLE_S[kind]:
+                reason = "reconnected" if previous[1] != segment else "no media"
+                if not any(g["start_s"] <= t and g["end_s"] >= previous[0] for g in summary.gaps):
+                    summary.gaps.append({"start_s": round(previous[0], 3), "end_s": round(t, 3),
+                                         "reason": reason, "dropped_frames": 0})
+            last_t[kind] = (t, segment)
+            stamp = t - pre_skip_s if kind == "audio" else t
+            if stamp < 0:
+                continue
+            ms = max(int(round(stamp * 1000)), last_ms.get(kind, -1) + 1)
+            last_ms[kind] = ms
+            packet = av.Packet(data)
+            packet.pts = packet.dts = ms
+            packet.time_base = MS
+            packet.is_keyframe = keyframe
+            packet.stream = streams[kind]
+            container.mux(packet)
+            summary.frames += 1
+            summary.first = t if summary.first is None else summary.first
+            summary.last = t
+            if kind == "video" and keyframe and summary.width is None and frame_size(data):
+                summary.width, summary.height = frame_size(data)  # type: ignore[misc]
+        container.close()
+    except BaseException:
+        try:
+            container.close()
+        except Exception:
+            pass
+        tmp_path.unlink(missing_ok=True)
+        raise
+    with open(tmp_path, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp_path, out_path)
+    fsync_dir(out_path.parent)
+
+    tracks = [summaries[k].record(k) for k in ("audio", "video") if k in streams]
+    methods = set().union(*(summaries[k].methods for k in streams)) if streams else set()
+    method = methods.pop() if len(methods) == 1 else ("mixed" if methods else "none")
+    return {
+        "file": file_entry(session_dir, out_path),
+        "tracks": tracks,
+        "sync": {
+            "method": method,
+            "offset_s": round(min(offsets), 6) if offsets else None,
+            "rtt_s": rtt,
+            "sender_reports": {k: summaries[k].reports for k in streams},
+            "segments": len(_segments(capture_dir)),
+        },
+    }
+
+
+def finalise_session(session_dir: Path, reason: str | None = None) -> dict[str, Any]:
+    """Finalise a session; ``reason`` (interrupted, a write error...) makes it partial."""
+    manifest = json.loads((session_dir / "manifest.json").read_text())
+    started_unix = parse_utc(manifest["started_at"])
+    problems = [reason] if reason else []
+    for performer in manifest["performers"]:
+        try:
+            performer.update(finalise_performer(session_dir, performer, started_unix))
+        except Exception as exc:  # keep going: the others' media must not be lost
+            logger.exception("finalising %s failed", performer["performer_id"])
+            problems.append(f"{performer['performer_id']}: {describe_error(exc)}")
+            performer.setdefault("file", None)
+        for track in performer.get("tracks", []):
+            for gap in track["gaps"]:
+                if gap["reason"] in LOSSES:
+                    problems.append(f"{performer['performer_id']} {track['kind']}: {gap['reason']}")
+
+    if not manifest.get("ended_at"):
+        ends = [t["start_s"] + t["duration_s"] for p in manifest["performers"]
+                for t in p.get("tracks", []) if t["start_s"] is not None]
+        ended_unix = started_unix + max(ends, default=0.0)
+        manifest["ended_at"] = utc_iso(ended_unix)
+    manifest["duration_s"] = round(parse_utc(manifest["ended_at"]) - started_unix, 6)
+    failed = manifest["performers"] and all(p.get("file") is None for p in manifest["performers"])
+    manifest["state"] = "failed" if failed and problems else ("partial" if problems else "complete")
+    manifest["reason"] = "; ".join(dict.fromkeys(problems)) or None
+
+    if not failed:
+        shutil.rmtree(session_dir / "capture", ignore_errors=True)
+    files = [file_entry(session_dir, session_dir / "events.jsonl")] if (session_dir / "events.jsonl").exists() else []
+    files += [p["file"] for p in manifest["performers"] if p.get("file")]
+    manifest["files"] = files
+    write_json_atomic(session_dir / "manifest.json", manifest)
+    write_sha256sums(session_dir)
+    return manifest
+
+
+def write_sha256sums(session_dir: Path) -> None:
+    lines = []
+    for path in sorted(p for p in session_dir.rglob("*") if p.is_file()):
+        name = path.relative_to(session_dir).as_posix()
+        if name == "SHA256SUMS" or path.name.startswith("."):
+            continue
+        lines.append(f"{sha256_file(path)}  {name}\n")
+    write_bytes_atomic(session_dir / "SHA256SUMS", "".join(lines).encode())

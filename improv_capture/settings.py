@@ -1,0 +1,184 @@
+"""One settings object for the whole server; every value has an embedded default."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CONSENT_TEXT = (
+    "I agree that my video and voice in this session are recorded and that the recordings "
+    "are used to train and evaluate machine learning models that learn human emotion. "
+    "I can withdraw this consent at any time by asking the operator; my recordings are "
+    "then deleted from every session."
+)
+
+
+#: Largest WebSocket frame the server reads: above the protocol's own limit (max_message_bytes),
+#: so that an oversized message gets a 4413 close rather than a dropped connection.
+WS_MAX_BYTES = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMPROV_", env_nested_delimiter="__")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("./data")
+    #: Base of the invite and console links; defaults to http://host:port.
+    public_url: str | None = None
+    operator_token: str | None = None
+    #: HMAC key for invite tokens; generated into the data dir when unset.
+    secret_key: str | None = None
+
+    consent_version: str = "1"
+    consent_text: str = DEFAULT_CONSENT_TEXT
+
+    #: STUN/TURN servers as RTCIceServer dicts ({urls, username?, credential?}), handed to
+    #: pages and used by the server's own peers. Loopback and LAN work with none.
+    ice_servers: list[dict[str, Any]] = Field(default_factory=list)
+
+    #: Addresses to gather ICE host candidates on (the only ones answers reveal). Empty with
+    #: a public_url: the addresses its host resolves to that are this machine's (none: the
+    #: server refuses to start); empty without one (local use): every interface plus loopback.
+    ice_addresses: list[str] = Field(default_factory=list)
+
+    max_performers: int = 4
+    invite_ttl_s: int = 7 * 24 * 3600
+    reconnect_grace_s: float = 15.0
+    hello_timeout_s: float = 10.0
+    negotiation_timeout_s: float = 15.0
+    max_message_bytes: int = 64 * 1024
+
+    video_width: int = 640
+    video_height: int = 480
+    video_frame_rate: int = 30
+    max_video_bitrate: int = 1_200_000
+
+    #: Packets a subscriber may have queued before the relay drops for it.
+    relay_video_queue: int = 120
+    relay_audio_queue: int = 50
+    #: Minimum gap between two keyframe requests to one publisher.
+    pli_interval_s: float = 0.5
+
+    #: passthrough (the product) or transcode: the usual decode-and-re-encode design (aiortc's
+    #: own relay and MediaRecorder), kept only as the baseline of scripts/bench_rooms.py.
+    relay_mode: Literal["passthrough", "transcode"] = "passthrough"
+
+    #: Items (packets, reports, events) the recorder may hold before it drops into a gap.
+    recorder_queue: int = 4096
+
+    #: Webhook receivers of session.started, session.finalized and consent.revoked.
+    webhook_urls: list[str] = Field(default_factory=list)
+    #: HMAC key of webhook signatures; generated into the data dir when unset.
+    webhook_secret: str | None = None
+    #: First retry delay (doubling, at most 10 min apart) and when to give up (>= 1 h).
+    webhook_backoff_s: float = 1.0
+    webhook_give_up_s: float = 6 * 3600.0
+
+    #: Server processes that carry rooms. Above 1, `serve` runs a router on host:port that
+    #: spreads rooms over this many workers (one event loop, so one core, each) and routes
+    #: every room's HTTP and signaling to the worker that owns it (docs/architecture.md).
+    workers: int = Field(default=1, ge=1, le=64)
+    #: Set by the router for its workers, never by hand: this worker's index (0 is the
+    #: primary, which also serves sessions, events and webhooks) and the primary's URL.
+    worker_index: int | None = Field(default=None, ge=0)
+    primary_url: str | None = None
+
+    # --- HTTP hardening (request bodies, slow clients, headers, logs) ---
+    #: Largest HTTP request body, counted on the bytes received (chunked bodies too): above it
+    #: 413, and the rest of the body is discarded unread. Only the operator token may send a
+    #: body at all; any other request's body is never read.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: From a connection's first byte, or the end of its previous response, to the end of the
+    #: next request's head (request line and headers); past it the connection is closed.
+    http_head_timeout_s: float = Field(default=10.0, gt=0)
+    #: From the end of a request's head to the end of its body; past it 408 and the connection
+    #: is closed.
+    http_body_timeout_s: float = Field(default=30.0, gt=0)
+    #: An idle keep-alive connection is closed after this.
+    http_keep_alive_s: int = Field(default=5, ge=1)
+    #: Open connections (HTTP and WebSocket) and running requests, per process: past it every
+    #: new request is answered 503 and its connection closed.
+    max_connections: int = Field(default=1000, ge=8)
+
+    # --- Signaling and media hardening (SDP, ICE candidates, message rates) ---
+    #: Deepest JSON nesting a socket message may have (the protocol needs 3); deeper: close 4400.
+    max_message_depth: int = Field(default=32, ge=4, le=500)
+    #: Messages a performer or console socket may send per second, sustained; over it each
+    #: message gets an `error` `rate_limited` and is dropped (it still counts).
+    signal_rate_per_s: float = Field(default=20.0, gt=0)
+    #: Messages a socket may send at once above the sustained rate (the bucket's size).
+    signal_burst: int = Field(default=40, ge=1)
+    #: Dropped messages a socket may run up beyond its budget before it is closed with 4420.
+    signal_flood_limit: int = Field(default=100, ge=1)
+    #: Shortest time between two publishes of one seat; an earlier publish waits until then.
+    publish_min_interval_s: float = Field(default=1.0, ge=0)
+    #: Bytes and lines an SDP from a client may have per m-line it may carry (a publish offer:
+    #: 2; an answer: as many as our offer); above either: `bad_sdp`, before aiortc parses it.
+    sdp_max_bytes_per_media: int = Field(default=16 * 1024, ge=1024)
+    sdp_max_lines_per_media: int = Field(default=256, ge=32)
+    #: Distinct ICE candidates one description from a client may carry; above it: `bad_sdp`.
+    ice_max_candidates: int = Field(default=32, ge=1)
+    #: Networks (CIDRs) whose remote ICE candidates are allowed besides global unicast
+    #: addresses, e.g. ["10.0.0.0/8"] for a LAN or ["127.0.0.1/32"] for tests. Link-local,
+    #: multicast, broadcast, unspecified and reserved addresses and hostnames (.local) are
+    #: always dropped; a peer behind them still connects through peer-reflexive candidates.
+    ice_allowed_networks: list[str] = Field(default_factory=list)
+
+    # --- Downstream and store hardening (caps, tokens, webhooks, files) ---
+    #: Rooms one server process keeps (in a cluster: per worker). Creating one more answers
+    #: 409 "limit reached"; delete a room first.
+    max_rooms: int = Field(default=100, ge=1)
+    #: Invites a room keeps (expired ones included). One more answers 409 "limit reached";
+    #: make a new room.
+    max_invites_per_room: int = Field(default=100, ge=1)
+    #: Reader tokens not revoked. One more answers 409 "limit reached"; revoke one first.
+    #: Also how many revoked ones stay listed at most (the oldest are deleted first).
+    max_reader_tokens: int = Field(default=100, ge=1)
+    #: How long a revoked reader token stays listed (GET /api/v1/tokens) before it is deleted.
+    revoked_token_retention_s: float = Field(default=30 * 24 * 3600.0, ge=0)
+    #: SSE streams (GET /api/v1/events) open at once. One more answers 429 with Retry-After.
+    max_event_streams: int = Field(default=100, ge=1)
+    #: Let webhook_urls name loopback and private-network receivers (127.0.0.0/8, ::1,
+    #: RFC 1918, fc00::/7), for tests and LAN receivers. Link-local (cloud metadata),
+    #: multicast, unspecified and reserved addresses are refused even then. Without it a URL
+    #: naming such an address fails the start, and a name resolving to one fails its delivery.
+    webhook_allow_private: bool = False
+
+    @model_validator(mode="after")
+    def _webhook_targets_allowed(self) -> Settings:
+        """A webhook URL that could reach the host itself or a metadata service stops the start."""
+        from improv_capture.downstream.webhooks import check_webhook_url
+
+        for url in self.webhook_urls:
+            check_webhook_url(url, self.webhook_allow_private)
+        return self
+
+    log_level: str = "info"
+    #: The performer page and its assets (static/ at the repository root).
+    static_dir: Path = Path(__file__).resolve().parent.parent / "static"
+
+    @cached_property
+    def consent_sha256(self) -> str:
+        return hashlib.sha256(self.consent_text.encode("utf-8")).hexdigest()
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.data_dir / "sessions"
+
+    @property
+    def is_primary(self) -> bool:
+        """Serves the catalog, events and webhooks: a lone server, or worker 0 of a cluster."""
+        return not self.worker_index
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"

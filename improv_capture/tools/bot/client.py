@@ -1,0 +1,306 @@
+"""The bot's signaling and peer connections (docs/signaling.md), and its report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import platform
+import re
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import websockets
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from improv_capture.media.connections import rtc_configuration
+from improv_capture.tools.bot.media import (
+    BeepAudioTrack,
+    FlashVideoTrack,
+    PreencodedBeepAudioTrack,
+    PreencodedFlashVideoTrack,
+)
+
+logger = logging.getLogger(__name__)
+
+FLASH_THRESHOLD = 180
+PREFERRED = {"audio": ("audio/opus",), "video": ("video/vp8", "video/rtx")}
+
+
+class BotError(Exception):
+    pass
+
+
+def parse_invite(url: str) -> tuple[str, str]:
+    """Return (signaling websocket URL, invite token) from an invite link."""
+    parts = urlsplit(url)
+    token = parse_qs(parts.fragment).get("invite", [None])[0]
+    if not token or parts.scheme not in ("http", "https"):
+        raise BotError(f"not an invite URL: {url!r}")
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return f"{scheme}://{parts.netloc}/api/v1/signal", token
+
+
+def msid_by_mid(sdp: str) -> dict[str, str]:
+    """The media stream id of each m-section, keyed by mid."""
+    streams: dict[str, str] = {}
+    for section in sdp.split("\nm=")[1:]:
+        mid = re.search(r"^a=mid:(\S+)", section, re.M)
+        msid = re.search(r"^a=msid:(\S+)", section, re.M)
+        if mid and msid:
+            streams[mid.group(1)] = msid.group(1)
+    return streams
+
+
+class TrackStats:
+    """What arrived of one remote track; the bot's clock is the ground truth."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self.latencies: list[float] = []
+        self._in_flash = False
+
+    def add(self, arrival: float) -> None:
+        self.frames += 1
+        if self.first_at is None:
+            self.first_at = arrival
+        self.last_at = arrival
+
+    def video_frame(self, frame: Any, arrival: float) -> None:
+        self.add(arrival)
+        plane = frame.planes[0]
+        luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[::8, : frame.width : 8]
+        flash = float(luma.mean()) > FLASH_THRESHOLD
+        if flash and not self._in_flash:
+            self.latencies.append((arrival - np.floor(arrival)) * 1000.0)
+        self._in_flash = flash
+
+    @property
+    def fps(self) -> float:
+        if self.first_at is None or self.last_at is None or self.last_at <= self.first_at:
+            return 0.0
+        return (self.frames - 1) / (self.last_at - self.first_at)
+
+
+class Bot:
+    def __init__(
+        self,
+        invite_url: str,
+        video: MediaStreamTrack | None = None,
+        audio: MediaStreamTrack | None = None,
+    ) -> None:
+        self.ws_url, self.token = parse_invite(invite_url)
+        self.video = video or FlashVideoTrack()
+        self.audio = audio or BeepAudioTrack()
+        self.performer_id: str | None = None
+        self.peers: dict[str, dict[str, Any]] = {}
+        self.received: dict[str, dict[str, TrackStats]] = {}
+        self.pub: RTCPeerConnection | None = None
+        self.sub: RTCPeerConnection | None = None
+        self._config = RTCConfiguration()
+        self._ws: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._offer_streams: dict[str, str] = {}
+        self.joined = asyncio.Event()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self._ws.send(json.dumps(message))
+
+    def pause_media(self, after_s: float, for_s: float) -> None:
+        """Stop sending audio and video ``after_s`` seconds from now, for ``for_s`` seconds."""
+        start = time.time() + after_s
+        for track in (self.video, self.audio):
+            pause = getattr(track, "pause", None)
+            if pause is not None:
+                pause.start, pause.end = start, start + for_s
+
+    async def run(self, duration: float) -> None:
+        async with websockets.connect(self.ws_url, max_size=2**20) as ws:
+            self._ws = ws
+            await self.send({"type": "hello", "token": self.token})
+            reader = asyncio.ensure_future(self._read())
+            joined = asyncio.ensure_future(self.joined.wait())
+            try:
+                await asyncio.wait({reader, joined}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+                if reader.done():
+                    reader.result()
+                    raise BotError("the server closed the connection before we joined")
+                if not joined.done():
+                    raise BotError("timed out joining the room")
+                done, _ = await asyncio.wait({reader}, timeout=duration)
+                if reader in done:
+                    reader.result()
+                    raise BotError("the server closed the connection")
+                await self.send({"type": "leave"})
+                with contextlib.suppress(asyncio.TimeoutError, Exception):
+                    await asyncio.wait_for(reader, 5)
+            finally:
+                joined.cancel()
+                reader.cancel()
+                await self.close()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for pc in (self.pub, self.sub):
+            if pc is not None:
+                await pc.close()
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self._ws:
+                message = json.loads(raw)
+                handler = getattr(self, f"_on_{message['type']}", None)
+                if handler is not None:
+                    await handler(message)
+        except websockets.ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd.code >= 4000:
+                raise BotError(f"closed by server: {exc.rcvd.code} {exc.rcvd.reason}") from exc
+        if self._ws.close_code is not None and self._ws.close_code >= 4000:
+            raise BotError(f"closed by server: {self._ws.close_code} {self._ws.close_reason}")
+
+    async def _on_welcome(self, message: dict[str, Any]) -> None:
+        self.performer_id = message["performer_id"]
+        self._config = rtc_configuration(message.get("ice_servers") or [])
+        consent = message["consent"]
+        digest = hashlib.sha256(consent["text"].encode("utf-8")).hexdigest()
+        if digest != consent["text_sha256"]:
+            raise BotError("consent text does not match its digest")
+        await self.send({"type": "consent", "version": consent["version"], "text_sha256": digest})
+
+    async def _on_consent_ok(self, message: dict[str, Any]) -> None:
+        await self.send(
+            {
+                "type": "capture",
+                "user_agent": f"improv-capture-bot (Python {platform.python_version()})",
+                "audio_processing": {
+                    "echoCancellation": False,
+                    "noiseSuppression": False,
+                    "autoGainControl": False,
+                },
+                "video_settings": {"width": 640, "height": 480, "frameRate": 30},
+            }
+        )
+        self.pub = RTCPeerConnection(self._config)
+        for track in (self.audio, self.video):
+            transceiver = self.pub.addTransceiver(track, direction="sendonly")
+            transceiver.setCodecPreferences(
+                [
+                    c
+                    for c in RTCRtpSender.getCapabilities(track.kind).codecs
+                    if c.mimeType.lower() in PREFERRED[track.kind]
+                ]
+            )
+        await self.pub.setLocalDescription(await self.pub.createOffer())
+        await self.send({"type": "publish", "sdp": self.pub.localDescription.sdp})
+
+    async def _on_publish_answer(self, message: dict[str, Any]) -> None:
+        assert self.pub is not None
+        await self.pub.setRemoteDescription(RTCSessionDescription(message["sdp"], "answer"))
+        self.joined.set()
+
+    async def _on_peers(self, message: dict[str, Any]) -> None:
+        self.peers = {p["performer_id"]: p for p in message["peers"]}
+
+    async def _on_subscribe_offer(self, message: dict[str, Any]) -> None:
+        await self._on_peers(message)
+        if self.sub is None:
+            self.sub = RTCPeerConnection(self._config)
+            self.sub.on("track", self._on_track)
+        self._offer_streams = msid_by_mid(message["sdp"])
+        await self.sub.setRemoteDescription(RTCSessionDescription(message["sdp"], "offer"))
+        await self.sub.setLocalDescription(await self.sub.createAnswer())
+        await self.send({"type": "subscribe_answer", "sdp": self.sub.localDescription.sdp})
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        assert self.sub is not None
+        transceiver = next(t for t in self.sub.getTransceivers() if t.receiver.track is track)
+        stream_id = self._offer_streams.get(transceiver.mid or "")
+        performer = next(
+            (pid for pid, p in self.peers.items() if p.get("stream_id") == stream_id),
+            stream_id.rsplit(".", 1)[0] if stream_id else "unknown",
+        )
+        stats = self.received.setdefault(performer, {}).setdefault(track.kind, TrackStats())
+        self._tasks.append(asyncio.ensure_future(self._consume(track, stats)))
+
+    async def _consume(self, track: MediaStreamTrack, stats: TrackStats) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                if track.kind == "video":
+                    stats.video_frame(frame, time.time())
+                else:
+                    stats.add(time.time())
+
+    async def _on_error(self, message: dict[str, Any]) -> None:
+        logger.warning("server error: %s %s", message.get("code"), message.get("message"))
+
+    def report(self) -> dict[str, Any]:
+        received = {}
+        for performer, kinds in self.received.items():
+            video = kinds.get("video", TrackStats())
+            audio = kinds.get("audio", TrackStats())
+            lat = sorted(video.latencies)
+            received[performer] = {
+                "video_frames": video.frames,
+                "fps": round(video.fps, 2),
+                "audio_frames": audio.frames,
+                "flashes": len(lat),
+                "latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if lat else None,
+                "latency_ms_p95": round(float(np.percentile(lat, 95)), 1) if lat else None,
+            }
+        return {
+            "performer_id": self.performer_id,
+            "sent": {
+                "video_frames": getattr(self.video, "frames_sent", None),
+                "audio_frames": getattr(self.audio, "frames_sent", None),
+                "flashes": getattr(self.video, "flashes_sent", None),
+            },
+            "received": received,
+        }
+
+
+async def run_bot(
+    invite_url: str,
+    duration: float,
+    report_path: Path | None,
+    pause: tuple[float, float] | None = None,
+    preencoded: bool = False,
+) -> int:
+    from improv_capture.media import aiortc_hooks
+    from improv_capture.settings import Settings
+
+    # the bot gathers candidates where the server does (IMPROV_ICE_ADDRESSES)
+    aiortc_hooks.restrict_ice_addresses(Settings().ice_addresses)
+    if preencoded:
+        bot = Bot(invite_url, video=PreencodedFlashVideoTrack(), audio=PreencodedBeepAudioTrack())
+    else:
+        bot = Bot(invite_url)
+    if pause is not None:
+        bot.pause_media(*pause)
+    status = 0
+    try:
+        await bot.run(duration)
+    except (BotError, OSError, websockets.InvalidHandshake, asyncio.TimeoutError) as exc:
+        print(f"improv-capture bot: {exc or type(exc).__name__}", flush=True)
+        status = 1
+    report = bot.report()
+    text = json.dumps(report, indent=2)
+    if report_path is not None:
+        report_path.write_text(text)
+    else:
+        print(text)
+    return status
