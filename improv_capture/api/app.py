@@ -14,11 +14,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from improv_capture import secrets_store
-from improv_capture.api.console_socket import OperatorSession
+from improv_capture.api.console_socket import ConsoleSocket
 from improv_capture.api.docs_page import add_api_docs
 from improv_capture.api.http_guard import error_response
 from improv_capture.api.operator_routes import router
-from improv_capture.api.performer_socket import SignalingSession
+from improv_capture.api.performer_socket import PerformerSocket
 from improv_capture.api.reader_routes import router as sessions_router
 from improv_capture.cluster.internal_api import PrimaryNotifier
 from improv_capture.cluster.internal_api import router as internal_router
@@ -66,7 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
         for manifest in recovered:
             logger.warning("recovered interrupted session %s as %s",
                            manifest["session_id"], manifest["state"])
-            await hub.sessions.session_finalized(settings.sessions_dir / manifest["session_id"])
+            await hub.sessions.session_finalised(settings.sessions_dir / manifest["session_id"])
         hub.start()
         yield
         await hub.shutdown()
@@ -114,11 +114,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.websocket("/api/v1/signal")
     async def signal(websocket: WebSocket) -> None:
-        await SignalingSession(websocket, hub, app.state.signer).run()
+        await PerformerSocket(websocket, hub, app.state.signer).run()
 
     @app.websocket("/api/v1/operator")
     async def operator(websocket: WebSocket) -> None:
-        await OperatorSession(websocket, hub, operator_token).run()
+        await ConsoleSocket(websocket, hub, operator_token).run()
 
     static_dir = settings.static_dir
 

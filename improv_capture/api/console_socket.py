@@ -12,8 +12,8 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from improv_capture.api.close_codes import CLOSE_BAD_INVITE, CLOSE_INTERNAL
 from improv_capture.api.messages import ProtocolError
-from improv_capture.api.performer_socket import MessageReader, WebSocketConnection
-from improv_capture.media.connections import SubscribeSession
+from improv_capture.api.performer_socket import JsonSocket, MessageReader
+from improv_capture.media.connections import SubscribeConnection
 from improv_capture.media.sdp_policy import NegotiationError
 from improv_capture.rooms.hub import Hub, roster
 from improv_capture.rooms.invites import tokens_equal
@@ -23,9 +23,9 @@ logger = logging.getLogger(__name__)
 
 
 class Monitor:
-    def __init__(self, session: OperatorSession, room: Room) -> None:
+    def __init__(self, session: ConsoleSocket, room: Room) -> None:
         self.room = room
-        self.subscriber = SubscribeSession(
+        self.subscriber = SubscribeConnection(
             session.hub.settings.ice_servers,
             lambda sdp: session.send_offer(room, sdp),
             session.hub.settings.negotiation_timeout_s,
@@ -48,14 +48,14 @@ class Monitor:
         await self.subscriber.close()
 
 
-class OperatorSession:
+class ConsoleSocket:
     """One console tab, from hello to close."""
 
     def __init__(self, websocket: WebSocket, hub: Hub, operator_token: str) -> None:
         self.ws = websocket
         self.hub = hub
-        self.connection = WebSocketConnection(websocket)
-        self.reader = MessageReader(websocket, self.connection, hub.settings)
+        self.socket = JsonSocket(websocket)
+        self.reader = MessageReader(websocket, self.socket, hub.settings)
         self._operator_token = operator_token
         self.monitor: Monitor | None = None
         self._stats_in_flight: set[str] = set()
@@ -72,12 +72,12 @@ class OperatorSession:
             finally:
                 self.hub.listeners.discard(self)
         except ProtocolError as exc:
-            await self.connection.close(exc.code, exc.reason)
+            await self.socket.close(exc.code, exc.reason)
         except WebSocketDisconnect:
             pass
         except Exception:
             logger.exception("console session failed")
-            await self.connection.close(CLOSE_INTERNAL, "internal error")
+            await self.socket.close(CLOSE_INTERNAL, "internal error")
         finally:
             if self.monitor is not None:
                 await self.monitor.close()
@@ -132,7 +132,7 @@ class OperatorSession:
 
     async def send(self, message: dict[str, Any]) -> None:
         try:
-            await self.connection.send_json(message)
+            await self.socket.send_json(message)
         except Exception:
             pass  # the reader notices the close
 

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 MAX_CAPTURE_KEYS = 64
 
 
-class WebSocketConnection:
+class JsonSocket:
     """Serialises sends on one socket; sending or closing after the client dropped is
     harmless (the reader sees the disconnect)."""
 
@@ -74,10 +74,10 @@ class MessageReader:
     client that keeps flooding is closed with 4420 (a ProtocolError out of :meth:`next`)."""
 
     def __init__(
-        self, websocket: WebSocket, connection: WebSocketConnection, settings: Settings
+        self, websocket: WebSocket, socket: JsonSocket, settings: Settings
     ) -> None:
         self._ws = websocket
-        self._connection = connection
+        self._connection = socket
         self._settings = settings
         self._budget = MessageBudget(
             settings.signal_rate_per_s, settings.signal_burst, settings.signal_flood_limit
@@ -110,7 +110,7 @@ class MessageReader:
             )
 
 
-class SignalingSession:
+class PerformerSocket:
     """One performer's socket from hello to close."""
 
     def __init__(self, websocket: WebSocket, hub: Hub, signer: InviteSigner) -> None:
@@ -118,8 +118,8 @@ class SignalingSession:
         self.hub = hub
         self.settings: Settings = hub.settings
         self.signer = signer
-        self.connection = WebSocketConnection(websocket)
-        self.reader = MessageReader(websocket, self.connection, self.settings)
+        self.socket = JsonSocket(websocket)
+        self.reader = MessageReader(websocket, self.socket, self.settings)
         self.member: Member | None = None
 
     async def run(self) -> None:
@@ -128,17 +128,17 @@ class SignalingSession:
             await self._hello()
             await self._loop()
         except ProtocolError as exc:
-            await self.connection.close(exc.code, exc.reason)
+            await self.socket.close(exc.code, exc.reason)
         except SeatError as exc:
-            await self.connection.close(exc.code, exc.reason)
+            await self.socket.close(exc.code, exc.reason)
         except WebSocketDisconnect:
             pass
         except Exception:
             logger.exception("signaling session failed")
-            await self.connection.close(CLOSE_INTERNAL, "internal error")
+            await self.socket.close(CLOSE_INTERNAL, "internal error")
         finally:
-            if self.member is not None and self.member.connection is self.connection:
-                self.hub.detach(self.member, self.connection)
+            if self.member is not None and self.member.socket is self.socket:
+                self.hub.detach(self.member, self.socket)
 
     async def _hello(self) -> None:
         message = await self.reader.hello()
@@ -147,12 +147,12 @@ class SignalingSession:
         except InviteError as exc:
             code = CLOSE_EXPIRED if exc.expired else CLOSE_BAD_INVITE
             raise ProtocolError(code, str(exc)) from exc
-        member, replaced = self.hub.attach(invite, self.connection, message.get("resume"))
+        member, replaced = self.hub.attach(invite, self.socket, message.get("resume"))
         self.member = member
         if replaced is not None:
-            await replaced.close(CLOSE_REPLACED, "replaced by a newer connection")
+            await replaced.close(CLOSE_REPLACED, "replaced by a newer socket")
         s = self.settings
-        await self.connection.send_json(
+        await self.socket.send_json(
             {
                 "type": "welcome",
                 "performer_id": member.performer_id,
@@ -175,8 +175,8 @@ class SignalingSession:
                 },
             }
         )
-        await self.connection.send_json({"type": "peers", "peers": self.hub.peers_for(member)})
-        await self.connection.send_json(
+        await self.socket.send_json({"type": "peers", "peers": self.hub.peers_for(member)})
+        await self.socket.send_json(
             {"type": "recording", "active": member.room.recording is not None}
         )
 
@@ -184,8 +184,8 @@ class SignalingSession:
         assert self.member is not None
         while True:
             message = await self.reader.next()
-            if self.member.connection is not self.connection:
-                return  # replaced by a newer connection of this seat
+            if self.member.socket is not self.socket:
+                return  # replaced by a newer socket of this seat
             handler = getattr(self, f"_on_{message['type']}", None)
             if handler is None:
                 await self._error("unknown_type", f"unknown message type {message['type']!r}")
@@ -194,10 +194,10 @@ class SignalingSession:
                 return
 
     async def _error(self, code: str, text: str) -> None:
-        await self.connection.send_json({"type": "error", "code": code, "message": text})
+        await self.socket.send_json({"type": "error", "code": code, "message": text})
 
     async def _on_ping(self, message: dict[str, Any]) -> None:
-        await self.connection.send_json({"type": "pong"})
+        await self.socket.send_json({"type": "pong"})
 
     async def _on_consent(self, message: dict[str, Any]) -> None:
         assert self.member is not None
@@ -208,7 +208,7 @@ class SignalingSession:
         except ValueError as exc:
             await self._error("bad_consent", str(exc))
             return
-        await self.connection.send_json({"type": "consent_ok", "accepted_at": record.accepted_at})
+        await self.socket.send_json({"type": "consent_ok", "accepted_at": record.accepted_at})
         if self.member.room.recording is not None:
             self.member.room.recording.event(
                 "consent", performer_id=self.member.performer_id, **record.__dict__
@@ -223,8 +223,8 @@ class SignalingSession:
         ):
             await self._error("bad_message", "capture needs user_agent and two objects")
             return
-        self.member.capture = capture
-        self.hub.capture_changed(self.member)
+        self.member.capture_settings = capture
+        self.hub.capture_settings_changed(self.member)
         logger.info(
             "performer %s capture settings: audio %s video %s",
             self.member.performer_id,
@@ -240,14 +240,14 @@ class SignalingSession:
         wait = self.hub.publish_wait_s(self.member)
         if wait > 0:
             await asyncio.sleep(wait)  # publishes of a seat are spaced; this socket waits
-            if self.member is None or self.member.connection is not self.connection:
+            if self.member is None or self.member.socket is not self.socket:
                 return
         try:
             answer = await self.hub.publish(self.member, message.get("sdp"))
         except NegotiationError as exc:
             await self._error("bad_sdp", str(exc))
             return
-        await self.connection.send_json({"type": "publish_answer", "sdp": answer})
+        await self.socket.send_json({"type": "publish_answer", "sdp": answer})
 
     async def _on_subscribe_answer(self, message: dict[str, Any]) -> None:
         assert self.member is not None
@@ -264,5 +264,5 @@ class SignalingSession:
         assert self.member is not None
         member, self.member = self.member, None
         await self.hub.remove(member, "left")
-        await self.connection.close(CLOSE_LEFT, "left")
+        await self.socket.close(CLOSE_LEFT, "left")
         return False

@@ -52,10 +52,10 @@ async def session_started(request: Request, session_id: str, body: SessionStarte
     await request.app.state.downstream.session_started(session_id, body.room_id, body.started_at)
 
 
-@router.post("/sessions/{session_id}/finalized", status_code=status.HTTP_204_NO_CONTENT)
-async def session_finalized(request: Request, session_id: str) -> None:
+@router.post("/sessions/{session_id}/finalised", status_code=status.HTTP_204_NO_CONTENT)
+async def session_finalised(request: Request, session_id: str) -> None:
     _primary_only(request)
-    await request.app.state.downstream.session_finalized(await session_dir_or_404(request, session_id))
+    await request.app.state.downstream.session_finalised(await session_dir_or_404(request, session_id))
 
 
 @router.post("/performers/{performer_id}/withdraw", status_code=status.HTTP_204_NO_CONTENT)
@@ -88,8 +88,8 @@ class PrimaryNotifier:
         self._submit(f"/internal/v1/sessions/{session_id}/started",
                      {"room_id": room_id, "started_at": started_at})
 
-    async def session_finalized(self, session_dir: Path) -> None:
-        done = self._submit(f"/internal/v1/sessions/{session_dir.name}/finalized", None)
+    async def session_finalised(self, session_dir: Path) -> None:
+        done = self._submit(f"/internal/v1/sessions/{session_dir.name}/finalised", None)
         try:  # answer the stop once the session is in the catalog, as a lone server does
             await asyncio.wait_for(asyncio.shield(done), NOTICE_WAIT_S)
         except asyncio.TimeoutError:

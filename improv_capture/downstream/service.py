@@ -48,7 +48,7 @@ class Downstream:
             "session.started", {"session_id": session_id, "room_id": room_id, "started_at": started_at}
         )
 
-    async def session_finalized(self, session_dir: Path) -> None:
+    async def session_finalised(self, session_dir: Path) -> None:
         await self._apply_known_revocations(session_dir)
         await self.catalog.index(session_dir)
         manifest = json.loads(await asyncio.to_thread((session_dir / "manifest.json").read_text))

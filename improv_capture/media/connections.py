@@ -72,7 +72,7 @@ def validate_sdp(sdp: str, expected_type: str) -> str:
     return sdp
 
 
-class PublishSession:
+class PublishConnection:
     """Receives one performer's audio and video, passed through undecoded."""
 
     def __init__(
@@ -154,7 +154,7 @@ class Forward:
     tracks: list[tuple[Publication, RelayTrack]] = field(default_factory=list)
 
 
-class SubscribeSession:
+class SubscribeConnection:
     """Sends every other performer's media to one performer; re-offers on every change."""
 
     def __init__(

@@ -2,7 +2,7 @@
 
 The hub owns the live side of rooms: seats (with their reconnect grace), consent records,
 each performer's publish and subscribe sessions, and the rule that every performer receives
-every other performer's media. It never touches sockets directly: a :class:`Connection`
+every other performer's media. It never touches sockets directly: a :class:`Socket`
 is anything that can send a JSON message and close with a code.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from improv_capture.clock import utc_now_iso
 from improv_capture.media.baseline import BaselineRecording
-from improv_capture.media.connections import PublishSession, SubscribeSession
+from improv_capture.media.connections import PublishConnection, SubscribeConnection
 from improv_capture.media.relay import Publication
 from improv_capture.media.sdp_policy import SdpPolicy
 from improv_capture.media.stats import StatsSampler
@@ -30,7 +30,7 @@ from improv_capture.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-class Connection(Protocol):
+class Socket(Protocol):
     async def send_json(self, message: dict[str, Any]) -> None: ...
 
     async def close(self, code: int, reason: str) -> None: ...
@@ -60,11 +60,11 @@ class Member:
     display_name: str
     room: Room
     resume: str
-    connection: Connection | None = None
+    socket: Socket | None = None
     consent: ConsentRecord | None = None
-    capture: dict[str, Any] | None = None
-    publisher: PublishSession | None = None
-    subscriber: SubscribeSession | None = None
+    capture_settings: dict[str, Any] | None = None
+    publisher: PublishConnection | None = None
+    subscriber: SubscribeConnection | None = None
     epoch: int = 0
     joined_at: float = field(default_factory=time.time)
     grace: asyncio.TimerHandle | None = None
@@ -73,7 +73,7 @@ class Member:
 
     @property
     def state(self) -> str:
-        return "joined" if self.connection is not None else "reconnecting"
+        return "joined" if self.socket is not None else "reconnecting"
 
     @property
     def stream_id(self) -> str:
@@ -86,11 +86,11 @@ class Member:
         return list(self.publisher.publications.values())
 
     async def send(self, message: dict[str, Any]) -> None:
-        connection = self.connection
-        if connection is None:
+        socket = self.socket
+        if socket is None:
             return
         try:
-            await connection.send_json(message)
+            await socket.send_json(message)
         except Exception:  # the socket is gone; its reader will detach us
             pass
 
@@ -127,7 +127,7 @@ class SessionEvents(Protocol):
 
     async def session_started(self, session_id: str, room_id: str, started_at: str) -> None: ...
 
-    async def session_finalized(self, session_dir: Path) -> None: ...
+    async def session_finalised(self, session_dir: Path) -> None: ...
 
 
 class Hub:
@@ -179,9 +179,9 @@ class Hub:
     # seats
 
     def attach(
-        self, invite: Invite, connection: Connection, resume: str | None
-    ) -> tuple[Member, Connection | None]:
-        """Seat ``connection`` for ``invite``; returns the member and a replaced connection."""
+        self, invite: Invite, socket: Socket, resume: str | None
+    ) -> tuple[Member, Socket | None]:
+        """Seat ``socket`` for ``invite``; returns the member and a replaced socket."""
         room = self.store.get(invite.room_id)
         if room is None:
             raise SeatError(4404, "room not found")
@@ -190,14 +190,14 @@ class Hub:
         member = room.members.get(invite.performer_id)
         replaced = None
         if member is not None:
-            if member.connection is not None:
+            if member.socket is not None:
                 if not (isinstance(resume, str) and secrets.compare_digest(resume, member.resume)):
                     raise SeatError(4409, "this invite is already in use")
-                replaced = member.connection
+                replaced = member.socket
             if member.grace is not None:
                 member.grace.cancel()
                 member.grace = None
-            member.connection = connection
+            member.socket = socket
             asyncio.ensure_future(self._reset_media(member))
         else:
             if len(room.members) >= self.settings.max_performers:
@@ -207,18 +207,18 @@ class Hub:
                 display_name=invite.display_name,
                 room=room,
                 resume=secrets.token_urlsafe(18),
-                connection=connection,
+                socket=socket,
             )
             room.members[member.performer_id] = member
             logger.info("performer %s joined room %s", member.performer_id, room.room_id)
         self._broadcast_peers(room)
         return member, replaced
 
-    def detach(self, member: Member, connection: Connection) -> None:
+    def detach(self, member: Member, socket: Socket) -> None:
         """The socket dropped without a leave: hold the seat for the reconnect grace."""
-        if member.connection is not connection:
-            return  # already replaced by a newer connection
-        member.connection = None
+        if member.socket is not socket:
+            return  # already replaced by a newer socket
+        member.socket = None
         if member.room.members.get(member.performer_id) is not member:
             return
         if member.room.recording is not None:
@@ -248,11 +248,11 @@ class Hub:
         member = room.members.get(performer_id)
         if member is None:
             return
-        connection = member.connection
+        socket = member.socket
         await self.remove(member, "removed by the operator")
-        if connection is not None:
+        if socket is not None:
             try:
-                await connection.close(4403, "removed by the operator")
+                await socket.close(4403, "removed by the operator")
             except Exception:
                 pass
 
@@ -270,11 +270,11 @@ class Hub:
         if room.recording is not None:
             await self.stop_recording(room)
         for member in list(room.members.values()):
-            connection = member.connection
+            socket = member.socket
             await self.remove(member, "room closed")
-            if connection is not None:
+            if socket is not None:
                 try:
-                    await connection.close(4404, "room closed")
+                    await socket.close(4404, "room closed")
                 except Exception:
                     pass
 
@@ -300,7 +300,7 @@ class Hub:
         return member.consent
 
     def publish_wait_s(self, member: Member) -> float:
-        """How long ``member`` must wait before its next publish (a new peer connection, an
+        """How long ``member`` must wait before its next publish (a new peer socket, an
         answer, gathering: the most a performer can make the server do with one message)."""
         since = asyncio.get_running_loop().time() - member.last_publish_at
         return max(0.0, self.settings.publish_min_interval_s - since)
@@ -319,7 +319,7 @@ class Hub:
             "audio": self.settings.relay_audio_queue,
             "video": self.settings.relay_video_queue,
         }
-        publisher = PublishSession(
+        publisher = PublishConnection(
             member.performer_id,
             self.settings.ice_servers,
             capacity,
@@ -336,7 +336,7 @@ class Hub:
             raise
         member.publisher = publisher
         if member.subscriber is None:
-            member.subscriber = SubscribeSession(
+            member.subscriber = SubscribeConnection(
                 self.settings.ice_servers,
                 lambda sdp: self._send_subscribe_offer(member, sdp),
                 self.settings.negotiation_timeout_s,
@@ -402,10 +402,10 @@ class Hub:
         self._broadcast(room, {"type": "recording", "active": False})
         self.changed()
         manifest = await recording.stop()
-        await self.sessions.session_finalized(recording.session_dir)
+        await self.sessions.session_finalised(recording.session_dir)
         return manifest
 
-    def capture_changed(self, member: Member) -> None:
+    def capture_settings_changed(self, member: Member) -> None:
         if member.room.recording is not None:
             member.room.recording.performer_changed(member)
 
@@ -452,7 +452,7 @@ class Hub:
                     "display_name": member.display_name,
                     "state": member.state,
                     "consent": member.consent.__dict__ if member.consent else None,
-                    "capture": member.capture,
+                    "capture": member.capture_settings,
                     "publishing": sorted(tracks),
                     "tracks": tracks,
                     "receiving": member.subscriber.forward_stats() if member.subscriber else {},

@@ -93,8 +93,8 @@ class Recording:
         entry["left_at_s"] = None
         if member.consent is not None:
             entry["consent"] = dict(member.consent.__dict__)
-        if member.capture is not None:
-            entry["capture"] = member.capture
+        if member.capture_settings is not None:
+            entry["capture"] = member.capture_settings
         return entry
 
     def performer_changed(self, member: Member) -> None:
