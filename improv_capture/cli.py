@@ -1,4 +1,4 @@
-"""The ``improv-capture`` command line (SPEC.md, "Command line")."""
+"""The ``improv-capture`` command line: serve, bot, verify, recover, fetch (README.md)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from improv_capture.settings import Settings
+from improv_capture.settings import Settings
 
 
 def private_files(data_dir: Path) -> None:
@@ -44,7 +42,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     from improv_capture.api.http_guard import guard
     from improv_capture.api.http_server import server_config
-    from improv_capture.settings import Settings
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
                                    ("data_dir", args.data_dir), ("workers", args.workers))
@@ -97,7 +94,6 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _recover(args: argparse.Namespace) -> int:
     from improv_capture.recorder.recover import recover_sessions
-    from improv_capture.settings import Settings
 
     data_dir = args.data_dir or Settings().data_dir
     if data_dir.is_dir():

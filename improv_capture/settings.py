@@ -66,7 +66,8 @@ class Settings(BaseSettings):
     pli_interval_s: float = 0.5
 
     #: passthrough (the product) or transcode: the usual decode-and-re-encode design (aiortc's
-    #: own relay and MediaRecorder), kept only as the baseline of scripts/bench_rooms.py.
+    #: own relay and MediaRecorder), kept only as the baseline of scripts/bench_rooms.py, in
+    #: improv_capture/bench/transcode_baseline.py (chosen by api/app.py's media_factory).
     relay_mode: Literal["passthrough", "transcode"] = "passthrough"
 
     #: Items (packets, reports, events) the recorder may hold before it drops into a gap.

@@ -1,21 +1,35 @@
-"""Start and stop real server and bot processes for tests; everything started is stopped."""
+"""What the tests share: real server and bot processes (everything started is stopped),
+waiting for a condition instead of a fixed sleep, and the API and socket calls a user makes."""
 
 from __future__ import annotations
 
+import asyncio
+import http.client
+import inspect
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import websockets
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
+from improv_capture.clock import utc_iso
 from improv_capture.cluster.workers import free_loopback_port as free_port
+from improv_capture.media.connections import rtc_configuration
+from improv_capture.recorder.files import write_json_atomic
+from improv_capture.rooms.invites import InviteSigner
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 #: Every test peer gathers ICE candidates on loopback only, and the server may send ICE
@@ -28,6 +42,36 @@ LOOPBACK_ENV = {
 
 def cli() -> list[str]:
     return [sys.executable, "-m", "improv_capture.cli"]
+
+
+def wait_for(check: Callable[[], T], timeout: float, what: str, every: float = 0.1) -> T:
+    """Poll ``check`` until it returns something true, and return that; fail after
+    ``timeout`` seconds, saying ``what`` never came."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+async def wait_for_async(
+    check: Callable[[], T | Awaitable[T]], timeout: float, what: str, every: float = 0.1
+) -> T:
+    """:func:`wait_for` for async tests: polls without blocking the event loop; ``check`` may
+    be a coroutine function."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(every)
 
 
 @dataclass
@@ -69,7 +113,7 @@ class ServerProcess:
                     return self
             except httpx.HTTPError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"server did not start: {self.log()}")
 
@@ -92,6 +136,13 @@ class ServerProcess:
         kw.setdefault("timeout", 10)
         return httpx.request(method, f"{self.url}{path}", headers=headers, **kw)
 
+    def ws_url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def invite_signer(self) -> InviteSigner:
+        """The server's own signer, for invites the API would never hand out."""
+        return InviteSigner((self.data_dir / "secret_key").read_text().strip())
+
     def session_dir(self, session_id: str) -> Path:
         return self.data_dir / "sessions" / session_id
 
@@ -106,6 +157,28 @@ class ServerProcess:
         )
         assert response.status_code == 201, response.text
         return dict(response.json())
+
+
+def room_state(server: ServerProcess, room_id: str) -> dict[str, Any]:
+    response = server.api("GET", f"/api/v1/rooms/{room_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def publishing(server: ServerProcess, room_id: str, performers: int) -> bool:
+    """Whether ``performers`` members of the room publish both audio and video."""
+    members = room_state(server, room_id)["performers"]
+    return sum(1 for p in members if len(p["publishing"]) == 2) == performers
+
+
+def member_state(server: ServerProcess, room_id: str, performer_id: str) -> str | None:
+    """A member's state as the room reports it ("joined", "reconnecting"), None if absent."""
+    members = room_state(server, room_id)["performers"]
+    return next((p["state"] for p in members if p["performer_id"] == performer_id), None)
+
+
+def worker_pids(cluster: ServerProcess) -> list[int]:
+    return [w["pid"] for w in cluster.api("GET", "/api/v1/status").json()["workers"]]
 
 
 def start_recording(server: ServerProcess, room_id: str) -> dict[str, Any]:
@@ -146,6 +219,71 @@ def manifest(session_dir: Path) -> dict[str, Any]:
     return dict(json.loads((session_dir / "manifest.json").read_text()))
 
 
+def write_manifest_only(session_dir: Path, started: float, state: str) -> None:
+    """A finished session of 60 s that has nothing but its manifest (for the catalog)."""
+    write_json_atomic(session_dir / "manifest.json", {
+        "schema_version": 1, "session_id": session_dir.name, "room_id": "room_old",
+        "state": state, "started_at": utc_iso(started), "ended_at": utc_iso(started + 60),
+        "duration_s": 60.0, "performers": [], "markers": [], "prompts": [], "files": [],
+    })
+
+
+def raw_get(server: ServerProcess, raw_path: str) -> int:
+    """Send the path exactly as written (no client-side normalisation); the status."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.putrequest("GET", raw_path, skip_accept_encoding=True)
+        connection.putheader("Authorization", f"Bearer {server.token}")
+        connection.endheaders()
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+# sockets: the signaling socket of a performer, the operator's socket of a console
+
+
+async def next_of(ws: Any, kind: str, timeout: float = 10) -> dict[str, Any]:
+    """The next message of type ``kind`` (others are skipped); fails rather than hangs."""
+    async def wait() -> dict[str, Any]:
+        while True:
+            message = json.loads(await ws.recv())
+            if message["type"] == kind:
+                return dict(message)
+
+    return await asyncio.wait_for(wait(), timeout)
+
+
+async def close_code(url: str, *frames: str | bytes, timeout: float = 15) -> tuple[int, str]:
+    """Send ``frames`` on a new WebSocket; the close code and reason the server answers with."""
+    async with websockets.connect(url, max_size=2**22) as ws:
+        try:
+            for frame in frames:
+                await ws.send(frame)
+            while True:
+                await asyncio.wait_for(ws.recv(), timeout)
+        except websockets.ConnectionClosed as exc:
+            assert exc.rcvd is not None, "closed without a close frame"
+            return exc.rcvd.code, exc.rcvd.reason
+    raise AssertionError("the server did not close")
+
+
+async def welcomed(server: ServerProcess, token: str) -> tuple[Any, dict[str, Any]]:
+    """A performer's signaling socket after its hello, and the server's welcome."""
+    ws = await websockets.connect(server.ws_url("/api/v1/signal"))
+    await ws.send(json.dumps({"type": "hello", "token": token}))
+    welcome = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert welcome["type"] == "welcome", welcome
+    return ws, welcome
+
+
+async def operator_ws(server: ServerProcess, token: str) -> Any:
+    """A console's socket, its hello sent."""
+    ws = await websockets.connect(server.ws_url("/api/v1/operator"))
+    await ws.send(json.dumps({"type": "hello", "token": token}))
+    return ws
+
+
 @dataclass
 class BotProcess:
     invite_url: str
@@ -172,9 +310,18 @@ class BotProcess:
         report = json.loads(self.report_path.read_text()) if self.report_path.exists() else {}
         return self.proc.returncode, output.decode(errors="replace"), report
 
-    def peer_stats(self) -> dict[str, Any]:
-        """Wait for the bot to finish cleanly; what it received from its one other performer."""
-        code, output, report = self.wait()
+    def finish(self, timeout: float = 30) -> tuple[int, str, dict[str, Any]]:
+        """Stop the bot now that the test has seen enough, without waiting out its duration:
+        on SIGTERM it leaves the room, writes its report and exits 0, as at the end."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def peer_stats(self, finish: bool = False) -> dict[str, Any]:
+        """What the bot received from its one other performer, once it ended cleanly (at
+        the end of its duration, or now if ``finish``)."""
+        code, output, report = self.finish() if finish else self.wait()
         assert code == 0, output
         (stats,) = report["received"].values()
         return dict(stats)
@@ -183,3 +330,51 @@ class BotProcess:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+
+# peers and SDP: what a performer's browser or the bot would offer
+
+
+class Publisher:
+    """A real aiortc peer that publishes audio and video, as the bot and the page do (gathering
+    on loopback once aiortc_hooks.restrict_ice_addresses(["127.0.0.1"]) ran)."""
+
+    def __init__(self, kinds: tuple[str, ...] = ("audio", "video")) -> None:
+        self.pc = RTCPeerConnection(rtc_configuration([]))
+        tracks = {"audio": AudioStreamTrack, "video": VideoStreamTrack}
+        for kind in kinds:
+            self.pc.addTransceiver(tracks[kind](), direction="sendonly")
+
+    async def offer(self) -> str:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def accept(self, answer: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    async def connected(self, timeout: float) -> bool:
+        try:
+            await wait_for_async(lambda: self.pc.connectionState == "connected", timeout,
+                                 "the connection")
+        except AssertionError:
+            return False
+        return True
+
+
+async def offer_sdp(kinds: tuple[str, ...] = ("audio", "video")) -> str:
+    """A real offer of a publishing peer (which is closed again)."""
+    peer = Publisher(kinds)
+    try:
+        return await peer.offer()
+    finally:
+        await peer.pc.close()
+
+
+CANDIDATE_LINE = re.compile(r"^a=candidate:.*$\r?\n?", re.MULTILINE)
+
+
+def with_candidates(offer: str, *candidates: str) -> str:
+    """``offer`` with its own candidates replaced by ``candidates`` (in every m-line)."""
+    bare = CANDIDATE_LINE.sub("", offer)
+    lines = "".join(f"a=candidate:{c}\r\n" for c in candidates)
+    return re.sub(r"^(a=end-of-candidates\r?\n)", lines + r"\1", bare, flags=re.MULTILINE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from fractions import Fraction
 
@@ -14,6 +15,13 @@ FRAMES = 60
 
 
 def encode_vp8_clip(count: int = FRAMES) -> list[bytes]:
+    """``count`` frames of noise, VP8 with a keyframe every 15 (encoded once per process:
+    libvpx takes seconds over them)."""
+    return list(_encoded_clip(count))
+
+
+@functools.cache
+def _encoded_clip(count: int) -> tuple[bytes, ...]:
     codec = av.CodecContext.create("libvpx", "w")
     codec.width, codec.height, codec.pix_fmt = 320, 240, "yuv420p"
     codec.time_base = Fraction(1, 30)
@@ -28,7 +36,7 @@ def encode_vp8_clip(count: int = FRAMES) -> list[bytes]:
         packets += [bytes(p) for p in codec.encode(frame)]
     packets += [bytes(p) for p in codec.encode(None)]
     assert len(set(packets)) == len(packets)
-    return packets
+    return tuple(packets)
 
 
 class EncodedVideoTrack(MediaStreamTrack):

@@ -26,12 +26,25 @@ from improv_capture.downstream.service import Downstream
 from improv_capture.media import aiortc_hooks
 from improv_capture.media.sdp_policy import server_gathering_addresses
 from improv_capture.recorder.recover import recover_sessions
+from improv_capture.rooms.factory import PASSTHROUGH, MediaFactory
 from improv_capture.rooms.hub import Hub
 from improv_capture.rooms.invites import InviteSigner
 from improv_capture.rooms.store import RoomStore, rooms_file, rooms_of_other_workers
 from improv_capture.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+def media_factory(settings: Settings) -> MediaFactory:
+    """The product relays and records media undecoded; IMPROV_RELAY_MODE=transcode swaps in
+    the benchmark's decode-and-re-encode baseline (scripts/bench_rooms.py), the one place
+    that design is chosen."""
+    if settings.relay_mode == "transcode":
+        # imported here only: the product never loads the benchmark's module
+        from improv_capture.bench.transcode_baseline import TRANSCODE
+
+        return TRANSCODE
+    return PASSTHROUGH
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -50,7 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
         if not settings.primary_url:
             raise ValueError("a worker other than 0 needs IMPROV_PRIMARY_URL")
         notifier = PrimaryNotifier(settings.primary_url, operator_token)
-    hub = Hub(settings, store, notifier or downstream)
+    sessions = notifier or downstream
+    hub = Hub(settings, store, sessions, media_factory(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,7 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
         for manifest in recovered:
             logger.warning("recovered interrupted session %s as %s",
                            manifest["session_id"], manifest["state"])
-            await hub.sessions.session_finalised(settings.sessions_dir / manifest["session_id"])
+            await sessions.session_finalised(settings.sessions_dir / manifest["session_id"])
         hub.start()
         yield
         await hub.shutdown()
@@ -77,7 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         downstream.db.close()
 
     app = FastAPI(title="improv-capture", version="0.1.0", lifespan=lifespan,
-                  docs_url=None, redoc_url=None)  # /docs: server/api_docs.py
+                  docs_url=None, redoc_url=None)  # /docs: api/docs_page.py
     app.state.settings = settings
     app.state.operator_token = operator_token
     app.state.signer = InviteSigner(secret_key)

@@ -1,6 +1,5 @@
 """The operator console's WebSocket: live room updates, per-second stats, and the receive-only
-monitor (docs/console-protocol.md). A monitor forwards every performer of one room to the
-console; it is never a member, so performers never see it and the recorder never records it."""
+monitor of one room (docs/console-protocol.md; the monitor itself is rooms/media_wiring.py's)."""
 
 from __future__ import annotations
 
@@ -10,42 +9,17 @@ from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 
-from improv_capture.api.close_codes import CLOSE_BAD_INVITE, CLOSE_INTERNAL
+from improv_capture.api.descriptions import describe_room
 from improv_capture.api.messages import ProtocolError
-from improv_capture.api.performer_socket import JsonSocket, MessageReader
-from improv_capture.media.connections import SubscribeConnection
+from improv_capture.api.sockets import JsonSocket, MessageReader
+from improv_capture.close_codes import CLOSE_BAD_INVITE, CLOSE_INTERNAL
 from improv_capture.media.sdp_policy import NegotiationError
-from improv_capture.rooms.hub import Hub, roster
+from improv_capture.rooms.hub import Hub
 from improv_capture.rooms.invites import tokens_equal
-from improv_capture.rooms.store import Room
+from improv_capture.rooms.media_wiring import Monitor
+from improv_capture.rooms.model import Room
 
 logger = logging.getLogger(__name__)
-
-
-class Monitor:
-    def __init__(self, session: ConsoleSocket, room: Room) -> None:
-        self.room = room
-        self.subscriber = SubscribeConnection(
-            session.hub.settings.ice_servers,
-            lambda sdp: session.send_offer(room, sdp),
-            session.hub.settings.negotiation_timeout_s,
-            session.hub.sdp_policy,
-        )
-
-    def sync(self) -> None:
-        self.subscriber.sync(
-            {
-                member.performer_id: (member.stream_id, member.publications)
-                for member in self.room.members.values()
-                if member.publications
-            }
-        )
-
-    def peers(self) -> list[dict[str, Any]]:
-        return roster(self.room, self.subscriber.stream_ids)
-
-    async def close(self) -> None:
-        await self.subscriber.close()
 
 
 class ConsoleSocket:
@@ -66,11 +40,11 @@ class ConsoleSocket:
         await self.ws.accept()
         try:
             await self._hello()
-            self.hub.listeners.add(self)
+            self.hub.stats.listeners.add(self)
             try:
                 await self._loop()
             finally:
-                self.hub.listeners.discard(self)
+                self.hub.stats.listeners.discard(self)
         except ProtocolError as exc:
             await self.socket.close(exc.code, exc.reason)
         except WebSocketDisconnect:
@@ -118,8 +92,7 @@ class ConsoleSocket:
             await self._error("not_found", "room not found")
             return
         await self._unwatch()
-        self.monitor = Monitor(self, room)
-        self.monitor.sync()
+        self.monitor = self.hub.media.watch(room, lambda sdp: self.send_offer(room, sdp))
         await self.send({"type": "peers", "room_id": room.room_id, "peers": self.monitor.peers()})
 
     async def _unwatch(self) -> None:
@@ -143,7 +116,8 @@ class ConsoleSocket:
     def _rooms_message(self) -> dict[str, Any]:
         return {
             "type": "rooms",
-            "rooms": [self.hub.describe(room) for room in self.hub.store.rooms.values()],
+            "rooms": [describe_room(room, self.hub.settings.worker_index)
+                      for room in self.hub.store.rooms.values()],
         }
 
     # Listener
@@ -187,7 +161,3 @@ class ConsoleSocket:
                 self._stats_in_flight.discard(room_id)
 
         asyncio.ensure_future(send())
-
-    def sync_monitor(self, room: Room) -> None:
-        if self.monitor is not None and self.monitor.room is room:
-            self.monitor.sync()

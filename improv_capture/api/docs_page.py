@@ -1,5 +1,5 @@
 """/docs: Swagger UI served from this server, not from a CDN, with no inline script, so that the
-same Content-Security-Policy as every page (server/http_guard.py) holds for it: nothing of
+same Content-Security-Policy as every page (api/http_guard.py) holds for it: nothing of
 another origin runs next to the operator's token. ReDoc is not offered (it needs inline styles
 and blob: workers); /openapi.json is the machine-readable contract."""
 

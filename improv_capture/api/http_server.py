@@ -27,7 +27,7 @@ SERVICE_UNAVAILABLE = (
 class HeadTimeoutProtocol(HttpToolsProtocol):
     """Closes a connection whose next request head (request line and headers) is not complete
     within ``head_timeout_s`` of the connection's start or of the end of its previous response.
-    A body's time is the ASGI layer's (server/http_guard.py)."""
+    A body's time is the ASGI layer's (api/http_guard.py)."""
 
     head_timeout_s: float = 10.0
     _head_timer: asyncio.TimerHandle | None = None

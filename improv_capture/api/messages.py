@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from improv_capture.api.close_codes import CLOSE_FLOOD, CLOSE_MALFORMED, CLOSE_TOO_LARGE
+from improv_capture.close_codes import CLOSE_FLOOD, CLOSE_MALFORMED, CLOSE_TOO_LARGE
 
 
 class ProtocolError(Exception):

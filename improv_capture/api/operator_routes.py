@@ -1,34 +1,29 @@
-"""The operator HTTP API (rooms and invites); contract in ../shared/SPEC.md."""
+"""The operator HTTP API: rooms, invites, recordings, tokens, revocation (docs/api.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
-from improv_capture.api.http_guard import bearer_of
+from improv_capture.api.auth import (
+    PERFORMER_ID_PATTERN,
+    require_operator,
+    valid_performer_id,
+)
+from improv_capture.api.descriptions import describe_room
 from improv_capture.clock import new_id, utc_iso
 from improv_capture.errors import LimitReached
 from improv_capture.rooms.hub import Hub
-from improv_capture.rooms.invites import Invite, InviteError, InviteSigner, tokens_equal
-from improv_capture.rooms.store import Room, RoomStore
-
-#: Anchored for pydantic's `pattern=` (Rust regex: `$` is the end of the text); Python's `$`
-#: also matches before a final newline, so Python code uses ``fullmatch``.
-PERFORMER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,48}$"
-
-
-def valid_performer_id(performer_id: str) -> str:
-    if not re.fullmatch(PERFORMER_ID_PATTERN, performer_id):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "invalid performer id")
-    return performer_id
+from improv_capture.rooms.invites import Invite
+from improv_capture.rooms.model import Room
+from improv_capture.rooms.store import RoomStore
 
 
 class RoomCreate(BaseModel):
@@ -66,49 +61,6 @@ class InviteOut(BaseModel):
     expires_at: str
 
 
-def bearer_token(request: Request) -> str:
-    """The request's bearer token, read as the HTTP guard reads it (server/http_guard.py)."""
-    token = bearer_of(request.headers.get("authorization"))
-    if token is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return token
-
-
-def _invite_or_unknown(request: Request, token: str) -> HTTPException:
-    signer: InviteSigner = request.app.state.signer
-    try:
-        signer.verify(token)
-        is_invite = True
-    except InviteError as exc:
-        is_invite = exc.expired
-    if is_invite:
-        return HTTPException(status.HTTP_403_FORBIDDEN, "a performer invite cannot use this API")
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED, "invalid token", headers={"WWW-Authenticate": "Bearer"}
-    )
-
-
-def require_operator(request: Request, token: Annotated[str, Depends(bearer_token)]) -> None:
-    if tokens_equal(token, request.app.state.operator_token):
-        return
-    if request.app.state.downstream.tokens.is_reader(token):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "a reader token can only read sessions")
-    raise _invite_or_unknown(request, token)
-
-
-def require_reader(request: Request, token: Annotated[str, Depends(bearer_token)]) -> None:
-    """Operator or reader: listing and fetching sessions, events and revocations."""
-    if tokens_equal(token, request.app.state.operator_token):
-        return
-    if request.app.state.downstream.tokens.is_reader(token):
-        return
-    raise _invite_or_unknown(request, token)
-
-
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_operator)])
 
 
@@ -136,28 +88,29 @@ async def create_room(request: Request, body: RoomCreate | None = None) -> dict[
         room = await store.create(body.name if body else None, _hub(request).settings.max_rooms)
     except LimitReached as exc:
         raise limit_reached(exc) from exc
-    _hub(request).changed()
+    _hub(request).stats.changed()
     return room.record()
 
 
 @router.get("/rooms")
 async def list_rooms(request: Request) -> dict[str, list[dict[str, Any]]]:
     store: RoomStore = request.app.state.store
-    return {"items": [_hub(request).describe(room) for room in store.rooms.values()]}
+    worker = _hub(request).settings.worker_index
+    return {"items": [describe_room(room, worker) for room in store.rooms.values()]}
 
 
 @router.get("/rooms/{room_id}")
 async def get_room(request: Request, room_id: str) -> dict[str, Any]:
-    return _hub(request).describe(_room(request, room_id))
+    return describe_room(_room(request, room_id), _hub(request).settings.worker_index)
 
 
 @router.delete("/rooms/{room_id}")
 async def delete_room(request: Request, room_id: str) -> dict[str, str]:
     room = _room(request, room_id)
-    await _hub(request).close_room(room)
+    await _hub(request).seats.close_room(room)
     store: RoomStore = request.app.state.store
     await store.delete(room_id)
-    _hub(request).changed()
+    _hub(request).stats.changed()
     return {"room_id": room_id, "state": "closed"}
 
 
@@ -189,7 +142,7 @@ async def create_invite(request: Request, room_id: str, body: InviteCreate) -> d
         await store.add_invite(room, issued, settings.max_invites_per_room)
     except LimitReached as exc:
         raise limit_reached(exc) from exc
-    _hub(request).changed()
+    _hub(request).stats.changed()
     return issued
 
 
@@ -201,14 +154,11 @@ async def list_invites(request: Request, room_id: str) -> dict[str, list[dict[st
 @router.delete("/rooms/{room_id}/performers/{performer_id}")
 async def remove_performer(request: Request, room_id: str, performer_id: str) -> dict[str, str]:
     room = _room(request, room_id)
-    known = performer_id in room.members or any(
-        i["performer_id"] == performer_id for i in room.invites
-    )
-    if not known:
+    if not room.knows(performer_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "performer not found in this room")
     store: RoomStore = request.app.state.store
     await store.remove_performer(room, performer_id)
-    await _hub(request).kick(room, performer_id)
+    await _hub(request).seats.remove(room, performer_id)
     return {"performer_id": performer_id, "state": "removed"}
 
 
@@ -217,7 +167,7 @@ async def start_recording(request: Request, room_id: str) -> dict[str, str]:
     room = _room(request, room_id)
     if room.recording is not None:
         raise HTTPException(status.HTTP_409_CONFLICT, "room is already recording")
-    recording = _hub(request).start_recording(room)
+    recording = _hub(request).recordings.start(room)
     return {"session_id": recording.session_id, "started_at": recording.started_at}
 
 
@@ -226,7 +176,7 @@ async def stop_recording(request: Request, room_id: str) -> dict[str, Any]:
     room = _room(request, room_id)
     if room.recording is None:
         raise HTTPException(status.HTTP_409_CONFLICT, "room is not recording")
-    manifest = await _hub(request).stop_recording(room)
+    manifest = await _hub(request).recordings.stop(room)
     return {"session_id": manifest["session_id"], "state": manifest["state"],
             "reason": manifest.get("reason")}
 
@@ -236,15 +186,14 @@ async def add_marker(request: Request, room_id: str, body: MarkerCreate) -> dict
     room = _room(request, room_id)
     if room.recording is None:
         raise HTTPException(status.HTTP_409_CONFLICT, "markers need a running recording")
-    marker = room.recording.marker(body.kind, body.label, body.data)
-    _hub(request).changed()
+    marker = _hub(request).recordings.marker(room, body.kind, body.label, body.data)
     return {"t_s": marker["t_s"], "kind": marker["kind"], "label": marker["label"]}
 
 
 @router.post("/rooms/{room_id}/prompt", status_code=status.HTTP_201_CREATED)
 async def push_prompt(request: Request, room_id: str, body: PromptCreate) -> dict[str, Any]:
     room = _room(request, room_id)
-    return _hub(request).prompt(room, body.model_dump())
+    return _hub(request).recordings.prompt(room, body.model_dump())
 
 
 class TokenCreate(BaseModel):
@@ -280,7 +229,7 @@ async def revoke_token(request: Request, token_id: str) -> dict[str, str]:
 async def revoke_consent(
     request: Request, performer_id: str, body: RevokeBody | None = None
 ) -> dict[str, Any]:
-    await _hub(request).withdraw(valid_performer_id(performer_id))
+    await _hub(request).seats.remove_everywhere(valid_performer_id(performer_id))
     return await request.app.state.downstream.revoke(  # type: ignore[no-any-return]
         performer_id, body.reason if body else None
     )

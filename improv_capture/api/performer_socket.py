@@ -7,107 +7,31 @@ never raises out of this module, so one performer cannot disturb another room.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
-from starlette.websockets import WebSocketState
 
-from improv_capture.api.close_codes import (
+from improv_capture.api.messages import ProtocolError
+from improv_capture.api.sockets import JsonSocket, MessageReader
+from improv_capture.close_codes import (
     CLOSE_BAD_INVITE,
     CLOSE_EXPIRED,
-    CLOSE_HELLO_TIMEOUT,
     CLOSE_INTERNAL,
     CLOSE_LEFT,
-    CLOSE_MALFORMED,
     CLOSE_REPLACED,
 )
-from improv_capture.api.messages import MessageBudget, ProtocolError, parse_message
 from improv_capture.media.sdp_policy import NegotiationError
-from improv_capture.rooms.hub import Hub, Member, SeatError
+from improv_capture.rooms.hub import Hub
 from improv_capture.rooms.invites import InviteError, InviteSigner
+from improv_capture.rooms.model import Member
+from improv_capture.rooms.seats import SeatError
 from improv_capture.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
 MAX_CAPTURE_KEYS = 64
-
-
-class JsonSocket:
-    """Serialises sends on one socket; sending or closing after the client dropped is
-    harmless (the reader sees the disconnect)."""
-
-    def __init__(self, websocket: WebSocket) -> None:
-        self._ws = websocket
-        self._lock = asyncio.Lock()
-
-    async def send_json(self, message: dict[str, Any]) -> None:
-        async with self._lock:
-            if self._ws.application_state == WebSocketState.CONNECTED:
-                try:
-                    await self._ws.send_text(json.dumps(message))
-                except (RuntimeError, OSError, WebSocketDisconnect):  # the client is gone
-                    pass
-
-    async def close(self, code: int, reason: str) -> None:
-        async with self._lock:
-            if self._ws.application_state == WebSocketState.CONNECTED:
-                try:
-                    await self._ws.close(code=code, reason=reason)
-                except (RuntimeError, OSError, WebSocketDisconnect):
-                    pass
-
-
-async def receive_message(websocket: WebSocket, settings: Settings) -> dict[str, Any]:
-    event = await websocket.receive()
-    if event["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(event.get("code", 1000))
-    frame = event.get("text") if event.get("text") is not None else event.get("bytes")
-    return parse_message(frame, settings.max_message_bytes, settings.max_message_depth)
-
-
-class MessageReader:
-    """Reads the messages of one of our sockets (performer or console) within the socket's
-    message budget: over it, the message is answered with `rate_limited` and dropped; a
-    client that keeps flooding is closed with 4420 (a ProtocolError out of :meth:`next`)."""
-
-    def __init__(
-        self, websocket: WebSocket, socket: JsonSocket, settings: Settings
-    ) -> None:
-        self._ws = websocket
-        self._connection = socket
-        self._settings = settings
-        self._budget = MessageBudget(
-            settings.signal_rate_per_s, settings.signal_burst, settings.signal_flood_limit
-        )
-
-    async def hello(self) -> dict[str, Any]:
-        """The first message: a `hello`, in time, or a 44xx close."""
-        try:
-            message = await asyncio.wait_for(self.next(), self._settings.hello_timeout_s)
-        except asyncio.TimeoutError as exc:
-            raise ProtocolError(CLOSE_HELLO_TIMEOUT, "no hello received") from exc
-        if message["type"] != "hello":
-            raise ProtocolError(CLOSE_MALFORMED, "the first message must be hello")
-        return message
-
-    async def next(self) -> dict[str, Any]:
-        while True:
-            message = await receive_message(self._ws, self._settings)
-            if self._budget.take():
-                return message
-            retry = round(self._budget.retry_after_s, 2)
-            await self._connection.send_json(
-                {
-                    "type": "error",
-                    "code": "rate_limited",
-                    "message": f"over {self._settings.signal_rate_per_s:g} messages a second: "
-                    f"{message['type']!r} dropped; retry in {retry} s",
-                    "retry_after_s": retry,
-                }
-            )
 
 
 class PerformerSocket:
@@ -138,7 +62,7 @@ class PerformerSocket:
             await self.socket.close(CLOSE_INTERNAL, "internal error")
         finally:
             if self.member is not None and self.member.socket is self.socket:
-                self.hub.detach(self.member, self.socket)
+                self.hub.seats.detach(self.member, self.socket)
 
     async def _hello(self) -> None:
         message = await self.reader.hello()
@@ -147,7 +71,7 @@ class PerformerSocket:
         except InviteError as exc:
             code = CLOSE_EXPIRED if exc.expired else CLOSE_BAD_INVITE
             raise ProtocolError(code, str(exc)) from exc
-        member, replaced = self.hub.attach(invite, self.socket, message.get("resume"))
+        member, replaced = self.hub.seats.attach(invite, self.socket, message.get("resume"))
         self.member = member
         if replaced is not None:
             await replaced.close(CLOSE_REPLACED, "replaced by a newer socket")
@@ -175,7 +99,7 @@ class PerformerSocket:
                 },
             }
         )
-        await self.socket.send_json({"type": "peers", "peers": self.hub.peers_for(member)})
+        await self.socket.send_json({"type": "peers", "peers": member.peers()})
         await self.socket.send_json(
             {"type": "recording", "active": member.room.recording is not None}
         )
@@ -202,17 +126,13 @@ class PerformerSocket:
     async def _on_consent(self, message: dict[str, Any]) -> None:
         assert self.member is not None
         try:
-            record = self.hub.accept_consent(
+            record = self.hub.seats.accept_consent(
                 self.member, message.get("version"), message.get("text_sha256")
             )
         except ValueError as exc:
             await self._error("bad_consent", str(exc))
             return
         await self.socket.send_json({"type": "consent_ok", "accepted_at": record.accepted_at})
-        if self.member.room.recording is not None:
-            self.member.room.recording.event(
-                "consent", performer_id=self.member.performer_id, **record.__dict__
-            )
 
     async def _on_capture(self, message: dict[str, Any]) -> None:
         assert self.member is not None
@@ -224,7 +144,7 @@ class PerformerSocket:
             await self._error("bad_message", "capture needs user_agent and two objects")
             return
         self.member.capture_settings = capture
-        self.hub.capture_settings_changed(self.member)
+        self.hub.recordings.capture_settings_changed(self.member)
         logger.info(
             "performer %s capture settings: audio %s video %s",
             self.member.performer_id,
@@ -237,13 +157,13 @@ class PerformerSocket:
         if self.member.consent is None:
             await self._error("consent_required", "accept the consent text before sending media")
             return
-        wait = self.hub.publish_wait_s(self.member)
+        wait = self.hub.media.publish_wait_s(self.member)
         if wait > 0:
             await asyncio.sleep(wait)  # publishes of a seat are spaced; this socket waits
             if self.member is None or self.member.socket is not self.socket:
                 return
         try:
-            answer = await self.hub.publish(self.member, message.get("sdp"))
+            answer = await self.hub.media.publish(self.member, message.get("sdp"))
         except NegotiationError as exc:
             await self._error("bad_sdp", str(exc))
             return
@@ -263,6 +183,6 @@ class PerformerSocket:
     async def _on_leave(self, message: dict[str, Any]) -> bool:
         assert self.member is not None
         member, self.member = self.member, None
-        await self.hub.remove(member, "left")
+        await self.hub.seats.leave(member, "left")
         await self.socket.close(CLOSE_LEFT, "left")
         return False

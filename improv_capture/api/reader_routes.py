@@ -5,54 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from improv_capture.api.operator_routes import bearer_token, require_reader
+from improv_capture.api.auth import (
+    bearer_token,
+    require_reader,
+    session_dir_or_404,
+    unaliased,
+)
 from improv_capture.downstream.events import TooManyStreams, sse
 from improv_capture.rooms.invites import tokens_equal
 
 #: Matched with ``fullmatch``: `$` alone would let a trailing newline through.
-SESSION_ID = re.compile(r"ses_[A-Za-z0-9_]{1,64}")
 #: Event and revocation ids are SQLite integers: a larger one is bad input, not a 500.
 MAX_ID = 2**63 - 1
 #: Seconds between SSE comments that keep an idle stream (and proxies) open.
 KEEPALIVE_S = 15.0
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_reader)])
-
-
-def _sessions_dir(request: Request) -> Path:
-    return request.app.state.settings.sessions_dir  # type: ignore[no-any-return]
-
-
-def unaliased(path: Path) -> bool:
-    """No component of ``path`` (already normalised: no `.` or `..`) is a symlink."""
-    return os.path.realpath(path) == str(path)
-
-
-def real_session_dir(sessions_dir: Path, session_id: str) -> Path | None:
-    """The session's directory when it is one: a well-formed id, a real directory right
-    under sessions/ (not a symlink to elsewhere) with a real manifest (blocking)."""
-    if not SESSION_ID.fullmatch(session_id):
-        return None
-    path = Path(os.path.realpath(sessions_dir)) / session_id
-    manifest = path / "manifest.json"
-    return path if unaliased(manifest) and manifest.is_file() else None
-
-
-async def session_dir_or_404(request: Request, session_id: str) -> Path:
-    path = await asyncio.to_thread(real_session_dir, _sessions_dir(request), session_id)
-    if path is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "session not found")
-    return path
 
 
 @router.get("/sessions")

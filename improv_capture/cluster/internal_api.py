@@ -16,8 +16,12 @@ import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
-from improv_capture.api.operator_routes import require_operator, valid_performer_id
-from improv_capture.api.reader_routes import SESSION_ID, session_dir_or_404
+from improv_capture.api.auth import (
+    SESSION_ID,
+    require_operator,
+    session_dir_or_404,
+    valid_performer_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +62,10 @@ async def session_finalised(request: Request, session_id: str) -> None:
     await request.app.state.downstream.session_finalised(await session_dir_or_404(request, session_id))
 
 
-@router.post("/performers/{performer_id}/withdraw", status_code=status.HTTP_204_NO_CONTENT)
-async def withdraw_performer(request: Request, performer_id: str) -> None:
+@router.post("/performers/{performer_id}/remove-everywhere", status_code=status.HTTP_204_NO_CONTENT)
+async def remove_everywhere(request: Request, performer_id: str) -> None:
     """The room half of a consent revocation, on a worker the revocation did not reach."""
-    await request.app.state.hub.withdraw(valid_performer_id(performer_id))
+    await request.app.state.hub.seats.remove_everywhere(valid_performer_id(performer_id))
 
 
 class PrimaryNotifier:

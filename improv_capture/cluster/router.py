@@ -31,15 +31,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from improv_capture import secrets_store
-from improv_capture.api.close_codes import (
+from improv_capture.api.http_guard import error_response
+from improv_capture.api.messages import ProtocolError, parse_message
+from improv_capture.close_codes import (
     CLIENT_FAULT,
     CLOSE_HELLO_TIMEOUT,
     CLOSE_LEFT,
     CLOSE_RESTART,
     CLOSE_TRY_LATER,
 )
-from improv_capture.api.http_guard import error_response
-from improv_capture.api.messages import ProtocolError, parse_message
 from improv_capture.cluster.workers import Worker, WorkerPool
 from improv_capture.rooms.invites import InviteError, InviteSigner
 from improv_capture.settings import WS_MAX_BYTES, Settings
@@ -62,7 +62,7 @@ def _unavailable(worker: Worker) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """A request's own fault found here (a body too large or too slow: server/http_guard.py),
+    """A request's own fault found here (a body too large or too slow: api/http_guard.py),
     in the API's error shape."""
     assert isinstance(exc, HTTPException)
     return error_response(exc)
@@ -183,7 +183,7 @@ class Router:
         if revoke and method == "POST":
             for worker in self.pool.workers[1:]:  # out of their rooms first, then the archive
                 response = await self._call(
-                    worker, request, b"", path=f"/internal/v1/performers/{revoke.group(1)}/withdraw"
+                    worker, request, b"", path=f"/internal/v1/performers/{revoke.group(1)}/remove-everywhere"
                 )
                 if response is None or response.status_code != 204:
                     return self._buffered(worker, response)
@@ -299,7 +299,7 @@ class Router:
                 await upstream.close()
 
     def _parse(self, frame: str | bytes | None) -> dict[str, Any]:
-        """A client's frame as the workers parse it (server/messages.py)."""
+        """A client's frame as the workers parse it (api/messages.py)."""
         s = self.settings
         return parse_message(frame, s.max_message_bytes, s.max_message_depth)
 

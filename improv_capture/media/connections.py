@@ -18,11 +18,13 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpReceiver,
     RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
 from aiortc import sdp as sdp_parser
+from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from improv_capture.media import aiortc_hooks
@@ -83,10 +85,8 @@ class PublishConnection:
         pli_interval_s: float,
         on_publication: Callable[[Publication], None],
         policy: SdpPolicy,
-        passthrough: bool = True,
     ) -> None:
         self.performer_id = performer_id
-        self.passthrough = passthrough
         self.policy = policy
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self.publications: dict[str, Publication] = {}
@@ -108,21 +108,27 @@ class PublishConnection:
             t for t in self.pc.getTransceivers() if t.receiver.track is track
         )
         receiver = transceiver.receiver
-        if self.passthrough:
-            aiortc_hooks.enable_passthrough(receiver)
+        self._receive(receiver)
         requester = None
         if track.kind == "video":
             requester = KeyframeRequester(
                 lambda: aiortc_hooks.send_pli(receiver), self._pli_interval_s
             )
-        publication = Publication(
-            self.performer_id, track, requester, self._capacity[track.kind], self.passthrough
-        )
+        publication = self._new_publication(track, requester)
         self.publications[track.kind] = publication
         aiortc_hooks.on_sender_report(receiver, publication.sender_report)
         publication.take_audio_level = lambda: aiortc_hooks.take_audio_level(receiver)
         publication.start()
         self._on_publication(publication)
+
+    def _receive(self, receiver: RTCRtpReceiver) -> None:
+        """Before the receiver starts: make it hand over encoded frames, never decoding."""
+        aiortc_hooks.enable_passthrough(receiver)
+
+    def _new_publication(
+        self, track: MediaStreamTrack, requester: KeyframeRequester | None
+    ) -> Publication:
+        return Publication(self.performer_id, track, requester, self._capacity[track.kind])
 
     async def answer(self, offer_sdp: object) -> str:
         sdp = validate_sdp(self.policy.publish_offer(offer_sdp), "offer")

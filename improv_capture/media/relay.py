@@ -23,7 +23,6 @@ from improv_capture.recorder import vp8
 logger = logging.getLogger(__name__)
 
 
-
 class PublicationSink(Protocol):
     """Something that sees every packet of a publication (the recorder); must not block."""
 
@@ -40,7 +39,6 @@ class RelayTrack(MediaStreamTrack):
         kind: str,
         capacity: int,
         request_keyframe: Callable[[], None],
-        encoded: bool = True,
     ) -> None:
         super().__init__()
         self.kind = kind
@@ -49,8 +47,7 @@ class RelayTrack(MediaStreamTrack):
         self._wakeup = asyncio.Event()
         self._request_keyframe = request_keyframe
         # encoded video starts at a keyframe: anything before it cannot be decoded
-        self.encoded = encoded
-        self.waiting_for_keyframe = kind == "video" and encoded
+        self.waiting_for_keyframe = kind == "video"
         self._ended = False
         self.packets_in = 0
         self.packets_dropped = 0
@@ -59,14 +56,18 @@ class RelayTrack(MediaStreamTrack):
         if self._ended:
             return
         self.packets_in += 1
-        if self.kind == "video" and self.encoded:
+        if self.kind == "video":
             self._push_video(packet)
         else:
-            if len(self._queue) >= self._capacity:
-                self._queue.popleft()
-                self.packets_dropped += 1
-            self._queue.append(packet)
+            self._push_dropping_oldest(packet)
         self._wakeup.set()
+
+    def _push_dropping_oldest(self, packet: av.Packet) -> None:
+        """Audio: any packet can be played, so a full queue loses its oldest."""
+        if len(self._queue) >= self._capacity:
+            self._queue.popleft()
+            self.packets_dropped += 1
+        self._queue.append(packet)
 
     def _push_video(self, packet: av.Packet) -> None:
         if self.waiting_for_keyframe:
@@ -84,7 +85,7 @@ class RelayTrack(MediaStreamTrack):
 
     def resync(self) -> None:
         """Drop video until the next keyframe and ask the publisher for one."""
-        if self.kind != "video" or not self.encoded:
+        if self.kind != "video":
             return
         self._queue.clear()
         self.waiting_for_keyframe = True
@@ -152,11 +153,8 @@ class Publication:
         track: MediaStreamTrack,
         request_keyframe: KeyframeRequester | None,
         queue_capacity: int,
-        encoded: bool = True,
     ) -> None:
         self.performer_id = performer_id
-        #: False in the transcode baseline: the track yields decoded frames
-        self.encoded = encoded
         self.kind = track.kind
         self._track = track
         self._request_keyframe = request_keyframe
@@ -183,13 +181,16 @@ class Publication:
             self._request_keyframe()
 
     def subscribe(self) -> RelayTrack:
-        track = RelayTrack(self.kind, self._capacity, self.request_keyframe, self.encoded)
+        track = self._new_track()
         self._subscribers.add(track)
         if self.ended.is_set():
             track.end()
         elif self.kind == "video":
             self.request_keyframe()
         return track
+
+    def _new_track(self) -> RelayTrack:
+        return RelayTrack(self.kind, self._capacity, self.request_keyframe)
 
     def unsubscribe(self, track: RelayTrack) -> None:
         self._subscribers.discard(track)
@@ -217,29 +218,7 @@ class Publication:
                 arrival = time.time()
                 self.packets += 1
                 self.last_packet_at = arrival
-                if not self.encoded:  # the transcode baseline: frames, not packets
-                    for sub in self._subscribers:
-                        sub.push(packet)
-                    continue
-                self.bytes += packet.size
-                broken = self.kind == "video" and packet.is_corrupt and not packet.is_keyframe
-                if self.kind == "video" and packet.is_keyframe:
-                    self.keyframes += 1
-                    self.frame_size = vp8.frame_size(bytes(packet)) or self.frame_size
-                if broken:
-                    # a frame was lost upstream: every decoder downstream needs a keyframe
-                    for sub in self._subscribers:
-                        sub.resync()
-                else:
-                    for sub in self._subscribers:
-                        sub.push(packet)
-                if self.kind == "video" and not packet.is_keyframe:
-                    if any(sub.waiting_for_keyframe for sub in self._subscribers):
-                        # a lost or unanswered request must not leave a subscriber black
-                        self.request_keyframe()
-                # sinks see broken frames too (flagged is_corrupt) and resync themselves
-                for sink in self._sinks:
-                    sink.packet(packet, arrival)
+                self._relay(packet, arrival)
         except MediaStreamError:
             pass
         except asyncio.CancelledError:
@@ -248,6 +227,28 @@ class Publication:
             logger.exception("relay of %s %s failed", self.performer_id, self.kind)
         finally:
             self._finish()
+
+    def _relay(self, packet: av.Packet, arrival: float) -> None:
+        """One encoded packet to every subscriber and sink."""
+        self.bytes += packet.size
+        broken = self.kind == "video" and packet.is_corrupt and not packet.is_keyframe
+        if self.kind == "video" and packet.is_keyframe:
+            self.keyframes += 1
+            self.frame_size = vp8.frame_size(bytes(packet)) or self.frame_size
+        if broken:
+            # a frame was lost upstream: every decoder downstream needs a keyframe
+            for sub in self._subscribers:
+                sub.resync()
+        else:
+            for sub in self._subscribers:
+                sub.push(packet)
+        if self.kind == "video" and not packet.is_keyframe:
+            if any(sub.waiting_for_keyframe for sub in self._subscribers):
+                # a lost or unanswered request must not leave a subscriber black
+                self.request_keyframe()
+        # sinks see broken frames too (flagged is_corrupt) and resync themselves
+        for sink in self._sinks:
+            sink.packet(packet, arrival)
 
     def _finish(self) -> None:
         self.ended.set()

@@ -234,7 +234,7 @@ def server_gathering_addresses(settings: GatheringSettings) -> list[str]:
     """:func:`gathering_addresses` at start-up; refuses to start with the reason.
 
     A cluster worker always gets the router's URL as its public URL, set by hand or not, so
-    the router applies the rule and hands its workers the addresses (server/workers.py).
+    the router applies the rule and hands its workers the addresses (cluster/workers.py).
     """
     public_url = settings.public_url if settings.worker_index is None else None
     try:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import time
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from improv_capture.media import aiortc_hooks
+from improv_capture.media.connections import PublishConnection, SubscribeConnection
 from improv_capture.media.relay import Publication
-
-if TYPE_CHECKING:
-    from improv_capture.rooms.hub import Member
 
 FROZEN_AFTER_S = 1.0
 SILENT_DBOV = -60.0
@@ -29,14 +27,33 @@ class _Last:
     loud_at: float = 0.0
 
 
+class SampledMember(Protocol):
+    """A performer's seat as the sampler reads it (rooms/model.py's Member)."""
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def publisher(self) -> PublishConnection | None: ...
+
+    @property
+    def subscriber(self) -> SubscribeConnection | None: ...
+
+    @property
+    def publications(self) -> list[Publication]: ...
+
+
 class StatsSampler:
-    """Turns counters into rates; one sampler per hub, called once a second."""
+    """Turns counters into rates; one sampler per server (the hub's stats fan-out), called
+    once a second."""
 
     def __init__(self) -> None:
         # keyed weakly: a publication that ended takes its counters with it
         self._last: weakref.WeakKeyDictionary[Publication, _Last] = weakref.WeakKeyDictionary()
 
-    async def sample(self, member: Member) -> dict[str, Any]:
+    async def sample(self, member: SampledMember) -> dict[str, Any]:
+        """One performer's second: what it publishes and the round trip of what it receives;
+        problems are flagged only while its socket is there (state "joined")."""
         now = time.time()
         inbound: dict[str, Any] = {}
         if member.publisher is not None:

@@ -1,4 +1,5 @@
 """improv-capture recorder: writes, finalises, recovers and verifies session archives.
 
-It must never import ``server``: archives are readable without the live server.
+It imports nothing of the package but clock, errors and db: archives are readable without the
+live server.
 """

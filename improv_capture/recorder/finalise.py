@@ -1,4 +1,4 @@
-"""Finalise stage: turn a session's capture into the archive (SPEC.md, "Session archive").
+"""Finalise stage: turn a session's capture into the archive (docs/archive-format.md).
 
 Runs on stop and on recovery, always in a worker thread or its own process. Every packet is
 stream-copied into performers/<performer_id>.webm at its position on the session timeline

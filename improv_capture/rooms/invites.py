@@ -62,7 +62,8 @@ class InviteSigner:
         return f"{body}.{self._mac(body)}"
 
     def verify(self, token: object, now: float | None = None) -> Invite:
-        if not isinstance(token, str) or token.count(".") != 1 or len(token) > 4096:
+        if (not isinstance(token, str) or not token.isascii() or token.count(".") != 1
+                or len(token) > 4096):
             raise InviteError("malformed invite")
         body, mac = token.split(".")
         if not hmac.compare_digest(mac, self._mac(body)):

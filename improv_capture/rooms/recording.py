@@ -8,16 +8,13 @@ import logging
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from improv_capture.clock import utc_iso
+from improv_capture.media.relay import Publication
 from improv_capture.recorder.capture import SessionWriter, TrackRecorder
 from improv_capture.recorder.finalise import finalise_session
-
-if TYPE_CHECKING:
-    from improv_capture.media.relay import Publication
-    from improv_capture.rooms.hub import Member
-    from improv_capture.rooms.store import Room
+from improv_capture.rooms.model import Member, Room
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +26,9 @@ def new_session_id(now: float) -> str:
 
 
 class Recording:
+    """Writes one session: a track per publication (the recorder's capture stage), the
+    manifest as it changes, and the timeline of events."""
+
     def __init__(self, room: Room, sessions_dir: Path, queue_size: int) -> None:
         self.started_unix = time.time()
         self.session_id = new_session_id(self.started_unix)
@@ -132,13 +132,13 @@ class Recording:
             segments[publisher] = f"s{len(segments) + 1:03d}"
         return segments[publisher]
 
-    def member_gone(self, member: Member, why: str) -> None:
+    def member_left(self, member: Member, reason: str) -> None:
         if self.stopped or member.performer_id not in self._performers:
             return
         for key in [k for k in self._tracks if k[0] == member.performer_id]:
             self._close_track(key)
         self._performers[member.performer_id]["left_at_s"] = self.now_s()
-        self.event("leave", performer_id=member.performer_id, reason=why)
+        self.event("leave", performer_id=member.performer_id, reason=reason)
         self.writer.manifest(self.manifest)
 
     def _close_track(self, key: tuple[str, str, str]) -> None:
@@ -172,15 +172,6 @@ class Recording:
         if stats.get("rtt_ms") is not None:
             entry["sync"]["rtt_s"] = round(stats["rtt_ms"] / 1000, 6)
         self.event("stats", performer_id=member.performer_id, **stats)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "session_id": self.session_id,
-            "started_at": self.started_at,
-            "elapsed_s": self.now_s(),
-            "markers": self.manifest["markers"],
-            "prompts": self.manifest["prompts"],
-        }
 
     # stop
 

@@ -1,23 +1,19 @@
-"""Rooms: which exist (kept in the data dir, so invites outlive a restart) and who is in them."""
+"""Rooms: which exist, kept in the data dir so that invites and removals outlive a restart
+(the live state of a room, who is in it, is rooms/model.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from improv_capture.clock import new_id, utc_now_iso
 from improv_capture.db import Database
 from improv_capture.errors import LimitReached
+from improv_capture.rooms.model import Room
 
 logger = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from improv_capture.rooms.hub import Member
-    from improv_capture.rooms.recording import Recording
 
 
 def rooms_file(data_dir: Path, worker_index: int | None) -> Path:
@@ -61,23 +57,6 @@ def _stored_room_ids(path: Path) -> set[str]:
             conn.close()
     except sqlite3.Error:
         return set()
-
-
-@dataclass
-class Room:
-    room_id: str
-    name: str
-    created_at: str
-    #: invites issued for the room, for the console to list and copy again
-    invites: list[dict[str, str]] = field(default_factory=list)
-    #: performers the operator removed: their invites cannot rejoin
-    removed: list[str] = field(default_factory=list)
-    #: live state, not persisted
-    members: dict[str, Member] = field(default_factory=dict, repr=False)
-    recording: Recording | None = field(default=None, repr=False)
-
-    def record(self) -> dict[str, str]:
-        return {"room_id": self.room_id, "name": self.name, "created_at": self.created_at}
 
 
 ROOMS_SCHEMA = """

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import pytest
 
 from improv_capture.recorder.capture import SessionWriter
-from improv_capture.recorder.synthetic import vp8_loop, write_session
-from tests.helpers import REPO
+from improv_capture.recorder.synthetic import vp8_loop
+
+pytestmark = pytest.mark.unit
 
 
 def test_overflow_becomes_a_gap_and_video_restarts_at_a_keyframe(tmp_path: Path) -> None:
@@ -49,12 +49,3 @@ def test_overflow_becomes_a_gap_and_video_restarts_at_a_keyframe(tmp_path: Path)
     before = written.index(30 * 3000)  # 8 queued, plus the one in the writer's hands if taken
     assert before in (8, 9) and written[:before] == [i * 3000 for i in range(before)]
     assert written[before:] == [i * 3000 for i in range(30, 40)]  # from the next keyframe on
-
-
-def test_recover_command(tmp_path: Path) -> None:
-    write_session(tmp_path / "data" / "sessions" / "ses_cut", performers=1, seconds=2)
-    command = [sys.executable, "-m", "improv_capture.cli", "recover", "--data-dir", str(tmp_path / "data")]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and "ses_cut: partial (interrupted)" in done.stdout
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert "no interrupted sessions" in done.stdout

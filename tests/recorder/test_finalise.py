@@ -1,4 +1,5 @@
-"""Finalise, verify and recover on a synthetic capture written like the live recorder's."""
+"""Finalise, verify and recover on a synthetic capture written like the live recorder's; the
+archive checked with the `verify` and `recover` commands a user runs."""
 
 from __future__ import annotations
 
@@ -12,13 +13,9 @@ from improv_capture.clock import utc_iso
 from improv_capture.recorder.finalise import finalise_session
 from improv_capture.recorder.recover import recover_sessions
 from improv_capture.recorder.synthetic import write_session
-from improv_capture.recorder.timeline import (
-    ClockLog,
-    SenderClock,
-    sender_offset,
-    track_mappings,
-)
-from tests.helpers import verify
+from tests.helpers import REPO, cli, verify
+
+pytestmark = pytest.mark.process
 
 STARTED = 1_700_000_000.0
 
@@ -73,26 +70,6 @@ def test_recover_finalises_interrupted_sessions_as_partial(tmp_path: Path) -> No
     assert verify(sessions / "ses_crashed")[0] == 0
 
 
-def test_sender_clock_uses_the_nearest_report() -> None:
-    # the sender's clock runs 100 ppm fast against its RTP clock: nearest beats first
-    reports = [(i * 90000, 1000.0 + i * 1.0001, 0.0) for i in range(30)]
-    clock = SenderClock(90000, reports)
-    assert clock(29 * 90000 + 4500) == pytest.approx(1000 + 29 * 1.0001 + 0.05, abs=1e-6)
-    assert clock(0) == pytest.approx(1000.0)
-
-
-def test_offset_and_arrival_fallback() -> None:
-    video = ClockLog(90000, packets=[(i * 3000, 50.0 + i / 30 + 0.010) for i in range(90)],
-                     reports=[(0, 10.0, 50.0)])
-    audio = ClockLog(48000, packets=[(i * 960, 50.0 + i / 50 + 0.030) for i in range(150)])
-    assert sender_offset([video, audio], rtt_s=0.004) == pytest.approx(40.010 - 0.002)
-    mappings = track_mappings({"video": video, "audio": audio}, 0.004, started_unix=49.0)
-    assert mappings["video"].method == "sender_reports"
-    assert mappings["audio"].method == "arrival"
-    assert mappings["video"](0) == pytest.approx(1.008)
-    assert mappings["audio"](0) == pytest.approx(1.028)
-
-
 def test_a_keyframe_placed_just_before_the_start_opens_the_video(tmp_path: Path) -> None:
     """The keyframe the recording asks for can map a few ms before t = 0; dropping it would
     leave the file starting with frames nothing can decode."""
@@ -107,3 +84,12 @@ def test_a_keyframe_placed_just_before_the_start_opens_the_video(tmp_path: Path)
     status, report = verify(session)
     assert status == 0, report["defects"]
     assert report["performers"]["p_synth0"]["video_frames"] == 90
+
+
+def test_recover_command(tmp_path: Path) -> None:
+    write_session(tmp_path / "data" / "sessions" / "ses_cut", performers=1, seconds=2)
+    command = [*cli(), "recover", "--data-dir", str(tmp_path / "data")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "ses_cut: partial (interrupted)" in done.stdout
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert "no interrupted sessions" in done.stdout

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from improv_capture.recorder.verify import beep_times, flash_times
+
+pytestmark = pytest.mark.unit
 
 RATE = 48000
 

@@ -4,66 +4,39 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Callable
 
 import httpx
 import pytest
-import websockets
 
-from improv_capture.rooms.invites import Invite, InviteSigner
-from tests.helpers import BotProcess, ServerProcess
+from improv_capture.rooms.invites import Invite
+from tests.helpers import (
+    BotProcess,
+    ServerProcess,
+    close_code,
+    next_of,
+    publishing,
+    wait_for,
+    welcomed,
+)
 
+pytestmark = pytest.mark.process
 
-def ws_url(server: ServerProcess) -> str:
-    return f"ws://127.0.0.1:{server.port}/api/v1/signal"
-
-
-async def close_code(server: ServerProcess, *messages: str | bytes) -> tuple[int, str]:
-    """Send ``messages`` and return the close code and reason the server answers with."""
-    async with websockets.connect(ws_url(server), max_size=2**22) as ws:
-        try:
-            for message in messages:
-                await ws.send(message)
-            while True:
-                await ws.recv()
-        except websockets.ConnectionClosed as exc:
-            assert exc.rcvd is not None
-            return exc.rcvd.code, exc.rcvd.reason
-    raise AssertionError("the server did not close")
+BotFactory = Callable[[str, float], BotProcess]
 
 
-async def joined(server: ServerProcess, token: str) -> Any:
-    ws = await websockets.connect(ws_url(server))
-    await ws.send(json.dumps({"type": "hello", "token": token}))
-    welcome = json.loads(await ws.recv())
-    assert welcome["type"] == "welcome", welcome
-    return ws, welcome
-
-
-async def next_of(ws: Any, kind: str) -> dict[str, Any]:
-    while True:
-        message = json.loads(await ws.recv())
-        if message["type"] == kind:
-            return dict(message)
-
-
-def signer(server: ServerProcess) -> InviteSigner:
-    return InviteSigner((server.data_dir / "secret_key").read_text().strip())
+async def signal_close(server: ServerProcess, *messages: str | bytes) -> tuple[int, str]:
+    """Send ``messages`` on a signaling socket; the close code and reason the server answers."""
+    return await close_code(server.ws_url("/api/v1/signal"), *messages)
 
 
 @pytest.fixture
-def busy_room(server: ServerProcess, tmp_path):  # type: ignore[no-untyped-def]
-    """Two bots performing in another room for the whole test."""
+def busy_room(server: ServerProcess, bots: BotFactory) -> list[BotProcess]:
+    """Two bots performing in another room, both publishing before the test starts."""
     room = server.create_room("busy")
-    running = [
-        BotProcess(server.invite(room, f"busy {i}")["url"], 14, tmp_path / f"busy{i}.json").start()
-        for i in range(2)
-    ]
-    try:
-        yield running
-    finally:
-        for bot in running:
-            bot.stop()
+    running = [bots(server.invite(room, f"busy {i}")["url"], 30) for i in range(2)]
+    wait_for(lambda: publishing(server, room, 2), 20, "both busy performers")
+    return running
 
 
 async def test_bad_signaling_is_refused_and_other_rooms_go_on(
@@ -74,35 +47,38 @@ async def test_bad_signaling_is_refused_and_other_rooms_go_on(
     invite = server.invite(room, "tester")
     hello = json.dumps({"type": "hello", "token": invite["token"]})
 
-    assert (await close_code(server, "{not json"))[0] == 4400
-    assert (await close_code(server, json.dumps(["hello"])))[0] == 4400
-    assert (await close_code(server, json.dumps({"type": "publish"})))[0] == 4400
-    code, reason = await close_code(server, json.dumps({"type": "hello", "pad": "x" * 70_000}))
+    assert (await signal_close(server, "{not json"))[0] == 4400
+    assert (await signal_close(server, json.dumps(["hello"])))[0] == 4400
+    assert (await signal_close(server, json.dumps({"type": "publish"})))[0] == 4400
+    code, reason = await signal_close(server, json.dumps({"type": "hello", "pad": "x" * 70_000}))
     assert (code, reason) == (4413, "message over 65536 bytes")
 
+    non_ascii = json.dumps({"type": "hello", "token": "é.é"})
+    assert await signal_close(server, non_ascii) == (4401, "malformed invite")
+
     forged = invite["token"][:-3] + ("AAA" if not invite["token"].endswith("AAA") else "BBB")
-    assert await close_code(server, json.dumps({"type": "hello", "token": forged})) == (
+    assert await signal_close(server, json.dumps({"type": "hello", "token": forged})) == (
         4401,
         "invalid invite signature",
     )
-    edited = signer(server).sign(Invite(room, invite["performer_id"], "x", time.time() + 60))
+    edited = server.invite_signer().sign(Invite(room, invite["performer_id"], "x", time.time() + 60))
     body, mac = edited.split(".")
-    assert (await close_code(server, json.dumps({"type": "hello", "token": body + "." + mac[::-1]})))[0] == 4401
-    expired = signer(server).sign(Invite(room, "p-old", "old", time.time() - 1))
-    assert await close_code(server, json.dumps({"type": "hello", "token": expired})) == (
+    assert (await signal_close(server, json.dumps({"type": "hello", "token": body + "." + mac[::-1]})))[0] == 4401
+    expired = server.invite_signer().sign(Invite(room, "p-old", "old", time.time() - 1))
+    assert await signal_close(server, json.dumps({"type": "hello", "token": expired})) == (
         4410,
         "invite expired",
     )
-    ghost = signer(server).sign(Invite("room_gone", "p-x", "x", time.time() + 60))
-    assert await close_code(server, json.dumps({"type": "hello", "token": ghost})) == (
+    ghost = server.invite_signer().sign(Invite("room_gone", "p-x", "x", time.time() + 60))
+    assert await signal_close(server, json.dumps({"type": "hello", "token": ghost})) == (
         4404,
         "room not found",
     )
 
-    ws, welcome = await joined(server, invite["token"])
+    ws, welcome = await welcomed(server, invite["token"])
     try:
         # the same invite cannot hold a second seat at the same time
-        assert await close_code(server, hello) == (4409, "this invite is already in use")
+        assert await signal_close(server, hello) == (4409, "this invite is already in use")
         # unknown type: an error, and the connection stays usable
         await ws.send(json.dumps({"type": "dance"}))
         error = await next_of(ws, "error")
@@ -127,8 +103,8 @@ async def test_bad_signaling_is_refused_and_other_rooms_go_on(
     finally:
         await ws.close()
 
-    for bot in busy_room:
-        status, output, report = bot.wait()
+    for bot in busy_room:  # the other room played on throughout
+        status, output, report = bot.finish()
         assert status == 0, output
         (stats,) = report["received"].values()
         assert stats["fps"] >= 25, stats
@@ -144,7 +120,7 @@ async def test_a_truncated_offer_is_refused(server: ServerProcess) -> None:
     offer = pc.localDescription.sdp
     await pc.close()
     room = server.create_room()
-    ws, welcome = await joined(server, server.invite(room, "t")["token"])
+    ws, welcome = await welcomed(server, server.invite(room, "t")["token"])
     try:
         consent = welcome["consent"]
         await ws.send(json.dumps({"type": "consent", "version": consent["version"],
@@ -161,7 +137,7 @@ async def test_a_silent_socket_is_closed_after_the_hello_timeout(tmp_path) -> No
     quick = ServerProcess(tmp_path / "quick", env={"IMPROV_HELLO_TIMEOUT_S": "1"}).start()
     try:
         started = time.time()
-        assert await close_code(quick) == (4408, "no hello received")
+        assert await signal_close(quick) == (4408, "no hello received")
         assert 0.8 <= time.time() - started < 5
     finally:
         quick.stop()
@@ -173,6 +149,8 @@ def test_http_bad_input(server: ServerProcess) -> None:
     base = server.url
     assert httpx.get(f"{base}/api/v1/rooms").status_code == 401
     assert server.api("GET", "/api/v1/rooms", token="wrong").status_code == 401
+    latin1 = {"Authorization": "Bearer \xe9.\xe9".encode("latin-1")}  # not ASCII: no invite
+    assert server.api("GET", "/api/v1/rooms", headers=latin1).status_code == 401
     # a performer's invite is not an operator token
     refused = server.api("GET", "/api/v1/rooms", token=invite["token"])
     assert refused.status_code == 403 and "invite" in refused.json()["detail"]

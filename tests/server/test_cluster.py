@@ -10,7 +10,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,12 +17,19 @@ import pytest
 from tests.helpers import (
     BotProcess,
     ServerProcess,
+    close_code,
+    next_of,
+    operator_ws,
+    publishing,
     start_recording,
     stop_recording,
     stored_events,
     verify,
+    wait_for,
+    worker_pids,
 )
-from tests.server.test_console_api import next_of, operator_ws
+
+pytestmark = pytest.mark.process
 
 BotFactory = Callable[..., BotProcess]
 
@@ -36,25 +42,6 @@ def cluster(tmp_path: Path) -> Iterator[ServerProcess]:
         yield proc
     finally:
         proc.stop()
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def publishing(cluster: ServerProcess, room_id: str, performers: int) -> bool:
-    room = cluster.api("GET", f"/api/v1/rooms/{room_id}").json()
-    return sum(1 for p in room["performers"] if len(p["publishing"]) == 2) == performers
-
-
-def worker_pids(cluster: ServerProcess) -> list[int]:
-    return [w["pid"] for w in cluster.api("GET", "/api/v1/status").json()["workers"]]
 
 
 async def test_rooms_spread_over_workers_and_reach_their_owner(
@@ -94,7 +81,7 @@ async def test_rooms_spread_over_workers_and_reach_their_owner(
     for room in rooms:
         assert stop_recording(cluster, room)["state"] == "complete"
     for bot in running:
-        peer = bot.peer_stats()  # the other performer, relayed by the owner
+        peer = bot.peer_stats(finish=True)  # the other performer, relayed by the owner
         assert peer["video_frames"] > 100 and peer["audio_frames"] > 300, peer
 
     listing = cluster.api("GET", "/api/v1/sessions").json()["items"]  # the primary's catalog
@@ -129,7 +116,7 @@ def test_a_killed_worker_comes_back_with_its_rooms_and_its_session_recovered(
     for room in rooms:
         wait_for(lambda: publishing(cluster, room, 2), 20, f"both performers of {room}")
     sessions = [start_recording(cluster, room)["session_id"] for room in rooms]
-    time.sleep(4)
+    time.sleep(4)  # record a while before the crash
     killed = worker_pids(cluster)[1]
     os.kill(killed, signal.SIGKILL)
 
@@ -162,22 +149,12 @@ def test_a_killed_worker_comes_back_with_its_rooms_and_its_session_recovered(
 
 
 async def test_the_router_refuses_bad_input_as_a_lone_server_does(cluster: ServerProcess) -> None:
-    import websockets
-
-    async def close_code(path: str, first: str | None) -> int | None:
-        async with websockets.connect(f"ws://127.0.0.1:{cluster.port}{path}") as ws:
-            if first is not None:
-                await ws.send(first)
-            try:
-                await asyncio.wait_for(ws.recv(), 15)
-            except websockets.ConnectionClosed as exc:
-                return exc.rcvd.code if exc.rcvd else None
-        return None
-
-    assert await close_code("/api/v1/signal", json.dumps({"type": "hello", "token": "forged"})) == 4401
-    assert await close_code("/api/v1/signal", "not json") == 4400
-    assert await close_code("/api/v1/operator", json.dumps({"type": "hello", "token": "nope"})) == 4401
-    assert await close_code("/api/v1/signal", None) == 4408  # no hello within hello_timeout_s
+    signal_url, operator_url = cluster.ws_url("/api/v1/signal"), cluster.ws_url("/api/v1/operator")
+    forged = json.dumps({"type": "hello", "token": "forged"})
+    assert (await close_code(signal_url, forged))[0] == 4401
+    assert (await close_code(signal_url, "not json"))[0] == 4400
+    assert (await close_code(operator_url, json.dumps({"type": "hello", "token": "nope"})))[0] == 4401
+    assert (await close_code(signal_url))[0] == 4408  # no hello within hello_timeout_s
     assert cluster.api("GET", "/api/v1/rooms", token="nope").status_code == 401
     assert cluster.api("GET", "/api/v1/status", token="nope").status_code == 401
     assert cluster.api("GET", "/api/v1/rooms/room_unknown").status_code == 404

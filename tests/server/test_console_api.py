@@ -2,34 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 import websockets
 
-from tests.helpers import BotProcess, ServerProcess, start_recording, stop_recording
+from tests.helpers import (
+    BotProcess,
+    ServerProcess,
+    next_of,
+    operator_ws,
+    publishing,
+    room_state,
+    start_recording,
+    stop_recording,
+    wait_for,
+    wait_for_async,
+)
+
+pytestmark = pytest.mark.process
 
 BotFactory = Callable[[str, float], BotProcess]
-
-
-async def operator_ws(server: ServerProcess, token: str) -> Any:
-    ws = await websockets.connect(f"ws://127.0.0.1:{server.port}/api/v1/operator")
-    await ws.send(json.dumps({"type": "hello", "token": token}))
-    return ws
-
-
-async def next_of(ws: Any, kind: str, timeout: float = 10) -> dict[str, Any]:
-    async def wait() -> dict[str, Any]:
-        while True:
-            message = json.loads(await ws.recv())
-            if message["type"] == kind:
-                return dict(message)
-
-    return await asyncio.wait_for(wait(), timeout)
 
 
 async def test_wrong_operator_token_is_refused(server: ServerProcess) -> None:
@@ -70,8 +66,8 @@ async def test_console_sees_rooms_stats_and_flags(server: ServerProcess, bots: B
             assert performer["audio"]["level_dbov"] is not None, stats
             assert performer["rtt_ms"] is not None
             assert "frozen" not in performer["flags"] and "lossy" not in performer["flags"]
-        for bot in running:
-            assert bot.wait()[0] == 0
+        for bot in running:  # seen enough: they leave now
+            assert bot.finish()[0] == 0
     finally:
         await ws.close()
 
@@ -79,27 +75,27 @@ async def test_console_sees_rooms_stats_and_flags(server: ServerProcess, bots: B
 async def test_removed_performer_is_closed_and_cannot_rejoin(
     server: ServerProcess, bots: BotFactory
 ) -> None:
-    room = server.create_room()
-    invite = server.invite(room, "Ann")
+    room_id = server.create_room()
+    invite = server.invite(room_id, "Ann")
     bot = bots(invite["url"], 30)
-    deadline = time.time() + 15
-    while not server.api("GET", f"/api/v1/rooms/{room}").json()["performers"]:
-        assert time.time() < deadline
-        await asyncio.sleep(0.2)
-    response = server.api("DELETE", f"/api/v1/rooms/{room}/performers/{invite['performer_id']}")
+    await wait_for_async(lambda: room_state(server, room_id)["performers"], 15, "the performer")
+    response = server.api("DELETE", f"/api/v1/rooms/{room_id}/performers/{invite['performer_id']}")
     assert response.status_code == 200
     status, output, _ = bot.wait()
     assert status == 1 and "4403" in output
     status, output, _ = bots(invite["url"], 3).wait()
     assert status == 1 and "removed by the operator" in output
-    assert server.api("DELETE", f"/api/v1/rooms/{room}/performers/p_nobody").status_code == 404
+    assert server.api("DELETE", f"/api/v1/rooms/{room_id}/performers/p_nobody").status_code == 404
 
 
 def test_sessions_list_manifest_and_files(server: ServerProcess, bots: BotFactory) -> None:
     room = server.create_room("takes")
     session = start_recording(server, room)
     assert server.api("POST", f"/api/v1/rooms/{room}/recording").status_code == 409
-    bots(server.invite(room, "Ann")["url"], 4).wait()
+    ann = bots(server.invite(room, "Ann")["url"], 30)
+    wait_for(lambda: publishing(server, room, 1), 20, "Ann's media")
+    time.sleep(1.5)  # recorded a while
+    assert ann.finish()[0] == 0
     assert stop_recording(server, room)["state"] == "complete"
     assert server.api("DELETE", f"/api/v1/rooms/{room}/recording").status_code == 409
 
@@ -129,18 +125,15 @@ def test_sessions_list_manifest_and_files(server: ServerProcess, bots: BotFactor
 def test_closing_a_room_stops_its_recording_and_its_performers(
     server: ServerProcess, bots: BotFactory
 ) -> None:
-    room = server.create_room("closing")
-    session = start_recording(server, room)
-    bot = bots(server.invite(room, "Ann")["url"], 30)
-    deadline = time.time() + 15
-    while not server.api("GET", f"/api/v1/rooms/{room}").json()["performers"]:
-        assert time.time() < deadline
-        time.sleep(0.2)
-    time.sleep(2)
-    closed = server.api("DELETE", f"/api/v1/rooms/{room}", timeout=60)
+    room_id = server.create_room("closing")
+    session = start_recording(server, room_id)
+    bot = bots(server.invite(room_id, "Ann")["url"], 30)
+    wait_for(lambda: publishing(server, room_id, 1), 15, "the performer's media")
+    time.sleep(1)  # a second of it recorded
+    closed = server.api("DELETE", f"/api/v1/rooms/{room_id}", timeout=60)
     assert closed.status_code == 200
     status, output, _ = bot.wait()
     assert status == 1 and "4404" in output
-    assert server.api("GET", f"/api/v1/rooms/{room}").status_code == 404
+    assert server.api("GET", f"/api/v1/rooms/{room_id}").status_code == 404
     saved = server.api("GET", f"/api/v1/sessions/{session['session_id']}").json()
     assert saved["state"] == "complete" and saved["performers"][0]["file"] is not None

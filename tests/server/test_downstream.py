@@ -3,84 +3,36 @@ catalog, files, events, webhooks, the fetch client and consent revocation."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from improv_capture.clock import utc_iso
-from improv_capture.recorder.files import write_json_atomic
 from tests.helpers import (
     REPO,
     BotProcess,
     ServerProcess,
-    free_port,
     manifest,
+    publishing,
+    raw_get,
     start_recording,
     stop_recording,
     verify,
+    wait_for,
+    write_manifest_only,
 )
+from tests.webhooks import SECRET, Receiver
+
+pytestmark = pytest.mark.process
 
 BotFactory = Callable[[str, float], BotProcess]
-SECRET = "test-webhook-secret"
-
-
-class Receiver:
-    """A webhook receiver that fails its first ``failures`` requests, then accepts."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.attempts: list[dict[str, Any]] = []
-        self.accepted: dict[str, dict[str, Any]] = {}
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                stamp = self.headers["X-Improv-Timestamp"]
-                expected = "sha256=" + hmac.new(SECRET.encode(), stamp.encode() + b"." + body,
-                                                hashlib.sha256).hexdigest()
-                valid = hmac.compare_digest(expected, self.headers["X-Improv-Signature"])
-                event_id = self.headers["X-Improv-Event-Id"]
-                receiver.attempts.append({"event_id": event_id, "valid": valid})
-                if not valid:
-                    self.send_response(401)
-                elif sum(1 for a in receiver.attempts if a["event_id"] == event_id) <= receiver.failures:
-                    self.send_response(500)
-                else:
-                    receiver.accepted.setdefault(event_id, json.loads(body))  # deduplicate
-                    self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.port = free_port()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -103,20 +55,16 @@ def hooked_server(tmp_path: Path, receiver: Receiver) -> Iterator[ServerProcess]
         server.stop()
 
 
-def write_manifest_only(session_dir: Path, started: float, state: str) -> None:
-    write_json_atomic(session_dir / "manifest.json", {
-        "schema_version": 1, "session_id": session_dir.name, "room_id": "room_old",
-        "state": state, "started_at": utc_iso(started), "ended_at": utc_iso(started + 60),
-        "duration_s": 60.0, "performers": [], "markers": [], "prompts": [], "files": [],
-    })
-
-
-def record(server: ServerProcess, bots: BotFactory, names: list[str], seconds: float = 3) -> tuple[str, list[dict[str, Any]]]:
+def record(server: ServerProcess, bots: BotFactory, names: list[str], seconds: float = 1.5) -> tuple[str, list[dict[str, Any]]]:
+    """A complete session of ``names`` performing for ``seconds`` once they all publish."""
     room = server.create_room()
     session = start_recording(server, room)
     invites = [server.invite(room, n) for n in names]
-    for bot in [bots(inv["url"], seconds) for inv in invites]:
-        assert bot.wait()[0] == 0
+    running = [bots(inv["url"], 30) for inv in invites]
+    wait_for(lambda: publishing(server, room, len(names)), 20, "every performer")
+    time.sleep(seconds)
+    for bot in running:
+        assert bot.finish()[0] == 0
     assert stop_recording(server, room)["state"] == "complete"
     return session["session_id"], invites
 
@@ -271,22 +219,8 @@ def test_events_webhooks_fetch_and_revocation(
     shutil.rmtree(dest)
 
 
-def raw_get(server: ServerProcess, raw_path: str) -> int:
-    """Send the path exactly as written (no client-side normalisation)."""
-    import http.client
-
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    try:
-        connection.putrequest("GET", raw_path, skip_accept_encoding=True)
-        connection.putheader("Authorization", f"Bearer {server.token}")
-        connection.endheaders()
-        return connection.getresponse().status
-    finally:
-        connection.close()
-
-
 def test_file_paths_cannot_escape_the_session(server: ServerProcess, bots: BotFactory) -> None:
-    session_id, invites = record(server, bots, ["Ann"], seconds=2)
+    session_id, invites = record(server, bots, ["Ann"])
     session_dir = server.session_dir(session_id)
     base = f"/api/v1/sessions/{session_id}/files/"
     media = f"performers/{invites[0]['performer_id']}.webm"

@@ -16,8 +16,10 @@ import httpx
 import pytest
 
 from improv_capture.recorder.files import write_json_atomic
-from tests.helpers import ServerProcess
-from tests.server.test_downstream import SECRET, Receiver, raw_get, write_manifest_only
+from tests.helpers import ServerProcess, raw_get, wait_for, write_manifest_only
+from tests.webhooks import SECRET, Receiver
+
+pytestmark = pytest.mark.process
 
 
 def reader_token(server: ServerProcess, label: str = "job") -> dict[str, Any]:
@@ -303,11 +305,12 @@ def test_revoked_tokens_are_deleted_after_the_retention(tmp_path: Path) -> None:
     try:
         kept, revoked = reader_token(server, "kept"), reader_token(server, "revoked")
         assert server.api("DELETE", f"/api/v1/tokens/{revoked['id']}").status_code == 200
-        listed = {t["label"]: t for t in server.api("GET", "/api/v1/tokens").json()["items"]}
-        assert listed["revoked"]["revoked_at"] is not None
-        time.sleep(1.5)
-        listed = {t["label"]: t for t in server.api("GET", "/api/v1/tokens").json()["items"]}
-        assert list(listed) == ["kept"] and listed["kept"]["id"] == kept["id"]
+        def listed() -> dict[str, dict[str, Any]]:
+            return {t["label"]: t for t in server.api("GET", "/api/v1/tokens").json()["items"]}
+
+        assert listed()["revoked"]["revoked_at"] is not None
+        wait_for(lambda: list(listed()) == ["kept"], 5, "the revoked token to be deleted")
+        assert listed()["kept"]["id"] == kept["id"]
     finally:
         server.stop()
 

@@ -4,10 +4,12 @@ still relays and records."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
@@ -16,10 +18,14 @@ from websockets.sync.client import connect
 from tests.helpers import (
     BotProcess,
     ServerProcess,
+    publishing,
     start_recording,
     stop_recording,
     verify,
+    wait_for,
 )
+
+pytestmark = pytest.mark.process
 
 BotFactory = Callable[[str, float], BotProcess]
 
@@ -109,7 +115,7 @@ def test_fuzzed_signaling_never_breaks_the_server(server: ServerProcess, bots: B
                     ws.send(m)
                     sent["messages"] += 1
                 while True:
-                    reply = ws.recv(timeout=0.3)
+                    reply = ws.recv(timeout=0.15)  # loopback answers in milliseconds
                     if isinstance(reply, str):
                         answer = json.loads(reply)
                         assert answer["type"] in SERVER_TYPES, answer
@@ -134,9 +140,11 @@ def test_fuzzed_signaling_never_breaks_the_server(server: ServerProcess, bots: B
     # the server still relays and records
     other = server.create_room("after the fuzz")
     session = start_recording(server, other)
-    running = [bots(server.invite(other, n)["url"], 5) for n in ("A", "B")]
+    running = [bots(server.invite(other, n)["url"], 30) for n in ("A", "B")]
+    wait_for(lambda: publishing(server, other, 2), 20, "both performers")
+    time.sleep(2)  # two seconds relayed and recorded
     for bot in running:
-        stats = bot.peer_stats()
+        stats = bot.peer_stats(finish=True)
         assert stats["fps"] >= 25, stats
     assert stop_recording(server, other)["state"] == "complete"
     assert verify(server.session_dir(session["session_id"]))[0] == 0

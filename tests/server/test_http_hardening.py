@@ -15,8 +15,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import BotProcess, ServerProcess, start_recording, stop_recording
-from tests.server.test_cluster import publishing, wait_for
+from tests.helpers import (
+    BotProcess,
+    ServerProcess,
+    publishing,
+    start_recording,
+    stop_recording,
+    wait_for,
+    wait_for_async,
+)
+
+pytestmark = pytest.mark.process
 
 BotFactory = Callable[..., BotProcess]
 MIB = 1024 * 1024
@@ -164,12 +173,12 @@ def test_data_and_recordings_are_readable_by_the_owner_only(
         room = server.create_room("private")
         assert not_private(data) == {}
         session = start_recording(server, room)
-        running = [bots(server.invite(room, n)["url"], 6, "--preencoded") for n in ("Ann", "Ben")]
+        running = [bots(server.invite(room, n)["url"], 30, "--preencoded") for n in ("Ann", "Ben")]
         wait_for(lambda: publishing(server, room, 2), 20, "both performers")
-        time.sleep(3)
+        time.sleep(3)  # three seconds of media recorded
         assert stop_recording(server, room)["state"] == "complete"
         for bot in running:
-            assert bot.wait()[0] == 0
+            assert bot.finish()[0] == 0
     finally:
         server.stop()
     session_dir = data / "sessions" / session["session_id"]
@@ -188,8 +197,8 @@ def test_no_token_reaches_the_log(tmp_path: Path) -> None:
         answered = server.api("GET", f"/api/v1/sessions?limit=5&token={token}&access_token=abc1")
         assert answered.status_code == 200
         assert server.api("GET", "/healthz?invite=xyz2&x=1").status_code == 200
-        time.sleep(0.3)
-        log = server.log()
+        log = wait_for(lambda: "/healthz?invite=" in (text := server.log()) and text, 5,
+                       "the access log line of the last request")
     finally:
         server.stop()
     assert token not in log and "abc1" not in log and "xyz2" not in log
@@ -265,12 +274,18 @@ async def test_slow_clients_are_dropped_within_the_timeouts(strict_server: Serve
 async def test_connections_above_the_cap_get_503(strict_server: ServerProcess) -> None:
     idle = [await asyncio.open_connection("127.0.0.1", strict_server.port) for _ in range(8)]
     try:
-        await asyncio.sleep(0.2)
-        async with httpx.AsyncClient() as client:
-            refused = await client.get(f"{strict_server.url}/healthz")
-            assert refused.status_code == 503
-            await asyncio.sleep(3)  # the idle ones are dropped by the head timeout
-            assert (await client.get(f"{strict_server.url}/healthz")).status_code == 200
+        # a new connection for every request: a kept-alive one would count against the cap
+        async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0)) as client:
+
+            async def health_is(status: int) -> bool:
+                return (await client.get(f"{strict_server.url}/healthz")).status_code == status
+
+            # once the server has taken the eight idle connections, the ninth is refused
+            await wait_for_async(lambda: health_is(503), 5, "a 503 at the cap")
+            started = time.monotonic()
+            # the idle ones are dropped by the head timeout (2 s), and then there is room again
+            await wait_for_async(lambda: health_is(200), 6, "a 200 after the head timeout")
+            assert time.monotonic() - started < 4
     finally:
         for _, writer in idle:
             writer.close()

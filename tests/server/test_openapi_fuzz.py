@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers import ServerProcess
+
+pytestmark = pytest.mark.process
 
 
 def test_no_request_from_the_schema_gets_a_server_error(server: ServerProcess, tmp_path: Path) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from improv_capture.media import aiortc_hooks
 from improv_capture.tools.bot.client import Bot
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, wait_for_async
 from tests.media import EncodedVideoTrack, encode_vp8_clip
+
+pytestmark = pytest.mark.process
 
 
 class RecordingBot(Bot):
@@ -45,7 +48,12 @@ async def test_subscriber_gets_the_publishers_bytes_frame_for_frame(
     publisher_track = EncodedVideoTrack(clip)
     publisher = Bot(server.invite(room, "publisher")["url"], video=publisher_track)
     subscriber = RecordingBot(server.invite(room, "subscriber")["url"])
-    await asyncio.gather(publisher.run(6), subscriber.run(6))
+    runs = asyncio.gather(publisher.run(30), subscriber.run(30))
+    await wait_for_async(lambda: len(getattr(subscriber, "received_video", [])) >= 120 or runs.done(),
+                         20, "120 frames at the subscriber")
+    subscriber.leave()
+    publisher.leave()
+    await runs
 
     received = subscriber.received_video
     assert len(received) >= 100, len(received)

@@ -6,9 +6,13 @@ import asyncio
 from fractions import Fraction
 
 import av
+import pytest
+from aiortc.mediastreams import AudioStreamTrack
 
-from improv_capture.media.relay import KeyframeRequester, RelayTrack
-from tests.media import encode_vp8_clip
+from improv_capture.media.relay import KeyframeRequester, Publication, RelayTrack
+from tests.media import EncodedVideoTrack, encode_vp8_clip
+
+pytestmark = pytest.mark.unit
 
 
 def vp8_packets() -> list[av.Packet]:
@@ -30,6 +34,25 @@ async def test_a_new_video_subscriber_starts_at_a_keyframe() -> None:
     first = await track.recv()
     assert first.is_keyframe and first.pts == packets[15].pts  # gop of 15
     assert track.packets_dropped == 14
+    # waiting for its first keyframe is not falling behind: no request per dropped packet
+    # (the publication asks once, when the subscriber joins)
+    assert requests == []
+
+
+async def test_a_new_video_subscriber_asks_the_publisher_for_a_keyframe() -> None:
+    asked: list[str] = []
+
+    async def send() -> None:
+        asked.append("keyframe")
+
+    video = Publication("p1", EncodedVideoTrack(encode_vp8_clip(30)), KeyframeRequester(send, 10), 100)
+    video.subscribe()
+    await asyncio.sleep(0)  # the request goes out as a task
+    assert asked == ["keyframe"]
+    audio = Publication("p1", AudioStreamTrack(), KeyframeRequester(send, 10), 100)
+    audio.subscribe()
+    await asyncio.sleep(0)
+    assert asked == ["keyframe"]  # audio needs none
 
 
 async def test_a_slow_video_subscriber_drops_to_the_next_keyframe() -> None:

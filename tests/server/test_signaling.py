@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import websockets
 
 from tests.helpers import ServerProcess
+
+pytestmark = pytest.mark.process
 
 TURN = [{"urls": ["turn:turn.invalid:3478"], "username": "u", "credential": "secret"}]
 

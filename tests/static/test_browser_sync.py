@@ -26,13 +26,14 @@ import pytest
 from improv_capture.recorder.verify import decode_file
 from tests.helpers import ServerProcess, start_recording, stop_recording, verify
 from tests.static.clip import Clip, write_clip
-from tests.static.conftest import CHROMIUM, CHROMIUM_ARGS
-from tests.static.test_performer_page import join
+from tests.static.pages import CHROMIUM, CHROMIUM_ARGS, join
+
+pytestmark = pytest.mark.browser
 
 #: archive A/V offset = local A/V offset - SYNC_SHIFT_MS (offsets are beep minus flash).
 #: 40 ms: Chromium 156's local MediaRecorder file stamps audio that much later, relative to video,
-#: than the sender-report timeline (measured with a prototype recorder, /work/shared/NOTES-aiortc.md,
-#: "Recording with PyAV"). Plus 6.5 ms: our recorder stamps audio earlier by the Opus pre-skip
+#: than the sender-report timeline (measured with a prototype recorder of the sender-report
+#: timeline before this project's recorder existed). Plus 6.5 ms: our recorder stamps audio earlier by the Opus pre-skip
 #: (312 samples, RFC 7845) so that decoded sound sits where it was captured. The prototype did not,
 #: and neither does the local file (Chromium writes pre-skip 0 into its OpusHead), so both play the
 #: encoder's lookahead late. Measured with this test: 45.5 to 46.5 ms on most runs; 42 to 48.5 ms

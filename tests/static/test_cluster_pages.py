@@ -8,8 +8,12 @@ import signal
 import time
 from typing import Any
 
+import pytest
+
 from tests.helpers import ServerProcess
-from tests.static.test_performer_page import join, wait_playing
+from tests.static.pages import join, wait_playing
+
+pytestmark = pytest.mark.browser
 
 
 def test_pages_meet_on_a_worker_and_find_each_other_after_it_restarts(

@@ -7,9 +7,13 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from improv_capture.clock import parse_utc
 from tests.helpers import ServerProcess, manifest, verify
-from tests.static.test_performer_page import join, wait_playing
+from tests.static.pages import join, wait_playing
+
+pytestmark = pytest.mark.browser
 
 SCREENSHOTS = "test-artifacts"
 
@@ -100,14 +104,14 @@ def test_console_runs_a_session(server: ServerProcess, browser: Any) -> None:
     started = parse_utc(server.api("GET", f"/api/v1/rooms/{room_id}").json()["recording"]["started_at"])
 
     actions: list[tuple[str, str, float]] = []
-    time.sleep(1.0)
+    time.sleep(0.5)
     actions.append(("scene", "", time.time()))
     console.get_by_test_id("marker-scene").click()
-    time.sleep(1.0)
+    time.sleep(0.5)
     console.locator("body").click(position={"x": 640, "y": 790})
     actions.append(("take", "", time.time()))
     console.keyboard.press("t")
-    time.sleep(1.0)
+    time.sleep(0.5)
     console.get_by_test_id("marker-note").click()
     console.get_by_test_id("note-text").fill("great energy")
     actions.append(("note", "great energy", time.time()))

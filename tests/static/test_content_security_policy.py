@@ -1,4 +1,4 @@
-"""The pages in a real browser under the server's Content-Security-Policy (server/http_guard.py):
+"""The pages in a real browser under the server's Content-Security-Policy (api/http_guard.py):
 each works from this origin alone, and the policy refuses nothing a page needs.
 
 No wait_for_function here: Playwright evaluates its predicate with eval(), which the policy
@@ -14,6 +14,8 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.helpers import ServerProcess
+
+pytestmark = pytest.mark.browser
 
 
 @dataclass

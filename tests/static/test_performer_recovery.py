@@ -5,10 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from improv_capture.rooms.invites import Invite, InviteSigner
+import pytest
+
+from improv_capture.rooms.invites import Invite
 from tests.helpers import ServerProcess
 from tests.proxy import DroppingProxy
-from tests.static.test_performer_page import join, wait_playing
+from tests.static.pages import join, wait_playing
+
+pytestmark = pytest.mark.browser
 
 
 def peer_state(page: Any, performer_id: str) -> str | None:
@@ -59,8 +63,7 @@ def test_page_reconnects_after_a_network_drop(server: ServerProcess, browser: An
 
 def test_page_explains_a_bad_invite(server: ServerProcess, browser: Any) -> None:
     room = server.create_room()
-    signer = InviteSigner((server.data_dir / "secret_key").read_text().strip())
-    expired = signer.sign(Invite(room, "p-late", "Late", time.time() - 5))
+    expired = server.invite_signer().sign(Invite(room, "p-late", "Late", time.time() - 5))
     cases = {
         f"{server.url}/join#invite={expired}": "expired",
         f"{server.url}/join#invite=not-a-token": "not valid",

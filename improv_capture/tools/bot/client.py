@@ -9,6 +9,7 @@ import json
 import logging
 import platform
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,12 @@ class Bot:
         self._tasks: list[asyncio.Task[None]] = []
         self._offer_streams: dict[str, str] = {}
         self.joined = asyncio.Event()
+        #: set by :meth:`leave` (SIGTERM in the CLI): stop before ``duration`` is up
+        self.leaving = asyncio.Event()
+
+    def leave(self) -> None:
+        """Leave the room now, as at the end of ``duration``: the run ends cleanly."""
+        self.leaving.set()
 
     async def send(self, message: dict[str, Any]) -> None:
         await self._ws.send(json.dumps(message))
@@ -133,23 +140,27 @@ class Bot:
             await self.send({"type": "hello", "token": self.token})
             reader = asyncio.ensure_future(self._read())
             joined = asyncio.ensure_future(self.joined.wait())
+            leaving = asyncio.ensure_future(self.leaving.wait())
             try:
-                await asyncio.wait({reader, joined}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({reader, joined, leaving}, timeout=20,
+                                   return_when=asyncio.FIRST_COMPLETED)
                 if reader.done():
                     reader.result()
                     raise BotError("the server closed the connection before we joined")
-                if not joined.done():
+                if not joined.done() and not leaving.done():
                     raise BotError("timed out joining the room")
-                done, _ = await asyncio.wait({reader}, timeout=duration)
-                if reader in done:
-                    reader.result()
-                    raise BotError("the server closed the connection")
+                if not leaving.done():
+                    done, _ = await asyncio.wait({reader, leaving}, timeout=duration,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if reader in done:
+                        reader.result()
+                        raise BotError("the server closed the connection")
                 await self.send({"type": "leave"})
                 with contextlib.suppress(asyncio.TimeoutError, Exception):
                     await asyncio.wait_for(reader, 5)
             finally:
-                joined.cancel()
-                reader.cancel()
+                for task in (joined, leaving, reader):
+                    task.cancel()
                 await self.close()
 
     async def close(self) -> None:
@@ -292,11 +303,19 @@ async def run_bot(
     if pause is not None:
         bot.pause_media(*pause)
     status = 0
+    # SIGTERM (and Ctrl-C) leave the room as the end of the duration does: a caller that has
+    # seen enough stops the bot and still gets a clean leave, its report and status 0
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, bot.leave)
     try:
         await bot.run(duration)
     except (BotError, OSError, websockets.InvalidHandshake, asyncio.TimeoutError) as exc:
         print(f"improv-capture bot: {exc or type(exc).__name__}", flush=True)
         status = 1
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
     report = bot.report()
     text = json.dumps(report, indent=2)
     if report_path is not None:

@@ -3,6 +3,7 @@
  * Copy text: the async Clipboard API where the page may use it, else a selected <textarea> and
  * execCommand('copy') (plain http on a LAN address is not a secure context).
  */
+import { h } from '../shared/dom.js';
 
 /**
  * @param {string} text
@@ -17,9 +18,7 @@ export async function copyText(text) {
       // denied or unfocused: try the old way
     }
   }
-  const area = document.createElement('textarea');
-  area.value = text;
-  area.setAttribute('readonly', '');
+  const area = /** @type {HTMLTextAreaElement} */ (h('textarea', { value: text, attrs: { readonly: '' } }));
   area.style.position = 'fixed';
   area.style.top = '-1000px';
   area.style.opacity = '0';

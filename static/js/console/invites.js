@@ -5,7 +5,8 @@
  */
 import { api, seg } from './api.js';
 import { copyText, selectText } from './clipboard.js';
-import { fmtDateTime, fmtExpiry, h, items } from './util.js';
+import { h } from '../shared/dom.js';
+import { fmtDateTime, fmtExpiry, items } from './util.js';
 
 /**
  * @typedef {{performer_id: string, display_name?: string, token?: string, url: string,

@@ -1,15 +1,14 @@
 // @ts-check
 /**
  * Operator console: sign-in, the operator socket, and the wiring between the panels.
- * Protocol: docs/console-protocol.md; HTTP API: SPEC.md.
+ * Protocol: docs/console-protocol.md; HTTP API: docs/api.md. The socket, the monitor's subscribe
+ * side, the level meter and DOM building are the performer page's too (../shared/).
  * Page state: document.body.dataset.console = signed-out | ready | reconnecting.
  */
 import { ApiError, api, onUnauthorized, seg } from './api.js';
 import { clearToken, initialToken, saveToken } from './auth.js';
 import { InvitesPanel } from './invites.js';
-import { OperatorSocket, operatorUrl } from './live.js';
 import { MarkerControls } from './markers.js';
-import { resumeAudio } from './meter.js';
 import { Monitor } from './monitor.js';
 import { SessionPlayer } from './player.js';
 import { PromptForm } from './prompt.js';
@@ -18,9 +17,14 @@ import { RoomsPanel } from './rooms.js';
 import { SessionsPanel } from './sessions.js';
 import { TakeList } from './takes.js';
 import { TileGrid } from './tiles.js';
-import { byId, h, hook, items } from './util.js';
+import { items } from './util.js';
+import { byId, h, hook } from '../shared/dom.js';
+import { resumeAudio } from '../shared/meter.js';
+import { ReconnectingSocket, socketUrl } from '../shared/socket.js';
 
 const SELECTED_KEY = 'improv.console.room';
+/** Retry delays of the operator socket: 0.5 s, 1 s, 2 s, 4 s, then every 8 s for as long as it takes. */
+const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 
 /** @typedef {import('./rooms.js').Room} Room */
 
@@ -33,7 +37,7 @@ const state = {
   stats: {},
   /** @type {RTCIceServer[]} */
   iceServers: [],
-  /** @type {OperatorSocket | null} */
+  /** @type {ReconnectingSocket | null} */
   socket: null,
   signingIn: false,
   rewatchPending: false,
@@ -246,8 +250,12 @@ async function removePerformer(performerId, name) {
 
 /** @param {string} token */
 function startSocket(token) {
-  state.socket?.stop();
-  const socket = new OperatorSocket({ url: operatorUrl(), token });
+  state.socket?.close();
+  const socket = new ReconnectingSocket({
+    url: socketUrl('/api/v1/operator'),
+    hello: () => ({ type: 'hello', token }),
+    backoffMs: BACKOFF_MS,
+  });
   state.socket = socket;
   socket.addEventListener('state', () => {
     if (state.socket !== socket || document.body.dataset.console === 'signed-out') return;
@@ -263,12 +271,15 @@ function startSocket(token) {
     state.rewatchTimer = setTimeout(rewatchNow, 1500);
   });
   socket.addEventListener('message', (ev) => onMessage(/** @type {CustomEvent} */ (ev).detail));
-  socket.addEventListener('fatal', (ev) => {
+  /** The server ended the socket for good (a 44xx code, or 1000): no retry. */
+  const ended = (/** @type {Event} */ ev) => {
     const { code, reason } = /** @type {CustomEvent} */ (ev).detail;
     if (state.socket !== socket) return;
     if (code === 4401) signOut('The operator token was not accepted. Check it and sign in again.');
     else signOut(`The server closed the console connection (${code}${reason ? `: ${reason}` : ''}).`);
-  });
+  };
+  socket.addEventListener('fatal', ended);
+  socket.addEventListener('closed', ended);
   socket.start();
 }
 
@@ -355,7 +366,7 @@ async function signIn(token) {
 function signOut(reason = '') {
   const socket = state.socket;
   state.socket = null;
-  socket?.stop();
+  socket?.close();
   clearToken();
   monitor.watch(null);
   player.close();
@@ -454,7 +465,7 @@ window.addEventListener('hashchange', () => {
   const fresh = initialToken();
   if (!fresh) return;
   if (state.socket) {
-    state.socket.stop();
+    state.socket.close();
     state.socket = null;
   }
   signIn(fresh);

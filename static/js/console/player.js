@@ -11,7 +11,8 @@
  * is inside its range, holds its first frame before, and is nudged back when it drifts.
  */
 import { api, apiBlob, filePath, seg } from './api.js';
-import { fmtClock, fmtDateTime, fmtTimeline, h } from './util.js';
+import { h } from '../shared/dom.js';
+import { fmtClock, fmtDateTime, fmtTimeline } from './util.js';
 
 const TICK_MS = 100;
 /** Drift (s) after which a video is re-seeked to the clock. */

@@ -5,7 +5,8 @@
  * recording stops, and on Refresh (never on a timer).
  */
 import { api } from './api.js';
-import { fmtClock, fmtDateTime, h, items } from './util.js';
+import { h } from '../shared/dom.js';
+import { fmtClock, fmtDateTime, items } from './util.js';
 
 const PAGE = 200;
 const MAX_PAGES = 25;

@@ -5,7 +5,8 @@
  * and by the answers to the console's own POSTs, de-duplicated. A new session starts a new
  * list; after a stop the last session's list stays until the next start.
  */
-import { fmtTimeline, h } from './util.js';
+import { h } from '../shared/dom.js';
+import { fmtTimeline } from './util.js';
 
 /**
  * @typedef {{type: 'marker' | 'prompt', t_s: number | null, kind: string, label: string,

@@ -4,8 +4,9 @@
  * an audio level meter, the stats the server pushes every second, problem flags and a remove
  * button. Knows nothing about WebRTC: the monitor hands it performers and streams.
  */
-import { h } from './util.js';
-import { LevelMeter } from './meter.js';
+import { h } from '../shared/dom.js';
+import { LevelMeter } from '../shared/meter.js';
+import { MediaTiles } from '../shared/tiles.js';
 
 /**
  * @typedef {{performer_id: string, display_name?: string, state?: string}} Performer
@@ -26,16 +27,15 @@ function num(v, digits = 0) {
   return typeof v === 'number' && Number.isFinite(v) ? v.toFixed(digits) : '–';
 }
 
-export class TileGrid {
+/** @extends {MediaTiles<Tile>} */
+export class TileGrid extends MediaTiles {
   /**
    * @param {HTMLElement} grid
    * @param {{onRemove: (performerId: string, name: string) => void}} opts
    */
   constructor(grid, { onRemove }) {
-    this.grid = grid;
+    super(grid);
     this.onRemove = onRemove;
-    /** @type {Map<string, Tile>} */
-    this.tiles = new Map();
   }
 
   /**
@@ -44,7 +44,7 @@ export class TileGrid {
    */
   setPerformers(performers) {
     const wanted = new Set(performers.map((p) => p.performer_id));
-    for (const id of [...this.tiles.keys()]) if (!wanted.has(id)) this._remove(id);
+    for (const id of [...this.tiles.keys()]) if (!wanted.has(id)) this.remove(id);
     for (const p of performers) {
       const tile = this.tiles.get(p.performer_id) ?? this._create(p.performer_id);
       tile.displayName = p.display_name || p.performer_id;
@@ -66,16 +66,11 @@ export class TileGrid {
   setStream(performerId, stream) {
     const tile = this.tiles.get(performerId);
     if (!tile) return;
-    if (stream !== tile.stream) {
-      tile.stream = stream;
-      tile.video.srcObject = stream;
-      if (stream) tile.video.play().catch(() => {});
-    }
+    // Muted until the operator asks to listen, so no sound policy can refuse it.
+    this.attach(tile, stream, (video) => { video.play().catch(() => {}); });
     const hasVideo = !!stream?.getVideoTracks().some((t) => t.readyState === 'live');
     tile.placeholder.hidden = hasVideo;
     tile.el.classList.toggle('no-media', !hasVideo);
-    // After srcObject: Chrome feeds Web Audio only from a remote stream an element plays.
-    tile.meter.setStream(stream);
   }
 
   /**
@@ -92,7 +87,7 @@ export class TileGrid {
   }
 
   clear() {
-    for (const id of [...this.tiles.keys()]) this._remove(id);
+    super.clear();
     this.grid.dataset.count = '0';
   }
 
@@ -201,15 +196,5 @@ export class TileGrid {
         stat('loss', 'loss', `${loss.toFixed(1)}%`, loss > 5),
         stat('jitter', 'jitter', `${num(jitter)} ms`),
         stat('rtt', 'rtt', `${num(s.rtt_ms)} ms`)));
-  }
-
-  /** @param {string} id */
-  _remove(id) {
-    const tile = this.tiles.get(id);
-    if (!tile) return;
-    tile.meter.stop();
-    tile.video.srcObject = null;
-    tile.el.remove();
-    this.tiles.delete(id);
   }
 }

@@ -1,0 +1,95 @@
+"""Starting and stopping a room's recording (a :class:`~improv_capture.rooms.recording.Recording`
+writes one session), and what goes into it on the operator's word: markers, prompts, and
+performers' changed capture settings. Who hears of a session is told when it starts and once
+it is finalised."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+from improv_capture.rooms.factory import MediaFactory
+from improv_capture.rooms.media_wiring import MediaWiring
+from improv_capture.rooms.model import LiveRecording, Member, Room
+from improv_capture.rooms.stats_fanout import StatsFanout
+from improv_capture.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class SessionEvents(Protocol):
+    """Who hears that a session started and was finalised: the catalog, events and webhooks
+    (improv_capture.downstream.service) in a lone server or a cluster's primary, a notifier
+    (improv_capture.cluster.internal_api) in the other workers."""
+
+    async def session_started(self, session_id: str, room_id: str, started_at: str) -> None: ...
+
+    async def session_finalised(self, session_dir: Path) -> None: ...
+
+
+class RecordingStateError(RuntimeError):
+    """Start on a room already recording, or a stop, marker on one that is not."""
+
+
+class Recordings:
+    def __init__(
+        self,
+        settings: Settings,
+        factory: MediaFactory,
+        sessions: SessionEvents,
+        media: MediaWiring,
+        fanout: StatsFanout,
+    ) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.sessions = sessions
+        self.media = media
+        self.fanout = fanout
+
+    def start(self, room: Room) -> LiveRecording:
+        if room.recording is not None:
+            raise RecordingStateError("already recording")
+        recording = self.factory.recording(self.settings, room)
+        room.recording = recording
+        recording.start()
+        self.media.resync(room)
+        self.fanout.changed()
+        asyncio.ensure_future(
+            self.sessions.session_started(recording.session_id, room.room_id, recording.started_at)
+        )
+        room.broadcast({"type": "recording", "active": True})
+        logger.info("room %s recording session %s", room.room_id, recording.session_id)
+        return recording
+
+    async def stop(self, room: Room) -> dict[str, Any]:
+        """Stop and finalise; returns the session's final manifest."""
+        recording = room.recording
+        if recording is None:
+            raise RecordingStateError("not recording")
+        room.recording = None
+        room.broadcast({"type": "recording", "active": False})
+        self.fanout.changed()
+        manifest = await recording.stop()
+        await self.sessions.session_finalised(recording.session_dir)
+        return manifest
+
+    def marker(self, room: Room, kind: str, label: str, data: Any) -> dict[str, Any]:
+        if room.recording is None:
+            raise RecordingStateError("not recording")
+        marker = room.recording.marker(kind, label, data)
+        self.fanout.changed()
+        return marker
+
+    def prompt(self, room: Room, prompt: dict[str, Any]) -> dict[str, Any]:
+        """Show a prompt to every performer; recorded (with its time) if the room records."""
+        room.broadcast({"type": "prompt", **prompt})
+        self.fanout.changed()
+        if room.recording is not None:
+            return room.recording.prompt(prompt)
+        return {"t_s": None, **prompt}
+
+    def capture_settings_changed(self, member: Member) -> None:
+        if member.room.recording is not None:
+            member.room.recording.performer_changed(member)

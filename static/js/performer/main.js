@@ -1,0 +1,369 @@
+// @ts-check
+/**
+ * Performer page: the join flow. Consent, then camera and microphone, then the publish and
+ * subscribe connections, over one signaling socket that survives drops and reloads.
+ * Protocol: docs/signaling.md. Test surface: `window.improv`.
+ */
+import { captureReport, mediaConfig } from '../shared/media.js';
+import { resumeAudio } from '../shared/meter.js';
+import { ReconnectingSocket, socketUrl } from '../shared/socket.js';
+import { RemoteMedia } from '../shared/subscribe.js';
+import { acceptance, consentMessage, hideConsent, sameText, showConsent, textVerified } from './consent.js';
+import { LocalMedia } from './devices.js';
+import { PublishConnection } from './publish.js';
+import { store } from './store.js';
+import { RemoteTiles } from './tiles.js';
+import {
+  clearError, pageState, setPageState, setReconnecting, setRecording, setStatus, showError,
+  showPrompt, showRoom, ui, updateButtons,
+} from './view.js';
+
+/** @typedef {import('./view.js').PageState} PageState */
+
+/** After this long in `joining`, say so instead of spinning silently. */
+const JOIN_SLOW_MS = 15000;
+/** Signaling retries: 0.5 s, 1 s, then every 2 s, for 30 s after a drop. */
+const SIGNAL_BACKOFF_MS = [500, 1000, 2000];
+const SIGNAL_RETRY_FOR_MS = 30000;
+/** After `leave`, the server closes the socket; we do after this long if it does not. */
+const LEAVE_LINGER_MS = 1000;
+
+/** Messages for the server's 44xx close codes. */
+const CLOSE_MESSAGES = /** @type {Record<number, string>} */ ({
+  4400: 'Protocol error: the server could not understand this page. Reload to try again.',
+  4401: 'This invite link is not valid',
+  4403: 'The operator removed you from this room',
+  4404: 'This room no longer exists',
+  4408: 'The connection timed out before joining. Reload to try again.',
+  4409: 'This invite is already in use in another window',
+  4410: 'This invite has expired',
+  4413: 'Protocol error: a message was too large. Reload to try again.',
+  4420: 'This page sent the server too many messages. Reload to try again.',
+  4429: 'The room is full',
+  4499: 'This seat was taken over by another window',
+});
+/** Close codes after which the seat cannot come back: the resume value is useless. */
+const SEAT_GONE = new Set([4401, 4403, 4404, 4410]);
+
+const app = {
+  /** @type {string | null} */
+  token: null,
+  /** @type {any} the latest `welcome` */
+  welcome: null,
+  /** @type {ReconnectingSocket | null} */
+  socket: null,
+  /** Whether the current socket sent `resume` (a reload or reconnect). */
+  resumed: false,
+  /** @type {import('./consent.js').Accepted | null} what the performer accepted on this page */
+  accepted: null,
+  /** The server has this performer's consent (consent_ok, or welcome said so). */
+  consentConfirmed: false,
+  /** The performer wants to be in the room: publish whenever everything is ready. */
+  wantJoin: false,
+};
+
+/** @param {any} msg */
+function send(msg) {
+  return app.socket?.send(msg) ?? false;
+}
+
+/** @returns {RTCIceServer[]} */
+function iceServers() {
+  return app.welcome?.ice_servers ?? [];
+}
+
+const tiles = new RemoteTiles(ui.grid);
+
+const remote = new RemoteMedia({
+  send,
+  iceServers,
+  onChange: () => tiles.render(remote.peers ?? [], (peer) => remote.streamOf(peer)),
+  onError: (err) => setStatus(`Could not receive the others: ${err?.message ?? err}`),
+});
+
+const publisher = new PublishConnection({
+  send,
+  iceServers,
+  maxVideoBitrate: () => mediaConfig(app.welcome?.media).max_video_bitrate,
+  onConnected: () => {
+    if (pageState() === 'joined') return;
+    setState('joined');
+    store.setJoined(true);
+    setStatus('You are live');
+  },
+  onFailed: republishAfterFailure,
+  onUnstable: () => setStatus('Connection unstable…'),
+});
+
+const local = new LocalMedia({
+  config: () => mediaConfig(app.welcome?.media),
+  wanted: () => pageState() !== 'error' && pageState() !== 'left',
+  senders: () => publisher.senders(),
+  onCapture: (stream, started) => {
+    send(captureReport(stream));
+    if (started && pageState() === 'lobby') setStatus('Camera and microphone ready');
+    updateControls();
+  },
+  onStatus: setStatus,
+  onError: fail,
+  onChange: updateControls,
+});
+
+/** The test/automation surface. */
+const improv = {
+  get pcs() { return { publish: publisher.pc, subscribe: remote.pc }; },
+  /** @returns {import('../shared/subscribe.js').Peer[]} */
+  get peers() { return remote.peers ?? []; },
+  /**
+   * RMS level (0..1) of a remote performer's received audio; 0 without a tile.
+   * @param {string} performerId
+   * @returns {number}
+   */
+  analyserLevel: (performerId) => tiles.level(performerId),
+  /** @returns {number} local microphone RMS level 0..1 */
+  localLevel: () => local.level,
+  get state() { return document.body.dataset.state; },
+  get performerId() { return app.welcome?.performer_id ?? null; },
+};
+/** @type {any} */ (window).improv = improv;
+
+// ---- page state
+
+/** @param {PageState} state */
+function setState(state) {
+  setPageState(state);
+  updateControls();
+}
+
+function updateControls() {
+  updateButtons(app.consentConfirmed && local.ready() && !!app.socket?.connected);
+}
+
+/** @param {string} text */
+function fail(text) {
+  showError(text);
+  setStatus('');
+  setReconnecting(false);
+  app.wantJoin = false;
+  store.setJoined(false);
+  teardownConnections();
+  local.stop();
+  app.socket?.close();
+  setState('error');
+}
+
+// ---- signaling
+
+function connect() {
+  if (!app.token) return;
+  app.socket?.close();
+  const token = app.token;
+  const socket = new ReconnectingSocket({
+    url: socketUrl('/api/v1/signal'),
+    hello: () => {
+      const resume = store.resume();
+      app.resumed = !!resume;
+      return resume ? { type: 'hello', token, resume } : { type: 'hello', token };
+    },
+    backoffMs: SIGNAL_BACKOFF_MS,
+    retryForMs: SIGNAL_RETRY_FOR_MS,
+  });
+  app.socket = socket;
+  socket.addEventListener('message', (ev) => {
+    const msg = /** @type {CustomEvent} */ (ev).detail;
+    handleMessage(msg).catch((err) => setStatus(`Error: ${err?.message ?? err}`));
+  });
+  socket.addEventListener('reconnecting', () => {
+    setReconnecting(true);
+    setStatus('reconnecting…');
+    updateControls();
+  });
+  socket.addEventListener('fatal', (ev) => {
+    const { code } = /** @type {CustomEvent} */ (ev).detail;
+    if (SEAT_GONE.has(code)) store.forgetResume();
+    fail(CLOSE_MESSAGES[code] ?? `The server closed the connection (${code})`);
+  });
+  socket.addEventListener('unreachable', () => fail('The server is not reachable'));
+  socket.addEventListener('closed', () => {
+    // The server closed normally without us leaving: treat it as having left.
+    if (pageState() === 'left') return;
+    leave('The server ended the session');
+  });
+  socket.start();
+}
+
+/** @param {any} msg */
+async function handleMessage(msg) {
+  switch (msg.type) {
+    case 'welcome': return onWelcome(msg);
+    case 'consent_ok':
+      app.consentConfirmed = true;
+      updateControls();
+      return maybePublish();
+    case 'publish_answer': return publisher.answer(msg.sdp);
+    case 'subscribe_offer':
+    case 'peers':
+      return remote.handle(msg);
+    case 'recording':
+      setRecording(!!msg.active);
+      return;
+    case 'prompt': return showPrompt(msg);
+    case 'error':
+      // Non-fatal: the connection stays open, and so does the page state.
+      setStatus(`Server: ${msg.message || msg.code}`);
+      return;
+    default: return; // pong and anything newer
+  }
+}
+
+/** @param {any} msg */
+async function onWelcome(msg) {
+  const first = !app.welcome;
+  const wasInRoom = app.wantJoin && (pageState() === 'joined' || pageState() === 'joining');
+  app.welcome = msg;
+  store.saveResume(msg.performer_id, msg.resume);
+  tiles.selfId = msg.performer_id;
+  showRoom(msg);
+  setReconnecting(false);
+  clearError();
+  setStatus('Connected');
+
+  if (wasInRoom) {
+    // Back after a drop: the server expects a fresh publish and will send a new subscribe_offer.
+    teardownConnections();
+    setState('joining');
+  }
+
+  const consent = msg.consent ?? {};
+  if (sameText(app.accepted, consent)) {
+    // Accepted on this page already (reconnect or rejoin): re-send if the server lost it.
+    app.consentConfirmed = !!consent.accepted;
+    if (!consent.accepted) send(consentMessage(consent));
+  } else if (first && app.resumed && consent.accepted && store.wasJoined()) {
+    // A reload while in the room: the seat is ours again, carry on without asking twice.
+    app.accepted = acceptance(consent);
+    app.consentConfirmed = true;
+    app.wantJoin = true;
+    setState('joining');
+  } else {
+    app.accepted = null;
+    app.consentConfirmed = false;
+    showConsent(consent);
+    if (pageState() === 'joining') setState('lobby');
+  }
+
+  if (app.accepted && !local.stream) await local.start();
+  else if (local.stream) send(captureReport(local.stream));
+  updateControls();
+  await maybePublish();
+}
+
+async function onAccept() {
+  const consent = app.welcome?.consent;
+  if (!consent) return;
+  ui.accept.disabled = true;
+  resumeAudio();
+  if (!(await textVerified(consent))) {
+    fail('The consent text could not be verified. Please contact the organiser.');
+    return;
+  }
+  app.accepted = acceptance(consent);
+  send(consentMessage(consent));
+  if (consent.accepted) app.consentConfirmed = true;
+  hideConsent();
+  setStatus('Starting camera and microphone…');
+  await local.start();
+  updateControls();
+  await maybePublish();
+}
+
+// ---- connections
+
+async function maybePublish() {
+  if (!app.wantJoin || publisher.pc || !app.consentConfirmed || !local.ready()) return;
+  if (!app.socket?.connected || !app.welcome) return;
+  setState('joining');
+  setStatus('Joining…');
+  const pc = await publisher.start(/** @type {MediaStream} */ (local.stream));
+  if (!pc) return; // torn down while gathering
+  setTimeout(() => {
+    if (publisher.pc === pc && pageState() === 'joining') {
+      setStatus('Still connecting… (a firewall may be blocking the media connection)');
+    }
+  }, JOIN_SLOW_MS);
+}
+
+function republishAfterFailure() {
+  if (!app.wantJoin) return;
+  setStatus('Connection lost, rejoining…');
+  publisher.close();
+  setState('joining');
+  // Give the network a moment; the socket's own reconnect handles longer outages.
+  setTimeout(() => maybePublish().catch((err) => setStatus(`Error: ${err?.message ?? err}`)), 1000);
+}
+
+function teardownConnections() {
+  publisher.close();
+  remote.reset();
+  tiles.clear();
+}
+
+// ---- join / leave
+
+async function onJoinClick() {
+  resumeAudio();
+  clearError();
+  app.wantJoin = true;
+  if (pageState() === 'left') {
+    // Rejoin: a fresh socket and seat; consent and media follow from the new welcome.
+    app.welcome = null;
+    app.consentConfirmed = false;
+    setState('joining');
+    setStatus('Connecting…');
+    connect();
+    return;
+  }
+  setState('joining');
+  await maybePublish();
+}
+
+/** @param {string} [reason] */
+function leave(reason) {
+  app.wantJoin = false;
+  send({ type: 'leave' });
+  app.socket?.close(LEAVE_LINGER_MS);
+  store.forgetResume();
+  teardownConnections();
+  local.stop();
+  remote.forgetPeers();
+  setRecording(false);
+  setReconnecting(false);
+  setState('left');
+  setStatus(reason ?? 'You left the room');
+}
+
+// ---- start
+
+function init() {
+  setState('lobby');
+  ui.accept.addEventListener('click', () => { onAccept().catch((e) => fail(String(e?.message ?? e))); });
+  ui.join.addEventListener('click', () => { onJoinClick().catch((e) => setStatus(`Error: ${e?.message ?? e}`)); });
+  ui.leave.addEventListener('click', () => leave());
+  ui.camera.addEventListener('change', () => { local.switchDevice('video', ui.camera.value); });
+  ui.mic.addEventListener('change', () => { local.switchDevice('audio', ui.mic.value); });
+  navigator.mediaDevices?.addEventListener('devicechange', () => { if (local.stream) local.fillDeviceLists(); });
+
+  if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
+    fail('This page needs HTTPS (or localhost) to use the camera and microphone');
+    return;
+  }
+  app.token = store.readInvite();
+  if (!app.token) {
+    fail('This invite link is not valid');
+    return;
+  }
+  setStatus('Connecting…');
+  connect();
+}
+
+init();

@@ -1,0 +1,69 @@
+"""What the browser tests share: how Chromium is started, and what a performer does on the
+page (join from an invite link, watch another performer's video play)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+    # ICE over loopback only; no mDNS names that would need multicast to resolve
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    # this machine has no internet: keep Chromium from trying
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-gpu",
+]
+
+
+def join(browser: Any, invite_url: str) -> Any:
+    """A new performer page: open the invite link, accept the consent, press join."""
+    # wait_for_function evaluates with eval(), which the pages' CSP refuses; the pages under
+    # the enforced policy: tests/static/test_content_security_policy.py
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+    page = context.new_page()
+    page.goto(invite_url)
+    page.get_by_test_id("consent-accept").click()
+    join_button = page.get_by_test_id("join")
+    page.wait_for_function("!document.querySelector('[data-testid=join]').disabled", timeout=15000)
+    join_button.click()
+    return page
+
+
+def remote_video(page: Any, performer_id: str) -> dict[str, Any]:
+    return dict(
+        page.evaluate(
+            """(pid) => {
+                const v = document.querySelector(
+                    `video[data-testid=remote-video][data-performer-id="${pid}"]`);
+                return v ? {width: v.videoWidth, height: v.videoHeight, time: v.currentTime,
+                            paused: v.paused} : null;
+            }""",
+            performer_id,
+        )
+        or {}
+    )
+
+
+def wait_playing(page: Any, performer_id: str, timeout: float = 20) -> dict[str, Any]:
+    """Wait until the page plays the other performer's 640x480 video for a second."""
+    deadline = time.time() + timeout
+    first: dict[str, Any] = {}
+    while time.time() < deadline:
+        video = remote_video(page, performer_id)
+        if video.get("width") == 640 and video["time"] > 0:
+            if not first:
+                first = video
+            elif video["time"] >= first["time"] + 1.0:
+                return video
+        time.sleep(0.2)
+    raise AssertionError(f"remote video of {performer_id} did not play: {remote_video(page, performer_id)}")
