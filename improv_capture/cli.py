@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bot = commands.add_parser("bot", help="a headless performer with a synthetic flash/beep")
     bot.add_argument("--invite", required=True, help="invite URL")
-    bot.add_argument("--duration", type=float, default=10.0, help="seconds to stay joined")
+    bot.add_argument("--duration", type=float, default=10.0, help="seconds to stay joined (SIGTERM leaves at once, report written)")
     bot.add_argument("--report", type=Path, help="write a JSON report here")
     bot.add_argument("--pause-at", type=float, default=0.0, help="stop sending media after S s")
     bot.add_argument("--pause-for", type=float, default=0.0, help="... for S s, then resume")

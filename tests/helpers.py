@@ -378,3 +378,7 @@ def with_candidates(offer: str, *candidates: str) -> str:
     bare = CANDIDATE_LINE.sub("", offer)
     lines = "".join(f"a=candidate:{c}\r\n" for c in candidates)
     return re.sub(r"^(a=end-of-candidates\r?\n)", lines + r"\1", bare, flags=re.MULTILINE)
+
+
+#: The `bots` fixture: start(invite_url, duration, *extra flags) -> a running bot.
+BotFactory = Callable[..., BotProcess]

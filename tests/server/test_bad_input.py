@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 
 import httpx
 import pytest
 
 from improv_capture.rooms.invites import Invite
 from tests.helpers import (
+    BotFactory,
     BotProcess,
     ServerProcess,
     close_code,
@@ -22,7 +22,6 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.process
 
-BotFactory = Callable[[str, float], BotProcess]
 
 
 async def signal_close(server: ServerProcess, *messages: str | bytes) -> tuple[int, str]:

@@ -8,14 +8,14 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.helpers import (
-    BotProcess,
+    BotFactory,
     ServerProcess,
     close_code,
     next_of,
@@ -31,7 +31,6 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.process
 
-BotFactory = Callable[..., BotProcess]
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -11,7 +10,7 @@ import pytest
 import websockets
 
 from tests.helpers import (
-    BotProcess,
+    BotFactory,
     ServerProcess,
     next_of,
     operator_ws,
@@ -25,7 +24,6 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.process
 
-BotFactory = Callable[[str, float], BotProcess]
 
 
 async def test_wrong_operator_token_is_refused(server: ServerProcess) -> None:

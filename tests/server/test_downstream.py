@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 
 from tests.helpers import (
     REPO,
-    BotProcess,
+    BotFactory,
     ServerProcess,
     manifest,
     publishing,
@@ -32,7 +32,6 @@ from tests.webhooks import SECRET, Receiver
 
 pytestmark = pytest.mark.process
 
-BotFactory = Callable[[str, float], BotProcess]
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.helpers import (
-    BotProcess,
+    BotFactory,
     ServerProcess,
     publishing,
     start_recording,
@@ -27,7 +26,6 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.process
 
-BotFactory = Callable[[str, float], BotProcess]
 
 TYPES = ["hello", "consent", "capture", "publish", "subscribe_answer", "leave", "ping", "dance", ""]
 SEED_SDP = (

@@ -9,14 +9,14 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.helpers import (
-    BotProcess,
+    BotFactory,
     ServerProcess,
     publishing,
     start_recording,
@@ -27,7 +27,6 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.process
 
-BotFactory = Callable[..., BotProcess]
 MIB = 1024 * 1024
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.helpers import BotProcess, ServerProcess, publishing, room_state, wait_for
+from tests.helpers import (
+    BotFactory,
+    ServerProcess,
+    publishing,
+    room_state,
+    wait_for,
+)
 
 pytestmark = pytest.mark.process
 
-BotFactory = Callable[[str, float], BotProcess]
 
 
 def assert_received_everyone(report: dict[str, Any], others: list[str], seconds: float) -> None:

@@ -9,7 +9,6 @@ import signal
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 
 from tests.helpers import (
     REPO,
-    BotProcess,
+    BotFactory,
     ServerProcess,
     manifest,
     member_state,
@@ -30,7 +29,6 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.process
 
-BotFactory = Callable[[str, float], BotProcess]
 
 
 def track(performer: dict[str, Any], kind: str) -> dict[str, Any]:
