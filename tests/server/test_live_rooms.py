@@ -30,9 +30,9 @@ def assert_received_everyone(report: dict[str, Any], others: list[str], seconds:
         assert stats["latency_ms_p50"] is not None and stats["latency_ms_p50"] < 250, stats
 
 
-@pytest.mark.parametrize("count", [2, 3])
-def test_bots_see_and_hear_each_other(server: ServerProcess, bots: BotFactory, count: int) -> None:
-    seconds = 6
+def test_three_bots_see_and_hear_each_other(server: ServerProcess, bots: BotFactory) -> None:
+    """Every performer gets every other's media (a pair: test_leave_and_rejoin_with_the_same_invite)."""
+    seconds, count = 6, 3
     room = server.create_room()
     invites = [server.invite(room, f"bot {i}") for i in range(count)]
     running = [bots(inv["url"], seconds) for inv in invites]

@@ -103,7 +103,7 @@ def test_sigkill_during_recording_then_restart_recovers_a_partial_session(
         for name in ("Ann", "Ben"):
             bots(server.invite(room, name)["url"], 30)
         wait_for(lambda: publishing(server, room, 2), 20, "both performers")
-        time.sleep(8)  # eight seconds recorded: over 200 frames each
+        time.sleep(5)  # five seconds recorded: over 120 frames each
         server.stop(signal.SIGKILL)
         killed_at = time.time()
         session_dir = server.session_dir(session["session_id"])
@@ -118,7 +118,7 @@ def test_sigkill_during_recording_then_restart_recovers_a_partial_session(
         for performer in archive["performers"]:
             video = track(performer, "video")
             decoded = report["performers"][performer["performer_id"]]
-            assert decoded["video_frames"] == video["frames"] > 200
+            assert decoded["video_frames"] == video["frames"] > 120
             end = started + video["start_s"] + video["duration_s"]
             assert end >= killed_at - 2.5, (end, killed_at)  # within 2 s (+ started_at rounding)
     finally:
@@ -133,9 +133,9 @@ def test_a_performer_who_rejoins_continues_in_the_same_file(
     anchor = bots(server.invite(room, "stays")["url"], 30)
     back = server.invite(room, "comes back")
     wait_for(lambda: publishing(server, room, 1), 20, "the performer who stays")
-    assert bots(back["url"], 5).wait()[0] == 0
+    assert bots(back["url"], 3).wait()[0] == 0
     time.sleep(2)  # away for two seconds, then back
-    assert bots(back["url"], 5).wait()[0] == 0
+    assert bots(back["url"], 3).wait()[0] == 0
     assert anchor.finish()[0] == 0
     assert stop_recording(server, room)["state"] == "complete"
     session_dir = server.session_dir(session["session_id"])
@@ -150,7 +150,7 @@ def test_a_performer_who_rejoins_continues_in_the_same_file(
         gaps = track(performer, kind)["gaps"]
         assert len(gaps) == 1 and gaps[0]["reason"] == "reconnected", gaps
         assert 1.5 <= gaps[0]["end_s"] - gaps[0]["start_s"] <= 6, gaps
-    assert track(performer, "video")["frames"] >= 25 * 8
+    assert track(performer, "video")["frames"] >= 25 * 4
 
 
 def test_a_full_disk_fails_the_session_but_not_the_room(tmp_path: Path, bots: BotFactory) -> None:
@@ -185,8 +185,8 @@ def test_media_that_stops_and_resumes_is_a_gap_not_a_loss(
     room = server.create_room()
     session = start_recording(server, room)
     paused = server.invite(room, "freezes")
-    running = [bots(paused["url"], 11, "--pause-at", "3", "--pause-for", "5"),
-               bots(server.invite(room, "steady")["url"], 11)]
+    running = [bots(paused["url"], 8, "--pause-at", "2", "--pause-for", "4"),
+               bots(server.invite(room, "steady")["url"], 8)]
     results = [bot.wait() for bot in running]
     assert [status for status, _, _ in results] == [0, 0], results
     sent = results[0][2]["sent"]
@@ -198,7 +198,7 @@ def test_media_that_stops_and_resumes_is_a_gap_not_a_loss(
                      if p["performer_id"] == paused["performer_id"])
     for kind in ("video", "audio"):
         (gap,) = track(performer, kind)["gaps"]
-        assert gap["reason"] == "no media" and 4.0 <= gap["end_s"] - gap["start_s"] <= 6.0, gap
+        assert gap["reason"] == "no media" and 3.0 <= gap["end_s"] - gap["start_s"] <= 5.0, gap
     # what was sent before and after the pause is all there
     assert track(performer, "video")["frames"] >= 0.98 * sent["video_frames"], sent
     assert track(performer, "audio")["frames"] >= 0.98 * sent["audio_frames"], sent
