@@ -247,7 +247,7 @@ def test_a_stalled_disk_becomes_gaps_and_never_slows_the_relay(
         room = server.create_room()
         session = start_recording(server, room)
         # at 40 ms a write, the 100 items of the queue overflow within the first second
-        running = [bots(server.invite(room, n)["url"], 6) for n in ("Ann", "Ben")]
+        running = [bots(server.invite(room, n)["url"], 4) for n in ("Ann", "Ben")]
         for bot in running:
             stats = bot.peer_stats()
             assert stats["fps"] >= 25, stats  # the live relay never noticed the disk
