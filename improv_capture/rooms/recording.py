@@ -52,7 +52,8 @@ class Recording:
         }
         self._performers: dict[str, dict[str, Any]] = {}
         self._tracks: dict[tuple[str, str, str], tuple[Publication, TrackRecorder]] = {}
-        self._segments: dict[str, dict[int, str]] = {}
+        #: performer_id -> (their current publisher, its segment name)
+        self._segments: dict[str, tuple[object, str]] = {}
         self.stopped = False
 
     @property
@@ -125,12 +126,17 @@ class Recording:
             self.writer.manifest(self.manifest)
 
     def _segment(self, member: Member) -> str:
-        """One segment per publish session: a rejoin starts a new one in the same file."""
-        segments = self._segments.setdefault(member.performer_id, {})
-        publisher = id(member.publisher)
-        if publisher not in segments:
-            segments[publisher] = f"s{len(segments) + 1:03d}"
-        return segments[publisher]
+        """One segment per publish session: a rejoin starts a new one in the same file.
+
+        The current publisher is held (not its ``id()``, which a closed publisher's successor
+        can reuse: that reopened the first segment's files and lost what they held, seen as a
+        rejoin recorded as one segment, placed seconds early).
+        """
+        current = self._segments.get(member.performer_id)
+        if current is None or current[0] is not member.publisher:
+            number = (int(current[1][1:]) if current else 0) + 1
+            current = self._segments[member.performer_id] = (member.publisher, f"s{number:03d}")
+        return current[1]
 
     def member_left(self, member: Member, reason: str) -> None:
         if self.stopped or member.performer_id not in self._performers:

@@ -269,3 +269,24 @@ async def test_closing_a_room_finalises_its_recording_and_closes_every_seat(
     assert ann.closed == (CLOSE_ROOM_NOT_FOUND, "room closed") and not room.members
     assert room.recording is None
     assert json.loads((recording.session_dir / "manifest.json").read_text())["ended_at"]
+
+
+async def test_every_publish_session_of_a_performer_gets_its_own_segment(
+    hub: Hub, room: Room
+) -> None:
+    """A closed publisher's successor may get its id(): it must still start a new segment, or
+    it reopens the first segment's files (what they held is lost, the rest misplaced)."""
+
+    class Publisher:  # what the recording keys segments by: the member's current publisher
+        pass
+
+    member, _ = hub.seats.attach(invite(room, "ann"), Page(), None)
+    recording = hub.recordings.start(room)
+    names = []
+    for _ in range(3):
+        member.publisher = Publisher()  # type: ignore[assignment]
+        names.append(recording._segment(member))
+        assert recording._segment(member) == names[-1]  # the same publish session
+        member.publisher = None  # closed: nothing else holds it, so its id is free again
+    assert names == ["s001", "s002", "s003"]
+    await hub.recordings.stop(room)
