@@ -113,7 +113,7 @@ def test_fuzzed_signaling_never_breaks_the_server(server: ServerProcess, bots: B
                     ws.send(m)
                     sent["messages"] += 1
                 while True:
-                    reply = ws.recv(timeout=0.15)  # loopback answers in milliseconds
+                    reply = ws.recv(timeout=0.06)  # loopback answers in milliseconds
                     if isinstance(reply, str):
                         answer = json.loads(reply)
                         assert answer["type"] in SERVER_TYPES, answer
