@@ -37,7 +37,7 @@ def test_page_reconnects_after_a_network_drop(server: ServerProcess, browser: An
             page.wait_for_function("document.body.dataset.state === 'joined'", timeout=20000)
         wait_playing(bob_page, alice["performer_id"])
 
-        proxy.drop(6)
+        proxy.drop(3)
         deadline = time.time() + 5
         while peer_state(bob_page, alice["performer_id"]) != "reconnecting":
             assert time.time() < deadline, "Bob never saw Alice reconnecting"
@@ -47,7 +47,7 @@ def test_page_reconnects_after_a_network_drop(server: ServerProcess, browser: An
             "reconnecting"
         )
 
-        # the link comes back after 6 s: Alice takes her seat back without a click
+        # the link comes back after 3 s: Alice takes her seat back without a click
         deadline = time.time() + 20
         while peer_state(bob_page, alice["performer_id"]) != "joined":
             assert time.time() < deadline, "Alice did not come back"
