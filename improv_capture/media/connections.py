@@ -84,10 +84,8 @@ class PublishConnection:
         queue_capacity: dict[str, int],
         pli_interval_s: float,
         on_publication: Callable[[Publication], None],
-        policy: SdpPolicy,
     ) -> None:
         self.performer_id = performer_id
-        self.policy = policy
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self.publications: dict[str, Publication] = {}
         self._on_publication = on_publication
@@ -130,8 +128,9 @@ class PublishConnection:
     ) -> Publication:
         return Publication(self.performer_id, track, requester, self._capacity[track.kind])
 
-    async def answer(self, offer_sdp: object) -> str:
-        sdp = validate_sdp(self.policy.publish_offer(offer_sdp), "offer")
+    async def answer(self, offer_sdp: str) -> str:
+        """Answer an offer the SDP policy has passed (SdpPolicy.publish_offer)."""
+        sdp = validate_sdp(offer_sdp, "offer")
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             kinds = {t.kind for t in self.pc.getTransceivers() if t.mid is not None}

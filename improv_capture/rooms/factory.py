@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from improv_capture.media.connections import PublishConnection
 from improv_capture.media.relay import Publication
-from improv_capture.media.sdp_policy import SdpPolicy
 from improv_capture.rooms.model import Room
 from improv_capture.rooms.recording import Recording
 from improv_capture.settings import Settings
@@ -25,7 +24,6 @@ class MediaFactory:
         self,
         settings: Settings,
         performer_id: str,
-        policy: SdpPolicy,
         on_publication: Callable[[Publication], None],
     ) -> PublishConnection:
         capacity = {"audio": settings.relay_audio_queue, "video": settings.relay_video_queue}
@@ -35,7 +33,6 @@ class MediaFactory:
             capacity,
             settings.pli_interval_s,
             on_publication=on_publication,
-            policy=policy,
         )
 
     def recording(self, settings: Settings, room: Room) -> Recording:

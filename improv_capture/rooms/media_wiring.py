@@ -71,7 +71,8 @@ class MediaWiring:
         """Answer a publish offer (the caller checks consent and waits :meth:`publish_wait_s`);
         the member's earlier publish connection is replaced, its subscribe one made once."""
         member.last_publish_at = asyncio.get_running_loop().time()
-        self.sdp_policy.publish_offer(offer_sdp)  # refused here, the current one stays up
+        # checked once, before anything is torn down: a refused offer leaves the current one up
+        offer = self.sdp_policy.publish_offer(offer_sdp)
         old = member.publisher
         member.publisher = None
         if old is not None:
@@ -80,11 +81,10 @@ class MediaWiring:
         publisher = self.factory.publish_connection(
             self.settings,
             member.performer_id,
-            self.sdp_policy,
             on_publication=lambda _p: self.resync(member.room),
         )
         try:
-            answer = await publisher.answer(offer_sdp)
+            answer = await publisher.answer(offer)
         except Exception:
             await publisher.close()
             self.resync(member.room)

@@ -3,7 +3,7 @@
  * Copy text: the async Clipboard API where the page may use it, else a selected <textarea> and
  * execCommand('copy') (plain http on a LAN address is not a secure context).
  */
-import { h } from '../shared/dom.js';
+import { h } from '../common/dom.js';
 
 /**
  * @param {string} text

@@ -5,7 +5,7 @@
  */
 import { api, seg } from './api.js';
 import { copyText, selectText } from './clipboard.js';
-import { h } from '../shared/dom.js';
+import { h } from '../common/dom.js';
 import { fmtDateTime, fmtExpiry, items } from './util.js';
 
 /**

@@ -2,7 +2,7 @@
 /**
  * Operator console: sign-in, the operator socket, and the wiring between the panels.
  * Protocol: docs/console-protocol.md; HTTP API: docs/api.md. The socket, the monitor's subscribe
- * side, the level meter and DOM building are the performer page's too (../shared/).
+ * side, the level meter and DOM building are the performer page's too (../common/).
  * Page state: document.body.dataset.console = signed-out | ready | reconnecting.
  */
 import { ApiError, api, onUnauthorized, seg } from './api.js';
@@ -18,9 +18,9 @@ import { SessionsPanel } from './sessions.js';
 import { TakeList } from './takes.js';
 import { TileGrid } from './tiles.js';
 import { items } from './util.js';
-import { byId, h, hook } from '../shared/dom.js';
-import { resumeAudio } from '../shared/meter.js';
-import { ReconnectingSocket, socketUrl } from '../shared/socket.js';
+import { byId, h, hook } from '../common/dom.js';
+import { resumeAudio } from '../common/meter.js';
+import { ReconnectingSocket, socketUrl } from '../common/socket.js';
 
 const SELECTED_KEY = 'improv.console.room';
 /** Retry delays of the operator socket: 0.5 s, 1 s, 2 s, 4 s, then every 8 s for as long as it takes. */

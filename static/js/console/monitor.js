@@ -1,16 +1,16 @@
 // @ts-check
 /**
  * The receive-only monitor of the watched room: `watch` over the operator socket, and the
- * subscribe side shared with the performer page (../shared/subscribe.js) to answer the monitor's
+ * subscribe side shared with the performer page (../common/subscribe.js) to answer the monitor's
  * offers and map its streams to performers; the tiles show the room description's performers
  * until the server's peers list arrives.
  */
-import { RemoteMedia } from '../shared/subscribe.js';
+import { RemoteMedia } from '../common/subscribe.js';
 
 const MAX_PC_RETRIES = 5;
 
 /**
- * @typedef {import('../shared/subscribe.js').Peer} Peer
+ * @typedef {import('../common/subscribe.js').Peer} Peer
  * @typedef {import('./tiles.js').TileGrid} TileGrid
  */
 

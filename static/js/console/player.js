@@ -11,7 +11,7 @@
  * is inside its range, holds its first frame before, and is nudged back when it drifts.
  */
 import { api, apiBlob, filePath, seg } from './api.js';
-import { h } from '../shared/dom.js';
+import { h } from '../common/dom.js';
 import { fmtClock, fmtDateTime, fmtTimeline } from './util.js';
 
 const TICK_MS = 100;

@@ -3,7 +3,7 @@
  * Rooms column: the list (select, close with confirm) and the create form.
  */
 import { api, seg } from './api.js';
-import { h } from '../shared/dom.js';
+import { h } from '../common/dom.js';
 
 /**
  * @typedef {{room_id: string, name?: string, created_at?: string, performers?: any[],

@@ -5,7 +5,7 @@
  * recording stops, and on Refresh (never on a timer).
  */
 import { api } from './api.js';
-import { h } from '../shared/dom.js';
+import { h } from '../common/dom.js';
 import { fmtClock, fmtDateTime, items } from './util.js';
 
 const PAGE = 200;

@@ -5,7 +5,7 @@
  * and by the answers to the console's own POSTs, de-duplicated. A new session starts a new
  * list; after a stop the last session's list stays until the next start.
  */
-import { h } from '../shared/dom.js';
+import { h } from '../common/dom.js';
 import { fmtTimeline } from './util.js';
 
 /**

@@ -4,9 +4,9 @@
  * an audio level meter, the stats the server pushes every second, problem flags and a remove
  * button. Knows nothing about WebRTC: the monitor hands it performers and streams.
  */
-import { h } from '../shared/dom.js';
-import { LevelMeter } from '../shared/meter.js';
-import { MediaTiles } from '../shared/tiles.js';
+import { h } from '../common/dom.js';
+import { LevelMeter } from '../common/meter.js';
+import { MediaTiles } from '../common/tiles.js';
 
 /**
  * @typedef {{performer_id: string, display_name?: string, state?: string}} Performer

@@ -1,6 +1,6 @@
 // @ts-check
 /**
- * Formatting and input helpers of the console modules (DOM building: ../shared/dom.js).
+ * Formatting and input helpers of the console modules (DOM building: ../common/dom.js).
  */
 
 /**

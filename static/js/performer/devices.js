@@ -4,12 +4,12 @@
  * the local preview and level meter, the device lists, and switching a device mid-scene (on the
  * live sender too).
  */
-import { h } from '../shared/dom.js';
-import { getLocalMedia, getTrack, listDevices } from '../shared/media.js';
-import { LevelMeter } from '../shared/meter.js';
+import { h } from '../common/dom.js';
+import { getLocalMedia, getTrack, listDevices } from '../common/media.js';
+import { LevelMeter } from '../common/meter.js';
 import { ui } from './view.js';
 
-/** @typedef {import('../shared/media.js').MediaConfig} MediaConfig */
+/** @typedef {import('../common/media.js').MediaConfig} MediaConfig */
 
 /**
  * @param {HTMLSelectElement} select

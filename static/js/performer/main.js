@@ -4,10 +4,10 @@
  * subscribe connections, over one signaling socket that survives drops and reloads.
  * Protocol: docs/signaling.md. Test surface: `window.improv`.
  */
-import { captureReport, mediaConfig } from '../shared/media.js';
-import { resumeAudio } from '../shared/meter.js';
-import { ReconnectingSocket, socketUrl } from '../shared/socket.js';
-import { RemoteMedia } from '../shared/subscribe.js';
+import { captureReport, mediaConfig } from '../common/media.js';
+import { resumeAudio } from '../common/meter.js';
+import { ReconnectingSocket, socketUrl } from '../common/socket.js';
+import { RemoteMedia } from '../common/subscribe.js';
 import { acceptance, consentMessage, hideConsent, sameText, showConsent, textVerified } from './consent.js';
 import { LocalMedia } from './devices.js';
 import { PublishConnection } from './publish.js';
@@ -112,7 +112,7 @@ const local = new LocalMedia({
 /** The test/automation surface. */
 const improv = {
   get pcs() { return { publish: publisher.pc, subscribe: remote.pc }; },
-  /** @returns {import('../shared/subscribe.js').Peer[]} */
+  /** @returns {import('../common/subscribe.js').Peer[]} */
   get peers() { return remote.peers ?? []; },
   /**
    * RMS level (0..1) of a remote performer's received audio; 0 without a tile.

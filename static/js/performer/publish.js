@@ -4,7 +4,7 @@
  * and VP8 only, the server's video bitrate cap set at the source, since the relay forwards our
  * packets as they are).
  */
-import { connectionConfig, gatheringDone } from '../shared/connection.js';
+import { connectionConfig, gatheringDone } from '../common/connection.js';
 
 /**
  * Limit a transceiver to the codecs the server accepts, where the browser lets us.

@@ -1,14 +1,14 @@
 // @ts-check
 /**
  * Remote tiles: one <video data-testid="remote-video"> per other performer that publishes, drawn
- * from the subscribe side's peers and streams (../shared/subscribe.js) on every change.
+ * from the subscribe side's peers and streams (../common/subscribe.js) on every change.
  */
-import { h } from '../shared/dom.js';
-import { LevelMeter } from '../shared/meter.js';
-import { MediaTiles } from '../shared/tiles.js';
+import { h } from '../common/dom.js';
+import { LevelMeter } from '../common/meter.js';
+import { MediaTiles } from '../common/tiles.js';
 
 /**
- * @typedef {import('../shared/subscribe.js').Peer} Peer
+ * @typedef {import('../common/subscribe.js').Peer} Peer
  * @typedef {{el: HTMLElement, video: HTMLVideoElement, name: HTMLElement, note: HTMLElement,
  *   meter: LevelMeter, stream: MediaStream | null}} Tile
  */

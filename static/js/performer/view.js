@@ -4,7 +4,7 @@
  * (lobby, joining, joined, left, error), the status line, the error banner, the room header,
  * the REC indicator, the prompt and the Join/Leave buttons.
  */
-import { byId, hook } from '../shared/dom.js';
+import { byId, hook } from '../common/dom.js';
 
 /** @typedef {'lobby' | 'joining' | 'joined' | 'left' | 'error'} PageState */
 
