@@ -78,50 +78,62 @@ def chunked_post(url: str, total: int, token: str | None) -> httpx.Response:
     return httpx.post(url, content=zeros(total), headers=headers, timeout=60)
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the tests here that leave nothing behind but a room or a token."""
+    proc = ServerProcess(tmp_path_factory.mktemp("shared") / "data").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
 # bodies
 
 
-def test_a_chunked_body_without_a_token_is_refused_unread(server: ServerProcess) -> None:
-    assert server.proc is not None
-    with PeakRss([server.proc.pid]) as rss:
-        response = chunked_post(f"{server.url}/api/v1/rooms", 100 * MIB, token=None)
+def test_a_chunked_body_without_a_token_is_refused_unread(shared: ServerProcess) -> None:
+    assert shared.proc is not None
+    with PeakRss([shared.proc.pid]) as rss:
+        response = chunked_post(f"{shared.url}/api/v1/rooms", 100 * MIB, token=None)
     assert response.status_code == 401, response.text
     assert response.json() == {"detail": "missing bearer token"}
     assert max(rss.growth().values()) < 40, rss.growth()
-    assert server.api("GET", "/healthz").status_code == 200
+    assert shared.api("GET", "/healthz").status_code == 200
 
 
-def test_bodies_over_the_limit_get_413_and_under_it_are_served(server: ServerProcess) -> None:
-    assert server.proc is not None
-    with PeakRss([server.proc.pid]) as rss:
-        response = chunked_post(f"{server.url}/api/v1/rooms", 50 * MIB, token=server.token)
+def test_bodies_over_the_limit_get_413_and_under_it_are_served(shared: ServerProcess) -> None:
+    assert shared.proc is not None
+    with PeakRss([shared.proc.pid]) as rss:
+        response = chunked_post(f"{shared.url}/api/v1/rooms", 50 * MIB, token=shared.token)
     assert response.status_code == 413, response.text
     assert response.json() == {"detail": "request body too large"}
     assert max(rss.growth().values()) < 40, rss.growth()
-    declared = server.api("POST", "/api/v1/rooms", content=b"{" + b" " * (2 * MIB) + b"}",
+    declared = shared.api("POST", "/api/v1/rooms", content=b"{" + b" " * (2 * MIB) + b"}",
                           headers={"Content-Type": "application/json"})
     assert declared.status_code == 413 and declared.json() == {"detail": "request body too large"}
-    assert server.create_room("still serving")
+    assert shared.create_room("still serving")
 
 
 def test_readers_and_performers_sending_bodies_get_the_refusals_of_before(
-    server: ServerProcess,
+    shared: ServerProcess,
 ) -> None:
-    reader = server.api("POST", "/api/v1/tokens", json={"role": "reader", "label": "job"})
+    rooms_before = [r["room_id"] for r in shared.api("GET", "/api/v1/rooms").json()["items"]]
+    reader = shared.api("POST", "/api/v1/tokens", json={"role": "reader", "label": "job"})
     assert reader.status_code == 201, reader.text
-    room = server.create_room()
-    invite = server.invite(room, "Ann")["token"]
+    room = shared.create_room()
+    invite = shared.invite(room, "Ann")["token"]
     for token, code, detail in (
         (reader.json()["token"], 403, "a reader token can only read sessions"),
         (invite, 403, "a performer invite cannot use this API"),
         ("nonsense", 401, "invalid token"),
     ):
         for response in (
-            server.api("POST", "/api/v1/rooms", token=token, json={"name": "x"}),
-            chunked_post(f"{server.url}/api/v1/rooms", 4 * MIB, token=token),
+            shared.api("POST", "/api/v1/rooms", token=token, json={"name": "x"}),
+            chunked_post(f"{shared.url}/api/v1/rooms", 4 * MIB, token=token),
         ):
             assert (response.status_code, response.json()["detail"]) == (code, detail)
-    assert [r["room_id"] for r in server.api("GET", "/api/v1/rooms").json()["items"]] == [room]
+    rooms_after = [r["room_id"] for r in shared.api("GET", "/api/v1/rooms").json()["items"]]
+    assert rooms_after == rooms_before + [room]  # none of the refused bodies made a room
 
 
 def test_the_cluster_router_reads_no_body_without_the_operator_token(
@@ -299,15 +311,15 @@ def security_headers(response: httpx.Response) -> dict[str, str]:
     )}
 
 
-def test_every_page_and_api_answer_carries_the_security_headers(server: ServerProcess) -> None:
+def test_every_page_and_api_answer_carries_the_security_headers(shared: ServerProcess) -> None:
     answers = {
-        "/console": httpx.get(f"{server.url}/console"),
-        "/join": httpx.get(f"{server.url}/join"),
-        "/docs": httpx.get(f"{server.url}/docs"),
-        "/static/js/performer.js": httpx.get(f"{server.url}/static/js/performer.js"),
-        "/api/v1/rooms": server.api("GET", "/api/v1/rooms"),
-        "/api/v1/rooms (no token)": httpx.get(f"{server.url}/api/v1/rooms"),
-        "/nowhere": httpx.get(f"{server.url}/nowhere"),
+        "/console": httpx.get(f"{shared.url}/console"),
+        "/join": httpx.get(f"{shared.url}/join"),
+        "/docs": httpx.get(f"{shared.url}/docs"),
+        "/static/js/performer.js": httpx.get(f"{shared.url}/static/js/performer.js"),
+        "/api/v1/rooms": shared.api("GET", "/api/v1/rooms"),
+        "/api/v1/rooms (no token)": httpx.get(f"{shared.url}/api/v1/rooms"),
+        "/nowhere": httpx.get(f"{shared.url}/nowhere"),
     }
     for path, response in answers.items():
         headers = security_headers(response)
@@ -319,13 +331,13 @@ def test_every_page_and_api_answer_carries_the_security_headers(server: ServerPr
         assert csp["object-src"] == ["'none'"], path
 
 
-def test_the_api_docs_load_nothing_from_another_origin(server: ServerProcess) -> None:
-    page = httpx.get(f"{server.url}/docs")
+def test_the_api_docs_load_nothing_from_another_origin(shared: ServerProcess) -> None:
+    page = httpx.get(f"{shared.url}/docs")
     assert page.status_code == 200
     assert "<script>" not in page.text  # no inline script: the CSP allows none
     urls = [u for u in re.findall(r"""(?:src|href)=["']([^"']+)""", page.text)
             if not u.startswith("data:")]
     assert urls and all(u.startswith("/") and not u.startswith("//") for u in urls), urls
     for url in urls:
-        assert httpx.get(f"{server.url}{url}").status_code == 200, url
-    assert httpx.get(f"{server.url}/openapi.json").json()["info"]["title"] == "improv-capture"
+        assert httpx.get(f"{shared.url}{url}").status_code == 200, url
+    assert httpx.get(f"{shared.url}/openapi.json").json()["info"]["title"] == "improv-capture"

@@ -125,34 +125,6 @@ def test_sigkill_during_recording_then_restart_recovers_a_partial_session(
         server.stop()
 
 
-def test_a_performer_who_rejoins_continues_in_the_same_file(
-    server: ServerProcess, bots: BotFactory
-) -> None:
-    room = server.create_room()
-    session = start_recording(server, room)
-    anchor = bots(server.invite(room, "stays")["url"], 30)
-    back = server.invite(room, "comes back")
-    wait_for(lambda: publishing(server, room, 1), 20, "the performer who stays")
-    assert bots(back["url"], 3).wait()[0] == 0
-    time.sleep(2)  # away for two seconds, then back
-    assert bots(back["url"], 3).wait()[0] == 0
-    assert anchor.finish()[0] == 0
-    assert stop_recording(server, room)["state"] == "complete"
-    session_dir = server.session_dir(session["session_id"])
-    status, report = verify(session_dir)
-    assert status == 0, report["defects"]
-    performer = next(
-        p for p in manifest(session_dir)["performers"] if p["performer_id"] == back["performer_id"]
-    )
-    assert performer["file"]["path"] == f"performers/{back['performer_id']}.webm"
-    assert performer["sync"]["segments"] == 2
-    for kind in ("video", "audio"):
-        gaps = track(performer, kind)["gaps"]
-        assert len(gaps) == 1 and gaps[0]["reason"] == "reconnected", gaps
-        assert 1.5 <= gaps[0]["end_s"] - gaps[0]["start_s"] <= 6, gaps
-    assert track(performer, "video")["frames"] >= 25 * 4
-
-
 def test_a_full_disk_fails_the_session_but_not_the_room(tmp_path: Path, bots: BotFactory) -> None:
     def small_files() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -206,30 +178,48 @@ def test_media_that_stops_and_resumes_is_a_gap_not_a_loss(
     assert abs(report["performers"][paused["performer_id"]]["av_offset_ms"]["median"]) <= 10
 
 
-def test_a_performer_whose_connection_dies_rejoins_into_the_same_file(
+def test_performers_who_leave_or_lose_their_connection_rejoin_into_the_same_file(
     server: ServerProcess, bots: BotFactory
 ) -> None:
+    """One performer leaves and comes back with the same invite; another's process dies (no
+    leave: the socket and the peer connections just stop) and rejoins. Both stay one file."""
     room = server.create_room()
     session = start_recording(server, room)
     anchor = bots(server.invite(room, "stays")["url"], 30)
-    crashing = server.invite(room, "crashes")
+    back, crashing = server.invite(room, "comes back"), server.invite(room, "crashes")
     victim = bots(crashing["url"], 30)
-    wait_for(lambda: publishing(server, room, 2), 20, "both performers")
-    time.sleep(2)  # a first stretch recorded
-    victim.stop()  # SIGKILL: no leave, the socket and the peer connections just die
+    wait_for(lambda: publishing(server, room, 2), 20, "the performers who stay and crash")
+    leaver = bots(back["url"], 3)
+    time.sleep(2)  # a first stretch of the one who crashes recorded
+    victim.stop()  # SIGKILL
     wait_for(lambda: member_state(server, room, crashing["performer_id"]) == "reconnecting",
              10, "the server to notice the dead connection")
     time.sleep(1.5)  # away longer than a 1 s hole in the video: a bot alone rejoins in 0.5 s
-    assert bots(crashing["url"], 6).wait()[0] == 0  # the same invite takes the seat back
+    rejoined = bots(crashing["url"], 6)  # the same invite takes the seat back
+    assert leaver.wait()[0] == 0
+    time.sleep(2)  # away for two seconds, then back
+    assert bots(back["url"], 3).wait()[0] == 0
+    assert rejoined.wait()[0] == 0
     assert anchor.finish()[0] == 0
     assert stop_recording(server, room)["state"] == "complete"
     session_dir = server.session_dir(session["session_id"])
     status, report = verify(session_dir)
     assert status == 0, report["defects"]
-    performer = next(p for p in manifest(session_dir)["performers"]
-                     if p["performer_id"] == crashing["performer_id"])
-    assert performer["sync"]["segments"] == 2
-    gaps = track(performer, "video")["gaps"]
+    performers = {p["performer_id"]: p for p in manifest(session_dir)["performers"]}
+
+    came_back = performers[back["performer_id"]]
+    assert came_back["file"]["path"] == f"performers/{back['performer_id']}.webm"
+    assert came_back["sync"]["segments"] == 2
+    for kind in ("video", "audio"):
+        gaps = track(came_back, kind)["gaps"]
+        assert len(gaps) == 1 and gaps[0]["reason"] == "reconnected", gaps
+        assert 1.5 <= gaps[0]["end_s"] - gaps[0]["start_s"] <= 6, gaps
+    assert track(came_back, "video")["frames"] >= 25 * 4
+
+    crashed = performers[crashing["performer_id"]]
+    assert crashed["file"]["path"] == f"performers/{crashing['performer_id']}.webm"
+    assert crashed["sync"]["segments"] == 2
+    gaps = track(crashed, "video")["gaps"]
     assert [g["reason"] for g in gaps] == ["reconnected"], gaps
 
 
