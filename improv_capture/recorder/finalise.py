@@ -20,7 +20,7 @@ from typing import Any
 
 import av
 
-from improv_capture.clock import parse_utc, utc_iso
+from improv_capture.clock import parse_utc, utc_iso, utc_now_iso
 from improv_capture.recorder.capture import CLOCK_RATES
 from improv_capture.recorder.files import (
     describe_error,
@@ -284,6 +284,8 @@ def finalise_session(session_dir: Path, reason: str | None = None) -> dict[str, 
     failed = manifest["performers"] and all(p.get("file") is None for p in manifest["performers"])
     manifest["state"] = "failed" if failed and problems else ("partial" if problems else "complete")
     manifest["reason"] = "; ".join(dict.fromkeys(problems)) or None
+    manifest["revision"] = 1  # every later change bumps it: recorder/manifest.py
+    manifest["updated_at"] = utc_now_iso()
 
     if not failed:
         shutil.rmtree(session_dir / "capture", ignore_errors=True)
