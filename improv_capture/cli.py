@@ -42,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from improv_capture.api.http_guard import guard
     from improv_capture.api.http_server import server_config
+    from improv_capture.api.upload_paths import UploadBodies
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
                                    ("data_dir", args.data_dir), ("workers", args.workers))
@@ -69,16 +70,27 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         print(_banner(settings, operator_token, routing), flush=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request is noise
-    uvicorn.Server(server_config(guard(app, operator_token, settings), settings)).run()
+    uploads = UploadBodies(app.state.signer, settings)  # performers' bodies: their own uploads
+    uvicorn.Server(server_config(guard(app, operator_token, settings, uploads), settings)).run()
     return 0
 
 
 def _bot(args: argparse.Namespace) -> int:
     from improv_capture.tools.bot.client import run_bot
+    from improv_capture.tools.bot.studio import StudioOptions, parse_size
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s bot %(levelname)s %(message)s")
     pause = (args.pause_at, args.pause_for) if args.pause_for else None
-    return asyncio.run(run_bot(args.invite, args.duration, args.report, pause, args.preencoded))
+    try:
+        hq_size = parse_size(args.hq_size) if args.hq_size else None
+    except ValueError as exc:
+        print(f"improv-capture bot: --hq-size: {exc}", file=sys.stderr)
+        return 2
+    studio = StudioOptions(hq_size=hq_size, pace_kbps=args.studio_pace_kbps,
+                           upload_timeout_s=args.hq_upload_timeout,
+                           max_pending_bytes=int(args.hq_max_pending_mb * 2**20))
+    return asyncio.run(run_bot(args.invite, args.duration, args.report, pause, args.preencoded,
+                               studio))
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -140,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     bot.add_argument("--pause-for", type=float, default=0.0, help="... for S s, then resume")
     bot.add_argument("--preencoded", action="store_true",
                      help="loop media encoded once (a cheap bot for load tests)")
+    bot.add_argument("--hq-size", metavar="WxH",
+                     help="studio rooms: size of the local full-quality recording "
+                          "(default: the room profile's capture size, e.g. 1280x720)")
+    bot.add_argument("--studio-pace-kbps", type=float, metavar="N",
+                     help="studio rooms: upload the local recording at most N kbit/s while "
+                          "the take runs (default: unpaced; after the stop: unpaced)")
+    bot.add_argument("--hq-upload-timeout", type=float, default=60.0, metavar="S",
+                     help="studio rooms: keep uploading at most S s after the take stops")
+    bot.add_argument("--hq-max-pending-mb", type=float, default=256.0, metavar="MB",
+                     help="studio rooms: unacknowledged recording held in memory; past it "
+                          "the local recording stops (the live copy remains)")
     bot.set_defaults(func=_bot)
 
     verify = commands.add_parser("verify", help="check a session archive")

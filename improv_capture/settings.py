@@ -59,6 +59,35 @@ class Settings(BaseSettings):
     video_frame_rate: int = 30
     max_video_bitrate: int = 1_200_000
 
+    # --- Capture profiles (improv_capture/rooms/profiles.py) ---
+    #: The profile of a room whose create body names none: standard (the live call is the
+    #: recording) or studio (each browser also records and uploads a high-quality copy).
+    default_profile: Literal["standard", "studio"] = "standard"
+    #: Studio: the camera's capture size (kept by the browser's own recording) and the size
+    #: and bitrate the live call is sent at.
+    studio_width: int = Field(default=1280, ge=160, le=3840)
+    studio_height: int = Field(default=720, ge=120, le=2160)
+    studio_live_width: int = Field(default=640, ge=160, le=1920)
+    studio_live_height: int = Field(default=360, ge=120, le=1080)
+    studio_live_max_video_bitrate: int = Field(default=800_000, ge=100_000)
+    #: Studio: the browser recording's bitrates and how many seconds go in an upload chunk.
+    studio_video_bitrate: int = Field(default=4_000_000, ge=500_000)
+    studio_audio_bitrate: int = Field(default=128_000, ge=32_000)
+    studio_chunk_s: float = Field(default=2.0, ge=1, le=10)
+    #: Largest upload chunk: above it 413 (the page's chunks are ~chunk_s of the bitrates).
+    hq_max_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    #: After a recording stops, how long its high-quality copies may take to arrive; then each
+    #: becomes `incomplete` with what did arrive, and later chunks get 409.
+    hq_upload_deadline_s: float = Field(default=3600.0, ge=5)
+    #: From the end of an upload chunk's request head to the end of its body (a chunk of
+    #: hq_max_chunk_bytes over a slow home uplink): past it 408, and the page sends it again.
+    hq_chunk_timeout_s: float = Field(default=120.0, gt=0)
+    #: Upload chunks a process reads at once (each held in memory until written); one more
+    #: waits up to 0.5 s, then gets 503 with Retry-After and the page sends it again.
+    hq_max_concurrent_chunks: int = Field(default=16, ge=1, le=256)
+    #: High-quality copies placed on a session timeline at once (CPU-heavy decoding): more wait.
+    hq_placements: int = Field(default=1, ge=1, le=16)
+
     #: Packets a subscriber may have queued before the relay drops for it.
     relay_video_queue: int = 120
     relay_audio_queue: int = 50
@@ -171,6 +200,12 @@ class Settings(BaseSettings):
     @property
     def sessions_dir(self) -> Path:
         return self.data_dir / "sessions"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Chunks of high-quality copies not yet placed in their session (never inside one:
+        SHA256SUMS covers every file of a session directory)."""
+        return self.data_dir / "uploads"
 
     @property
     def is_primary(self) -> bool:

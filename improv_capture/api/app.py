@@ -20,6 +20,7 @@ from improv_capture.api.http_guard import error_response
 from improv_capture.api.operator_routes import router
 from improv_capture.api.performer_socket import PerformerSocket
 from improv_capture.api.reader_routes import router as sessions_router
+from improv_capture.api.upload_routes import router as uploads_router
 from improv_capture.cluster.internal_api import PrimaryNotifier
 from improv_capture.cluster.internal_api import router as internal_router
 from improv_capture.downstream.service import Downstream
@@ -81,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
             logger.warning("recovered interrupted session %s as %s",
                            manifest["session_id"], manifest["state"])
             await sessions.session_finalised(settings.sessions_dir / manifest["session_id"])
-        hub.start()
+        await hub.start()
         yield
         await hub.shutdown()
         if notifier is None:
@@ -122,6 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(router)
     app.include_router(sessions_router)
+    app.include_router(uploads_router)
     add_api_docs(app)
     if settings.worker_index is not None:
         app.include_router(internal_router)

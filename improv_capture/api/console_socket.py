@@ -116,7 +116,7 @@ class ConsoleSocket:
     def _rooms_message(self) -> dict[str, Any]:
         return {
             "type": "rooms",
-            "rooms": [describe_room(room, self.hub.settings.worker_index)
+            "rooms": [describe_room(room, self.hub)
                       for room in self.hub.store.rooms.values()],
         }
 

@@ -8,17 +8,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from improv_capture.rooms.hub import Hub
 from improv_capture.rooms.model import LiveRecording, Member, Room
 
 
-def describe_room(room: Room, worker_index: int | None) -> dict[str, Any]:
+def describe_room(room: Room, hub: Hub) -> dict[str, Any]:
+    worker_index = hub.settings.worker_index
     where = {"worker": worker_index} if worker_index is not None else {}
     recording = room.recording
     return {
         **room.record(),
         **where,
+        "profile": room.profile,
         "performers": [describe_member(member) for member in room.members.values()],
         "recording": describe_recording(recording) if recording is not None else None,
+        "uploads": hub.uploads.of_room(room.room_id),
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from typing import Protocol
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -119,18 +120,33 @@ def _withheld(scope: Scope, receive: Receive) -> tuple[Scope, Receive]:
     return {**scope, "headers": [*headers, (b"content-length", b"0")]}, empty
 
 
+class PerformerBodies(Protocol):
+    """The routes whose body a performer may send (api/upload_paths.py): the body limit of a
+    request, or None when its body must not be read."""
+
+    timeout_s: float
+
+    def limit(self, path: str, authorization: str | None) -> int | None: ...
+
+
 class RequestGuard:
-    """Bodies: read only when the request carries the operator token (every route that takes a
-    body is the operator's; anyone else gets the route's own 401/403 without their body being
-    read), never more than ``max_body_bytes``, within ``body_timeout_s``."""
+    """Bodies: read only from who the route takes them from: the operator (``max_body_bytes``,
+    within ``body_timeout_s``), or a performer on their own upload path (``performer``'s
+    limits); anyone else gets the route's own 401/403 without their body being read."""
 
     def __init__(
-        self, app: ASGIApp, operator_token: str, max_body_bytes: int, body_timeout_s: float
+        self,
+        app: ASGIApp,
+        operator_token: str,
+        max_body_bytes: int,
+        body_timeout_s: float,
+        performer: PerformerBodies | None = None,
     ) -> None:
         self.app = app
         self.operator_token = operator_token
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
+        self.performer = performer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -141,18 +157,24 @@ class RequestGuard:
         if (length is None and "transfer-encoding" not in headers) or length == "0":  # no body
             await self.app(scope, receive, send)
             return
-        if not self._is_operator(headers):
+        limit, timeout_s = self._body_limit(headers, scope["path"])
+        if limit is None:
             scope, receive = _withheld(scope, receive)
-        elif length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+        elif length is not None and (not length.isdigit() or int(length) > limit):
             await error_response(BodyTooLarge())(scope, receive, send)
             return
         else:
-            receive = BodyReader(receive, self.max_body_bytes, self.body_timeout_s)
+            receive = BodyReader(receive, limit, timeout_s)
         await self.app(scope, receive, send)
 
-    def _is_operator(self, headers: Headers) -> bool:
-        token = bearer_of(headers.get("authorization"))
-        return token is not None and tokens_equal(token, self.operator_token)
+    def _body_limit(self, headers: Headers, path: str) -> tuple[int | None, float]:
+        authorization = headers.get("authorization")
+        token = bearer_of(authorization)
+        if token is not None and tokens_equal(token, self.operator_token):
+            return self.max_body_bytes, self.body_timeout_s
+        if self.performer is not None:
+            return self.performer.limit(path, authorization), self.performer.timeout_s
+        return None, self.body_timeout_s
 
 
 class SecurityHeaders:
@@ -204,7 +226,10 @@ def install_log_redaction() -> None:
     logging.getLogger("uvicorn.access").addFilter(RedactQuerySecrets())
 
 
-def guard(app: ASGIApp, operator_token: str, settings: Settings) -> ASGIApp:
+def guard(
+    app: ASGIApp, operator_token: str, settings: Settings, performer: PerformerBodies | None = None
+) -> ASGIApp:
     """The whole HTTP guard, outermost around an app, so that even its 500s get the headers."""
-    guarded = RequestGuard(app, operator_token, settings.max_body_bytes, settings.http_body_timeout_s)
+    guarded = RequestGuard(app, operator_token, settings.max_body_bytes,
+                           settings.http_body_timeout_s, performer)
     return SecurityHeaders(guarded)

@@ -23,11 +23,15 @@ from improv_capture.errors import LimitReached
 from improv_capture.rooms.hub import Hub
 from improv_capture.rooms.invites import Invite
 from improv_capture.rooms.model import Room
+from improv_capture.rooms.profiles import ProfileName, ProfileRequest, resolve_profile
 from improv_capture.rooms.store import RoomStore
 
 
 class RoomCreate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
+    #: `standard`, `studio`, or {"name": ..., "capture"|"live"|"hq": {overrides}}; none: the
+    #: server's default (IMPROV_DEFAULT_PROFILE)
+    profile: ProfileName | ProfileRequest | None = None
 
 
 class InviteCreate(BaseModel):
@@ -52,6 +56,7 @@ class RoomOut(BaseModel):
     room_id: str
     name: str
     created_at: str
+    profile: dict[str, Any]
 
 
 class InviteOut(BaseModel):
@@ -82,26 +87,30 @@ def _room(request: Request, room_id: str) -> Room:
 
 
 @router.post("/rooms", status_code=status.HTTP_201_CREATED, response_model=RoomOut)
-async def create_room(request: Request, body: RoomCreate | None = None) -> dict[str, str]:
+async def create_room(request: Request, body: RoomCreate | None = None) -> dict[str, Any]:
     store: RoomStore = request.app.state.store
+    settings = _hub(request).settings
     try:
-        room = await store.create(body.name if body else None, _hub(request).settings.max_rooms)
+        profile = resolve_profile(body.profile if body else None, settings)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+    try:
+        room = await store.create(body.name if body else None, settings.max_rooms, profile)
     except LimitReached as exc:
         raise limit_reached(exc) from exc
     _hub(request).stats.changed()
-    return room.record()
+    return {**room.record(), "profile": profile}
 
 
 @router.get("/rooms")
 async def list_rooms(request: Request) -> dict[str, list[dict[str, Any]]]:
     store: RoomStore = request.app.state.store
-    worker = _hub(request).settings.worker_index
-    return {"items": [describe_room(room, worker) for room in store.rooms.values()]}
+    return {"items": [describe_room(room, _hub(request)) for room in store.rooms.values()]}
 
 
 @router.get("/rooms/{room_id}")
 async def get_room(request: Request, room_id: str) -> dict[str, Any]:
-    return describe_room(_room(request, room_id), _hub(request).settings.worker_index)
+    return describe_room(_room(request, room_id), _hub(request))
 
 
 @router.delete("/rooms/{room_id}")
@@ -229,7 +238,7 @@ async def revoke_token(request: Request, token_id: str) -> dict[str, str]:
 async def revoke_consent(
     request: Request, performer_id: str, body: RevokeBody | None = None
 ) -> dict[str, Any]:
-    await _hub(request).seats.remove_everywhere(valid_performer_id(performer_id))
+    await _hub(request).remove_everywhere(valid_performer_id(performer_id))
     return await request.app.state.downstream.revoke(  # type: ignore[no-any-return]
         performer_id, body.reason if body else None
     )

@@ -25,6 +25,8 @@ from improv_capture.media.sdp_policy import NegotiationError
 from improv_capture.rooms.hub import Hub
 from improv_capture.rooms.invites import InviteError, InviteSigner
 from improv_capture.rooms.model import Member
+from improv_capture.rooms.profiles import live_media, resolve_profile
+from improv_capture.rooms.recordings import recording_message
 from improv_capture.rooms.seats import SeatError
 from improv_capture.settings import Settings
 
@@ -76,6 +78,7 @@ class PerformerSocket:
         if replaced is not None:
             await replaced.close(CLOSE_REPLACED, "replaced by a newer socket")
         s = self.settings
+        profile = member.room.profile or resolve_profile("standard", s)
         await self.socket.send_json(
             {
                 "type": "welcome",
@@ -91,18 +94,12 @@ class PerformerSocket:
                     "accepted": member.consent is not None,
                 },
                 "ice_servers": s.ice_servers,
-                "media": {
-                    "width": s.video_width,
-                    "height": s.video_height,
-                    "frame_rate": s.video_frame_rate,
-                    "max_video_bitrate": s.max_video_bitrate,
-                },
+                "profile": profile,
+                "media": live_media(profile),
             }
         )
         await self.socket.send_json({"type": "peers", "peers": member.peers()})
-        await self.socket.send_json(
-            {"type": "recording", "active": member.room.recording is not None}
-        )
+        await self.socket.send_json(recording_message(member))
 
     async def _loop(self) -> None:
         assert self.member is not None

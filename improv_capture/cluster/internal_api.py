@@ -41,6 +41,11 @@ class SessionStarted(BaseModel):
     started_at: str = Field(max_length=40)
 
 
+class SessionUpdated(BaseModel):
+    #: what changed (Downstream.session_updated); the body is bounded by the HTTP guard
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
 def _primary_only(request: Request) -> None:
     if not request.app.state.settings.is_primary:
         raise HTTPException(status.HTTP_409_CONFLICT, "only the primary worker keeps the catalog")
@@ -60,6 +65,13 @@ async def session_started(request: Request, session_id: str, body: SessionStarte
 async def session_finalised(request: Request, session_id: str) -> None:
     _primary_only(request)
     await request.app.state.downstream.session_finalised(await session_dir_or_404(request, session_id))
+
+
+@router.post("/sessions/{session_id}/updated", status_code=status.HTTP_204_NO_CONTENT)
+async def session_updated(request: Request, session_id: str, body: SessionUpdated) -> None:
+    _primary_only(request)
+    await request.app.state.downstream.session_updated(
+        await session_dir_or_404(request, session_id), body.detail)
 
 
 @router.post("/performers/{performer_id}/remove-everywhere", status_code=status.HTTP_204_NO_CONTENT)
@@ -93,10 +105,21 @@ class PrimaryNotifier:
                      {"room_id": room_id, "started_at": started_at})
 
     async def session_finalised(self, session_dir: Path) -> None:
-        done = self._submit(f"/internal/v1/sessions/{session_dir.name}/finalised", None)
-        try:  # answer the stop once the session is in the catalog, as a lone server does
+        # answer the stop once the session is in the catalog, as a lone server does
+        await self._indexed(session_dir, self._submit(
+            f"/internal/v1/sessions/{session_dir.name}/finalised", None))
+
+    async def session_updated(self, session_dir: Path, detail: dict[str, Any]) -> None:
+        # in order after the session's finalised notice: the same queue
+        await self._indexed(session_dir, self._submit(
+            f"/internal/v1/sessions/{session_dir.name}/updated", {"detail": detail}))
+
+    async def _indexed(self, session_dir: Path, done: asyncio.Future[None]) -> None:
+        """Wait (a bounded time) until the primary has indexed the session, as
+        Downstream does before returning; the notice is retried beyond that."""
+        try:
             await asyncio.wait_for(asyncio.shield(done), NOTICE_WAIT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             logger.warning("the primary has not indexed %s yet; still trying", session_dir.name)
 
     def _submit(self, path: str, body: dict[str, Any] | None) -> asyncio.Future[None]:

@@ -416,5 +416,6 @@ def create_router_app(settings: Settings) -> Starlette:
         exception_handlers={HTTPException: _http_error},
     )
     app.state.operator_token = operator_token
+    app.state.signer = router.signer
     app.state.router = router
     return app

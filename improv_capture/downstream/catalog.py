@@ -3,6 +3,10 @@
 The directories are the source of truth. At start the index is brought up to date with them
 (new, changed and vanished sessions, by manifest mtime), and every change the server makes
 to a session is indexed as it happens.
+
+A finalised session still changes (a high-quality copy joins, a performer withdraws): each
+change bumps its manifest's ``revision``, which the summary carries with ``updated_at``, so a
+mirror compares one number per listed session to know what to fetch again.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ def summary(manifest: dict[str, Any]) -> dict[str, Any]:
     return {
         **{k: manifest.get(k) for k in ("session_id", "room_id", "room_name", "state", "reason",
                                          "started_at", "ended_at", "duration_s")},
+        # a manifest older than revisions was never changed after it was finalised
+        "revision": int(manifest.get("revision") or 1),
+        "updated_at": manifest.get("updated_at") or manifest.get("ended_at"),
         "performers": [
             {"performer_id": p["performer_id"], "display_name": p.get("display_name"),
              "withdrawn": bool(p.get("withdrawn"))}
@@ -63,8 +70,10 @@ class Catalog:
     def sync(self) -> int:
         """Bring the index up to date with the directories (blocking); returns changes."""
         def work(c: sqlite3.Connection) -> int:
-            known = {r["session_id"]: r["manifest_mtime_ns"] for r in rows(
-                c.execute("SELECT session_id, manifest_mtime_ns FROM sessions"))}
+            # a summary indexed before revisions existed is indexed again, whatever its mtime
+            known = {r["session_id"]: r["manifest_mtime_ns"] if r["current"] else None for r in rows(
+                c.execute("SELECT session_id, manifest_mtime_ns,"
+                          " json_extract(summary, '$.revision') IS NOT NULL AS current FROM sessions"))}
             changes = 0
             seen = set()
             for path in self.sessions_dir.glob("ses_*/manifest.json"):

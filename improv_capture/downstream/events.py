@@ -1,5 +1,5 @@
-"""Downstream events (session.started, session.finalized, consent.revoked): stored with an
-id, streamed as Server-Sent Events with Last-Event-ID resume, and delivered to webhooks."""
+"""Downstream events (session.started, session.finalized, session.updated, consent.revoked):
+stored with an id, streamed as Server-Sent Events with Last-Event-ID resume, and delivered to webhooks."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """What downstream jobs rely on: the catalog, events (SSE and webhooks) and consent
-revocation, wired to the recording lifecycle."""
+revocation, wired to the recording lifecycle: a session starts, is finalised, and may change
+later (``session_updated``: each change is a new manifest revision)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from improv_capture.clock import utc_now_iso
 from improv_capture.db import Database, rows
-from improv_capture.downstream.catalog import Catalog
+from improv_capture.downstream.catalog import Catalog, summary
 from improv_capture.downstream.events import EventLog
 from improv_capture.downstream.tokens import TokenStore
 from improv_capture.downstream.webhooks import Deliverer
@@ -20,6 +21,12 @@ from improv_capture.recorder.withdraw import withdraw_performer
 from improv_capture.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+def updated_fields(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The session's part of a ``session.updated`` event."""
+    listed = summary(manifest)
+    return {k: listed[k] for k in ("session_id", "room_id", "revision", "updated_at", "state", "reason")}
 
 
 class Downstream:
@@ -58,12 +65,22 @@ class Downstream:
             "duration_s": manifest.get("duration_s"),
         })
 
+    async def session_updated(self, session_dir: Path, detail: dict[str, Any]) -> None:
+        """A finalised session changed (its manifest was rewritten: a new revision): index it
+        again and tell downstream jobs. ``detail`` says what changed (e.g. ``{"performer_id":
+        ..., "hq": {"state": ...}}``); the session's own fields win over it."""
+        await self.catalog.index(session_dir)
+        manifest = json.loads(await asyncio.to_thread((session_dir / "manifest.json").read_text))
+        await self.events.publish("session.updated", {**detail, **updated_fields(manifest)})
+
     async def revoke(self, performer_id: str, reason: str | None) -> dict[str, Any]:
         revoked_at = utc_now_iso()
         touched = []
         for session_id in await self.catalog.sessions_with(performer_id):
             session_dir = self.catalog.sessions_dir / session_id
             if await asyncio.to_thread(withdraw_performer, session_dir, performer_id, revoked_at, reason):
+                # a new revision: its summary (revision, updated_at) is what mirrors compare;
+                # the change is announced once, by consent.revoked (its ``sessions``)
                 await self.catalog.index(session_dir)
                 touched.append(session_id)
 

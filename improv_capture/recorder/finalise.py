@@ -30,6 +30,7 @@ from improv_capture.recorder.files import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from improv_capture.recorder.hq.entry import hq_entry
 from improv_capture.recorder.timeline import ClockLog, TrackMapping, track_mappings
 from improv_capture.recorder.vp8 import frame_size
 
@@ -275,6 +276,12 @@ def finalise_session(session_dir: Path, reason: str | None = None) -> dict[str, 
                 if gap["reason"] in LOSSES:
                     problems.append(f"{performer['performer_id']} {track['kind']}: {gap['reason']}")
 
+    if (manifest.get("profile") or {}).get("hq") is not None:
+        # studio: each performer's own high-quality copy joins later (recorder/hq/place.py)
+        for performer in manifest["performers"]:
+            if not performer.get("hq"):
+                performer["hq"] = hq_entry("uploading")
+
     if not manifest.get("ended_at"):
         ends = [t["start_s"] + t["duration_s"] for p in manifest["performers"]
                 for t in p.get("tracks", []) if t["start_s"] is not None]
@@ -291,6 +298,7 @@ def finalise_session(session_dir: Path, reason: str | None = None) -> dict[str, 
         shutil.rmtree(session_dir / "capture", ignore_errors=True)
     files = [file_entry(session_dir, session_dir / "events.jsonl")] if (session_dir / "events.jsonl").exists() else []
     files += [p["file"] for p in manifest["performers"] if p.get("file")]
+    files += [p["hq"]["file"] for p in manifest["performers"] if (p.get("hq") or {}).get("file")]
     manifest["files"] = files
     write_json_atomic(session_dir / "manifest.json", manifest)
     write_sha256sums(session_dir)

@@ -2,7 +2,9 @@
 
 Checks SHA256SUMS against every file, decodes every frame of every performer file, reports
 durations and gaps, and measures the A/V offset of every performer whose media carries the
-flash and beep pattern (a white frame and a tone starting at the same instant).
+flash and beep pattern (a white frame and a tone starting at the same instant). A
+high-quality copy is decoded too, its coverage checked against its packets, and its place on
+the timeline measured again against the live copy (recorder/hq/align.py).
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ from typing import Any
 import av
 import numpy as np
 
+from improv_capture.recorder.hq.align import measure, spans
+
 FLASH_CONTRAST = 80  # luma levels between a flash and the ordinary picture
 BEEP_QUIET_S = 0.2  # silence before a beep onset
 MAX_FRAME_STEPS = 2.5  # a longer step between two frames means frames are missing
+#: A placed high-quality copy measured this far (ms) from the live copy is misplaced.
+HQ_TOLERANCE_MS = {"audio": 5.0, "video": 10.0}
+#: How far a coverage range's ends may be from the packets that make it.
+COVERAGE_SLACK_S = 0.1
 
 
 def check_sums(session_dir: Path) -> list[str]:
@@ -173,6 +181,75 @@ def decode_file(path: Path) -> dict[str, Any]:
     return result
 
 
+def packet_spans(path: Path) -> list[tuple[float, float]]:
+    """(start, end) of every audio and video packet, demuxed (nothing decoded)."""
+    found = []
+    with av.open(str(path)) as container:
+        streams = [s for s in container.streams if s.type in ("video", "audio")]
+        for packet in container.demux(*streams):
+            if packet.pts is not None and packet.size:
+                t = float(packet.pts * packet.time_base)
+                found.append((t, t + float((packet.duration or 0) * packet.time_base)))
+    return found
+
+
+def coverage_defects(name: str, packets: list[tuple[float, float]], coverage: list[dict[str, float]]) -> list[str]:
+    """Each coverage range has media from its start to its end, and nothing lies outside."""
+    defects = []
+    for r in coverage:
+        inside = [p for p in packets if r["start_s"] - COVERAGE_SLACK_S <= p[0] <= r["end_s"] + COVERAGE_SLACK_S]
+        if not inside:
+            defects.append(f"{name}: no media in its coverage {r['start_s']}-{r['end_s']} s")
+        elif (min(p[0] for p in inside) > r["start_s"] + COVERAGE_SLACK_S
+              or max(p[1] for p in inside) < r["end_s"] - COVERAGE_SLACK_S):
+            defects.append(f"{name}: media does not fill its coverage {r['start_s']}-{r['end_s']} s")
+    outside = [p for p in packets if not any(
+        r["start_s"] - COVERAGE_SLACK_S <= p[0] <= r["end_s"] + COVERAGE_SLACK_S for r in coverage)]
+    if outside:
+        defects.append(f"{name}: {len(outside)} packets outside its coverage")
+    return defects
+
+
+def verify_hq(session_dir: Path, performer: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Decode the performer's high-quality copy, check its coverage, and measure it again
+    against the live copy: placed, both should sit at offset 0."""
+    hq = performer["hq"]
+    name = hq["file"]["path"]
+    path = session_dir / name
+    if not path.exists():
+        return {"file": name, "state": hq.get("state")}, [f"{name} is missing"]
+    defects = []
+    try:
+        decoded = decode_file(path)
+        packets = packet_spans(path)
+    except (av.FFmpegError, OSError) as exc:
+        return {"file": name, "state": hq.get("state")}, [f"{name}: cannot be read: {exc}"]
+    if decoded["decode_errors"]:
+        defects.append(f"{name}: {decoded['decode_errors']} packets failed to decode")
+    coverage = hq.get("coverage") or []
+    defects += coverage_defects(name, packets, coverage)
+    alignment = []
+    live_entry = performer.get("file")
+    live = session_dir / live_entry["path"] if live_entry else None
+    if live is not None and live.exists():
+        live_spans = spans(live)
+        for r in coverage:
+            measured = measure(live, path, 0.0, hq_span=(r["start_s"], r["end_s"]), live_spans=live_spans)
+            found: dict[str, Any] = {"start_s": r["start_s"], "end_s": r["end_s"]}
+            for kind, tolerance in HQ_TOLERANCE_MS.items():
+                m = measured.get(kind)
+                found[f"{kind}_offset_ms"] = round(m["offset_s"] * 1000, 3) if m else None
+                off_ms = m["offset_s"] * 1000 if m else 0.0
+                if abs(off_ms) > tolerance:  # it belongs at hq time + offset
+                    defects.append(f"{name}: {kind} is {abs(off_ms):.1f} ms {'late' if off_ms < 0 else 'early'} "
+                                   f"against the live copy in {r['start_s']}-{r['end_s']} s "
+                                   f"(tolerance {tolerance} ms)")
+            found["matched_frames"] = (measured.get("video") or {}).get("matched_frames")
+            alignment.append(found)
+    return {"file": name, "state": hq.get("state"), **decoded, "coverage": coverage,
+            "alignment": alignment if live is not None and live.exists() else None}, defects
+
+
 def verify_session(session_dir: Path) -> dict[str, Any]:
     defects: list[str] = []
     manifest_path = session_dir / "manifest.json"
@@ -189,6 +266,10 @@ def verify_session(session_dir: Path) -> dict[str, Any]:
         entry = performer.get("file")
         if performer.get("withdrawn"):
             continue  # consent withdrawn: the media is gone on purpose
+        if (performer.get("hq") or {}).get("file"):
+            hq_report, hq_defects = verify_hq(session_dir, performer)
+            defects += hq_defects
+            performers[pid] = {"hq": hq_report}
         if not entry:
             defects.append(f"{pid}: no media file")
             continue
@@ -208,6 +289,7 @@ def verify_session(session_dir: Path) -> dict[str, Any]:
             if count is not None and count != track["frames"]:
                 defects.append(f"{pid} video: {count} frames decoded, manifest says {track['frames']}")
         performers[pid] = {
+            **performers.get(pid, {}),
             "file": entry["path"],
             **decoded,
             "tracks": [
@@ -227,19 +309,33 @@ def verify_session(session_dir: Path) -> dict[str, Any]:
     }
 
 
+def _sync_text(offset: dict[str, Any] | None) -> str:
+    if not offset:
+        return "no flash/beep pattern"
+    return f"A/V offset median {offset['median']} ms over {offset['pairs']} flash/beep pairs"
+
+
 def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"session {report.get('session_id')}: {report.get('state')}"
         f" ({report.get('duration_s')} s){' - ' + report['reason'] if report.get('reason') else ''}"
     ]
     for pid, p in report.get("performers", {}).items():
-        offset = p["av_offset_ms"]
-        sync = f"A/V offset median {offset['median']} ms over {offset['pairs']} flash/beep pairs" if offset else "no flash/beep pattern"
-        gaps = sum(len(t["gaps"]) for t in p["tracks"])
-        lines.append(
-            f"  {pid}: {p['video_frames']} video frames, {p['audio_frames']} audio frames, "
-            f"{gaps} gaps, {sync}"
-        )
+        if "video_frames" in p:
+            gaps = sum(len(t["gaps"]) for t in p["tracks"])
+            lines.append(
+                f"  {pid}: {p['video_frames']} video frames, {p['audio_frames']} audio frames, "
+                f"{gaps} gaps, {_sync_text(p['av_offset_ms'])}"
+            )
+        hq = p.get("hq")
+        if hq and "video_frames" in hq:
+            placed = "; ".join(
+                f"{a['start_s']}-{a['end_s']} s: audio {a['audio_offset_ms']} ms, video {a['video_offset_ms']} ms"
+                for a in hq["alignment"] or []) or "not measured"
+            lines.append(
+                f"  {pid} high quality: {hq['video_frames']} video frames, {hq['audio_frames']} audio "
+                f"frames, {_sync_text(hq['av_offset_ms'])}; against the live copy: {placed}"
+            )
     lines += [f"  DEFECT: {d}" for d in report["defects"]]
     lines.append("OK" if report["ok"] else "DEFECTS FOUND")
     return "\n".join(lines)

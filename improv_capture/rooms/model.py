@@ -75,6 +75,9 @@ class Room:
     invites: list[dict[str, str]] = field(default_factory=list)
     #: performers the operator removed: their invites cannot rejoin
     removed: list[str] = field(default_factory=list)
+    #: the resolved capture profile (rooms/profiles.py); None: a room from before profiles,
+    #: which records as `standard`
+    profile: dict[str, Any] | None = None
     #: live state, not persisted
     members: dict[str, Member] = field(default_factory=dict, repr=False)
     recording: LiveRecording | None = field(default=None, repr=False)

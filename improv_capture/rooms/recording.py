@@ -40,6 +40,7 @@ class Recording:
             "session_id": self.session_id,
             "room_id": room.room_id,
             "room_name": room.name,
+            "profile": room.profile,
             "state": "recording",
             "reason": None,
             "started_at": utc_iso(self.started_unix),

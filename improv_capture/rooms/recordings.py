@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from improv_capture.rooms.factory import MediaFactory
+from improv_capture.rooms.hq_uploads import HqUploads, upload_url
 from improv_capture.rooms.media_wiring import MediaWiring
 from improv_capture.rooms.model import LiveRecording, Member, Room
 from improv_capture.rooms.stats_fanout import StatsFanout
@@ -28,9 +29,30 @@ class SessionEvents(Protocol):
 
     async def session_finalised(self, session_dir: Path) -> None: ...
 
+    async def session_updated(self, session_dir: Path, detail: dict[str, Any]) -> None: ...
+
 
 class RecordingStateError(RuntimeError):
     """Start on a room already recording, or a stop, marker on one that is not."""
+
+
+def recording_message(member: Member) -> dict[str, Any]:
+    """What a performer's page hears of its room's recording: whether one runs, and in a
+    studio room where its high-quality copy goes and how it is recorded."""
+    room, recording = member.room, member.room.recording
+    if recording is None:
+        return {"type": "recording", "active": False}
+    hq = (room.profile or {}).get("hq")
+    return {
+        "type": "recording",
+        "active": True,
+        "session_id": recording.session_id,
+        "hq": {
+            "upload_url": upload_url(room.room_id, recording.session_id, member.performer_id),
+            **{k: hq[k] for k in ("mime_type", "video_bitrate", "audio_bitrate", "chunk_s",
+                                  "max_chunk_bytes")},
+        } if hq else None,
+    }
 
 
 class Recordings:
@@ -41,12 +63,14 @@ class Recordings:
         sessions: SessionEvents,
         media: MediaWiring,
         fanout: StatsFanout,
+        uploads: HqUploads,
     ) -> None:
         self.settings = settings
         self.factory = factory
         self.sessions = sessions
         self.media = media
         self.fanout = fanout
+        self.uploads = uploads
 
     def start(self, room: Room) -> LiveRecording:
         if room.recording is not None:
@@ -59,7 +83,9 @@ class Recordings:
         asyncio.ensure_future(
             self.sessions.session_started(recording.session_id, room.room_id, recording.started_at)
         )
-        room.broadcast({"type": "recording", "active": True})
+        self.uploads.recording_started(room, recording.session_id)
+        for member in room.members.values():
+            asyncio.ensure_future(member.send(recording_message(member)))
         logger.info("room %s recording session %s", room.room_id, recording.session_id)
         return recording
 
@@ -69,10 +95,11 @@ class Recordings:
         if recording is None:
             raise RecordingStateError("not recording")
         room.recording = None
-        room.broadcast({"type": "recording", "active": False})
+        room.broadcast({"type": "recording", "active": False, "session_id": recording.session_id})
         self.fanout.changed()
         manifest = await recording.stop()
         await self.sessions.session_finalised(recording.session_dir)
+        self.uploads.session_finalised(manifest)
         return manifest
 
     def marker(self, room: Room, kind: str, label: str, data: Any) -> dict[str, Any]:

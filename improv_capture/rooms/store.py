@@ -7,6 +7,7 @@ import json
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from improv_capture.clock import new_id, utc_now_iso
 from improv_capture.db import Database
@@ -63,6 +64,7 @@ ROOMS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS rooms (room_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS invites (seq INTEGER PRIMARY KEY, room_id TEXT NOT NULL, invite TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS invites_of_room ON invites (room_id);
+CREATE TABLE IF NOT EXISTS profiles (room_id TEXT PRIMARY KEY, profile TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS removed (
     seq INTEGER PRIMARY KEY, room_id TEXT NOT NULL, performer_id TEXT NOT NULL,
     UNIQUE (room_id, performer_id)
@@ -91,6 +93,9 @@ class RoomStore:
         for row in c.execute("SELECT room_id, invite FROM invites ORDER BY seq"):
             if row["room_id"] in self.rooms:
                 self.rooms[row["room_id"]].invites.append(json.loads(row["invite"]))
+        for row in c.execute("SELECT room_id, profile FROM profiles"):
+            if row["room_id"] in self.rooms:
+                self.rooms[row["room_id"]].profile = json.loads(row["profile"])
         for row in c.execute("SELECT room_id, performer_id FROM removed ORDER BY seq"):
             if row["room_id"] in self.rooms:
                 self.rooms[row["room_id"]].removed.append(row["performer_id"])
@@ -121,17 +126,23 @@ class RoomStore:
     def get(self, room_id: str) -> Room | None:
         return self.rooms.get(room_id)
 
-    async def create(self, name: str | None, max_rooms: int) -> Room:
-        """A new room; LimitReached when ``max_rooms`` exist."""
+    async def create(self, name: str | None, max_rooms: int, profile: dict[str, Any]) -> Room:
+        """A new room with its resolved profile; LimitReached when ``max_rooms`` exist."""
         if len(self.rooms) >= max_rooms:
             raise LimitReached(f"at most {max_rooms} rooms (IMPROV_MAX_ROOMS); delete a room first")
         room_id = new_id("room")
-        room = Room(room_id=room_id, name=name or room_id, created_at=utc_now_iso())
+        room = Room(room_id=room_id, name=name or room_id, created_at=utc_now_iso(),
+                    profile=profile)
         self.rooms[room_id] = room  # holds its place under the cap while it is written
+
+        def insert(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO rooms (room_id, name, created_at) VALUES (?,?,?)",
+                      (room.room_id, room.name, room.created_at))
+            c.execute("INSERT INTO profiles (room_id, profile) VALUES (?,?)",
+                      (room.room_id, json.dumps(profile)))
+
         try:
-            await self._db.call(lambda c: c.execute(
-                "INSERT INTO rooms (room_id, name, created_at) VALUES (?,?,?)",
-                (room.room_id, room.name, room.created_at)))
+            await self._db.call(insert)
         except BaseException:
             self.rooms.pop(room_id, None)
             raise
@@ -141,7 +152,7 @@ class RoomStore:
         room = self.rooms.pop(room_id, None)
         if room is not None:
             def delete_rows(c: sqlite3.Connection) -> None:
-                for table in ("rooms", "invites", "removed"):
+                for table in ("rooms", "invites", "removed", "profiles"):
                     c.execute(f"DELETE FROM {table} WHERE room_id=?", (room_id,))
 
             await self._db.call(delete_rows)

@@ -25,6 +25,7 @@ from improv_capture.downstream.service import Downstream
 from improv_capture.rooms.hub import Hub
 from improv_capture.rooms.invites import Invite
 from improv_capture.rooms.model import Room
+from improv_capture.rooms.profiles import resolve_profile
 from improv_capture.rooms.recordings import RecordingStateError
 from improv_capture.rooms.seats import SeatError
 from improv_capture.rooms.store import RoomStore
@@ -91,7 +92,7 @@ async def hub(settings: Settings, downstream: Downstream, tmp_path: Path) -> Asy
 
 @pytest.fixture
 async def room(hub: Hub) -> Room:
-    return await hub.store.create("stage", max_rooms=10)
+    return await hub.store.create("stage", 10, resolve_profile("standard", hub.settings))
 
 
 def invite(room: Room, performer_id: str) -> Invite:
@@ -188,7 +189,7 @@ async def test_consent_is_accepted_for_the_current_text_only(hub: Hub, room: Roo
 
 
 async def test_revoked_consent_takes_the_performer_out_of_every_room(hub: Hub, room: Room) -> None:
-    other = await hub.store.create("other", max_rooms=10)
+    other = await hub.store.create("other", 10, resolve_profile("standard", hub.settings))
     await hub.store.add_invite(other, {"performer_id": "ann", "display_name": "Ann"}, 10)
     ann = Page()
     hub.seats.attach(invite(room, "ann"), ann, None)
@@ -233,14 +234,16 @@ async def test_a_recording_starts_once_stops_once_and_is_announced(
     assert room.recording is recording
     with pytest.raises(RecordingStateError):
         hub.recordings.start(room)
-    await until(lambda: ann.last("recording") == {"type": "recording", "active": True})
+    await until(lambda: ann.last("recording") == {
+        "type": "recording", "active": True, "session_id": recording.session_id, "hq": None})
     marker = hub.recordings.marker(room, "scene", "one", None)
     prompt = hub.recordings.prompt(room, {"text": "be surprised"})
     await until(lambda: ann.last("prompt") == {"type": "prompt", "text": "be surprised"})
 
     manifest = await hub.recordings.stop(room)
     assert room.recording is None and manifest["session_id"] == recording.session_id
-    assert ann.last("recording") == {"type": "recording", "active": False}
+    assert ann.last("recording") == {
+        "type": "recording", "active": False, "session_id": recording.session_id}
     with pytest.raises(RecordingStateError):
         await hub.recordings.stop(room)
     with pytest.raises(RecordingStateError):

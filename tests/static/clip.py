@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 WIDTH, HEIGHT, FPS = 640, 480, 30
+#: the studio profile's capture size (tests/static/test_studio_page.py)
+HD = (1280, 720)
 RATE = 48000
 SECONDS = 4
 WHITE, DARK, BLOCK = 235, 40, 90  # luma (video range); the block stays far below a flash
@@ -42,10 +44,11 @@ class Clip:
     seconds: int
 
 
-def write_y4m(path: Path, seconds: int = SECONDS) -> None:
-    header = f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F{FPS}:1 Ip A1:1 C420jpeg\n".encode()
-    chroma = np.full(WIDTH * HEIGHT // 2, 128, np.uint8).tobytes()  # U and V planes, neutral
-    luma = np.empty((HEIGHT, WIDTH), np.uint8)
+def write_y4m(path: Path, seconds: int = SECONDS, size: tuple[int, int] = (WIDTH, HEIGHT)) -> None:
+    width, height = size
+    header = f"YUV4MPEG2 W{width} H{height} F{FPS}:1 Ip A1:1 C420jpeg\n".encode()
+    chroma = np.full(width * height // 2, 128, np.uint8).tobytes()  # U and V planes, neutral
+    luma = np.empty((height, width), np.uint8)
     event_frame = round(EVENT_S * FPS)
     with open(path, "wb") as f:
         f.write(header)
@@ -56,8 +59,8 @@ def write_y4m(path: Path, seconds: int = SECONDS) -> None:
                 luma.fill(WHITE)
             else:
                 luma.fill(DARK)
-                x = (slot * 16) % (WIDTH - 64)
-                luma[HEIGHT // 2 - 32 : HEIGHT // 2 + 32, x : x + 64] = BLOCK
+                x = (slot * 16) % (width - 64)
+                luma[height // 2 - 32 : height // 2 + 32, x : x + 64] = BLOCK
             f.write(b"FRAME\n")
             f.write(luma.tobytes())
             f.write(chroma)
@@ -76,10 +79,13 @@ def write_wav(path: Path, seconds: int = SECONDS) -> None:
         f.writeframes((samples * 32767).astype("<i2").tobytes())
 
 
-def write_clip(directory: Path, seconds: int = SECONDS) -> Clip:
-    """clip.y4m and clip.wav in ``directory``; both loop every ``seconds`` in Chromium."""
+def write_clip(
+    directory: Path, seconds: int = SECONDS, size: tuple[int, int] = (WIDTH, HEIGHT)
+) -> Clip:
+    """clip.y4m (``size`` pixels, 640x480 unless told) and clip.wav in ``directory``; both loop
+    every ``seconds`` in Chromium."""
     directory.mkdir(parents=True, exist_ok=True)
     clip = Clip(directory / "clip.y4m", directory / "clip.wav", seconds)
-    write_y4m(clip.video, seconds)
+    write_y4m(clip.video, seconds, size)
     write_wav(clip.audio, seconds)
     return clip

@@ -1,10 +1,18 @@
-"""What the browser tests share: how Chromium is started, and what a performer does on the
-page (join from an invite link, watch another performer's video play)."""
+"""What the browser tests share: how Chromium is started (with or without a known clip on its
+fake camera and microphone), and what a performer does on the page (join from an invite link,
+watch another performer's video play)."""
 
 from __future__ import annotations
 
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import pytest
+
+from tests.static.clip import Clip
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -25,18 +33,56 @@ CHROMIUM_ARGS = [
 ]
 
 
-def join(browser: Any, invite_url: str) -> Any:
-    """A new performer page: open the invite link, accept the consent, press join."""
+def fake_capture_args(clip: Clip) -> list[str]:
+    """Chromium's arguments for a fake camera and microphone that play ``clip``."""
+    return CHROMIUM_ARGS + [
+        f"--use-file-for-fake-video-capture={clip.video}",
+        f"--use-file-for-fake-audio-capture={clip.audio}",
+    ]
+
+
+@contextmanager
+def chromium_playing(clip: Clip, browser_required: bool) -> Iterator[Any]:
+    """Headless Chromium whose fake camera and microphone play ``clip`` (skips the test where
+    Chromium is missing, unless browser tests are required)."""
+    if not shutil.which(CHROMIUM):
+        if browser_required:
+            pytest.fail(f"{CHROMIUM} is missing and browser tests are required")
+        pytest.skip(f"{CHROMIUM} is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=fake_capture_args(clip)
+        )
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+def open_invite(browser: Any, invite_url: str) -> Any:
+    """A new performer page on an invite link, in a context of its own (its own storage)."""
     # wait_for_function evaluates with eval(), which the pages' CSP refuses; the pages under
     # the enforced policy: tests/static/test_content_security_policy.py
     context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
     page = context.new_page()
     page.goto(invite_url)
+    return page
+
+
+def accept_and_join(page: Any) -> Any:
+    """Accept the consent and press join once it is enabled."""
     page.get_by_test_id("consent-accept").click()
     join_button = page.get_by_test_id("join")
     page.wait_for_function("!document.querySelector('[data-testid=join]').disabled", timeout=15000)
     join_button.click()
     return page
+
+
+def join(browser: Any, invite_url: str) -> Any:
+    """A new performer page: open the invite link, accept the consent, press join."""
+    return accept_and_join(open_invite(browser, invite_url))
 
 
 def remote_video(page: Any, performer_id: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from improv_capture.tools.bot.media import (
     PreencodedBeepAudioTrack,
     PreencodedFlashVideoTrack,
 )
+from improv_capture.tools.bot.studio import Studio, StudioOptions
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,12 @@ def parse_invite(url: str) -> tuple[str, str]:
         raise BotError(f"not an invite URL: {url!r}")
     scheme = "wss" if parts.scheme == "https" else "ws"
     return f"{scheme}://{parts.netloc}/api/v1/signal", token
+
+
+def invite_origin(url: str) -> str:
+    """The server an invite link came from (``scheme://host:port``): where uploads go."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def msid_by_mid(sdp: str) -> dict[str, str]:
@@ -102,8 +109,11 @@ class Bot:
         invite_url: str,
         video: MediaStreamTrack | None = None,
         audio: MediaStreamTrack | None = None,
+        studio: StudioOptions | None = None,
     ) -> None:
         self.ws_url, self.token = parse_invite(invite_url)
+        #: in a studio room, the local full-quality recording and its upload
+        self.studio = Studio(invite_origin(invite_url), self.token, studio or StudioOptions())
         self.video = video or FlashVideoTrack()
         self.audio = audio or BeepAudioTrack()
         self.performer_id: str | None = None
@@ -155,6 +165,7 @@ class Bot:
                     if reader in done:
                         reader.result()
                         raise BotError("the server closed the connection")
+                self.studio.stop()  # the local recording ends as the bot leaves
                 await self.send({"type": "leave"})
                 with contextlib.suppress(asyncio.TimeoutError, Exception):
                     await asyncio.wait_for(reader, 5)
@@ -186,13 +197,28 @@ class Bot:
     async def _on_welcome(self, message: dict[str, Any]) -> None:
         self.performer_id = message["performer_id"]
         self._config = rtc_configuration(message.get("ice_servers") or [])
+        self.studio.welcome(message)
+        if self.studio.is_studio and self.pub is None:
+            await self._studio_media(message["media"])
         consent = message["consent"]
         digest = hashlib.sha256(consent["text"].encode("utf-8")).hexdigest()
         if digest != consent["text_sha256"]:
             raise BotError("consent text does not match its digest")
         await self.send({"type": "consent", "version": consent["version"], "text_sha256": digest})
 
+    async def _studio_media(self, live: dict[str, Any]) -> None:
+        """A studio page sends its camera scaled down to the live size; the bot's media also
+        carries the second codes its local recording has (media.py). New pictures, or loops
+        encoded anew: off the event loop."""
+        configure_video = getattr(self.video, "configure", None)
+        configure_audio = getattr(self.audio, "configure", None)
+        if configure_video is not None:
+            await asyncio.to_thread(configure_video, live["width"], live["height"], True)
+        if configure_audio is not None:
+            await asyncio.to_thread(configure_audio, True)
+
     async def _on_consent_ok(self, message: dict[str, Any]) -> None:
+        width, height = self.studio.capture_size() if self.studio.is_studio else (640, 480)
         await self.send(
             {
                 "type": "capture",
@@ -202,7 +228,7 @@ class Bot:
                     "noiseSuppression": False,
                     "autoGainControl": False,
                 },
-                "video_settings": {"width": 640, "height": 480, "frameRate": 30},
+                "video_settings": {"width": width, "height": height, "frameRate": 30},
             }
         )
         self.pub = RTCPeerConnection(self._config)
@@ -217,6 +243,7 @@ class Bot:
             )
         await self.pub.setLocalDescription(await self.pub.createOffer())
         await self.send({"type": "publish", "sdp": self.pub.localDescription.sdp})
+        self.studio.consent_given()
 
     async def _on_publish_answer(self, message: dict[str, Any]) -> None:
         assert self.pub is not None
@@ -256,6 +283,9 @@ class Bot:
                 else:
                     stats.add(time.time())
 
+    async def _on_recording(self, message: dict[str, Any]) -> None:
+        self.studio.recording(message)
+
     async def _on_error(self, message: dict[str, Any]) -> None:
         logger.warning("server error: %s %s", message.get("code"), message.get("message"))
 
@@ -273,7 +303,7 @@ class Bot:
                 "latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if lat else None,
                 "latency_ms_p95": round(float(np.percentile(lat, 95)), 1) if lat else None,
             }
-        return {
+        report: dict[str, Any] = {
             "performer_id": self.performer_id,
             "sent": {
                 "video_frames": getattr(self.video, "frames_sent", None),
@@ -282,6 +312,10 @@ class Bot:
             },
             "received": received,
         }
+        hq = self.studio.report()
+        if hq is not None:
+            report["hq"] = hq
+        return report
 
 
 async def run_bot(
@@ -290,6 +324,7 @@ async def run_bot(
     report_path: Path | None,
     pause: tuple[float, float] | None = None,
     preencoded: bool = False,
+    studio: StudioOptions | None = None,
 ) -> int:
     from improv_capture.media import aiortc_hooks
     from improv_capture.settings import Settings
@@ -297,9 +332,10 @@ async def run_bot(
     # the bot gathers candidates where the server does (IMPROV_ICE_ADDRESSES)
     aiortc_hooks.restrict_ice_addresses(Settings().ice_addresses)
     if preencoded:
-        bot = Bot(invite_url, video=PreencodedFlashVideoTrack(), audio=PreencodedBeepAudioTrack())
+        bot = Bot(invite_url, video=PreencodedFlashVideoTrack(), audio=PreencodedBeepAudioTrack(),
+                  studio=studio)
     else:
-        bot = Bot(invite_url)
+        bot = Bot(invite_url, studio=studio)
     if pause is not None:
         bot.pause_media(*pause)
     status = 0
@@ -314,6 +350,8 @@ async def run_bot(
         print(f"improv-capture bot: {exc or type(exc).__name__}", flush=True)
         status = 1
     finally:
+        # a studio take's upload goes on after the leave, within its deadline
+        await bot.studio.finish()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     report = bot.report()

@@ -5,7 +5,9 @@
  */
 
 /**
- * @typedef {{width: number, height: number, frame_rate: number, max_video_bitrate: number}} MediaConfig
+ * @typedef {{width: number, height: number, frame_rate: number, max_video_bitrate: number,
+ *   audio?: AudioProcessing}} MediaConfig `audio` absent: all three switches on (standard capture)
+ * @typedef {{echoCancellation: boolean, noiseSuppression: boolean, autoGainControl: boolean}} AudioProcessing
  */
 
 /** @type {MediaConfig} */
@@ -18,20 +20,24 @@ export const DEFAULT_MEDIA = { width: 640, height: 480, frame_rate: 30, max_vide
  */
 export function mediaConfig(media) {
   const out = { ...DEFAULT_MEDIA };
-  for (const key of /** @type {(keyof MediaConfig)[]} */ (Object.keys(DEFAULT_MEDIA))) {
+  for (const key of /** @type {Exclude<keyof MediaConfig, 'audio'>[]} */ (Object.keys(DEFAULT_MEDIA))) {
     const v = media?.[key];
     if (typeof v === 'number' && v > 0) out[key] = v;
   }
   return out;
 }
 
+/** The browser's voice processing, on unless a capture profile says otherwise. */
+const VOICE_PROCESSING = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+
 /**
+ * @param {MediaConfig} media
  * @param {string} [deviceId]
  * @returns {MediaTrackConstraints}
  */
-function audioConstraints(deviceId) {
+function audioConstraints(media, deviceId) {
   /** @type {MediaTrackConstraints} */
-  const c = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+  const c = { ...VOICE_PROCESSING, ...media.audio };
   if (deviceId) c.deviceId = { exact: deviceId };
   return c;
 }
@@ -60,7 +66,7 @@ function videoConstraints(media, deviceId) {
  */
 export function getLocalMedia(media, devices = {}) {
   return navigator.mediaDevices.getUserMedia({
-    audio: audioConstraints(devices.audioDeviceId),
+    audio: audioConstraints(media, devices.audioDeviceId),
     video: videoConstraints(media, devices.videoDeviceId),
   });
 }
@@ -74,7 +80,7 @@ export function getLocalMedia(media, devices = {}) {
  */
 export async function getTrack(kind, media, deviceId) {
   const stream = await navigator.mediaDevices.getUserMedia(
-    kind === 'audio' ? { audio: audioConstraints(deviceId) } : { video: videoConstraints(media, deviceId) },
+    kind === 'audio' ? { audio: audioConstraints(media, deviceId) } : { video: videoConstraints(media, deviceId) },
   );
   return stream.getTracks()[0];
 }

@@ -17,6 +17,7 @@ import { RoomsPanel } from './rooms.js';
 import { SessionsPanel } from './sessions.js';
 import { TakeList } from './takes.js';
 import { TileGrid } from './tiles.js';
+import { latestUploads } from './uploads.js';
 import { items } from './util.js';
 import { byId, h, hook } from '../common/dom.js';
 import { resumeAudio } from '../common/meter.js';
@@ -89,6 +90,7 @@ const roomsPanel = new RoomsPanel({
   list: byId('room-list'),
   form: /** @type {HTMLFormElement} */ (byId('room-form')),
   nameInput: /** @type {HTMLInputElement} */ (hook('room-create-name')),
+  profileSelect: /** @type {HTMLSelectElement} */ (hook('room-create-profile')),
   createButton: /** @type {HTMLButtonElement} */ (hook('room-create')),
   onSelect: (id) => selectRoom(id),
   onChanged: () => { refreshRooms(); },
@@ -211,6 +213,7 @@ function renderSelected() {
   recordBar.setRoom(room);
   takes.setRoom(room);
   monitor.setRoomPerformers(room?.performers ?? []);
+  tiles.setUploads(latestUploads(room?.uploads));
   markers?.update();
   promptForm?.update();
   byId('live-room-name').textContent = room ? (room.name || room.room_id) : 'No room selected';

@@ -1,24 +1,30 @@
 // @ts-check
 /**
- * Rooms column: the list (select, close with confirm) and the create form.
+ * Rooms column: the list (select, close with confirm) and the create form (name and capture
+ * profile). Each room's card shows its profile and, in a studio room, every performer's
+ * high-quality upload.
  */
 import { api, seg } from './api.js';
+import { hqText, hqTitle, latestUploads } from './uploads.js';
 import { h } from '../common/dom.js';
 
 /**
  * @typedef {{room_id: string, name?: string, created_at?: string, performers?: any[],
- *   recording?: null | {session_id: string, started_at?: string, elapsed_s?: number}}} Room
+ *   recording?: null | {session_id: string, started_at?: string, elapsed_s?: number},
+ *   profile?: {name?: string} | null, uploads?: import('./uploads.js').Upload[]}} Room
  */
 
 export class RoomsPanel {
   /**
    * @param {{list: HTMLElement, form: HTMLFormElement, nameInput: HTMLInputElement,
-   *   createButton: HTMLButtonElement, onSelect: (roomId: string | null) => void,
-   *   onChanged: () => void, notify: (text: string, kind?: string) => void}} opts
+   *   profileSelect: HTMLSelectElement, createButton: HTMLButtonElement,
+   *   onSelect: (roomId: string | null) => void, onChanged: () => void,
+   *   notify: (text: string, kind?: string) => void}} opts
    */
-  constructor({ list, form, nameInput, createButton, onSelect, onChanged, notify }) {
+  constructor({ list, form, nameInput, profileSelect, createButton, onSelect, onChanged, notify }) {
     this.list = list;
     this.nameInput = nameInput;
+    this.profileSelect = profileSelect;
     this.createButton = createButton;
     this.onSelect = onSelect;
     this.onChanged = onChanged;
@@ -33,9 +39,15 @@ export class RoomsPanel {
 
   async create() {
     const name = this.nameInput.value.trim();
+    // Empty: the server's default profile.
+    const profile = this.profileSelect.value;
     this.createButton.disabled = true;
     try {
-      const room = await api('/api/v1/rooms', { method: 'POST', body: name ? { name } : {} });
+      /** @type {Record<string, string>} */
+      const body = {};
+      if (name) body.name = name;
+      if (profile) body.profile = profile;
+      const room = await api('/api/v1/rooms', { method: 'POST', body });
       this.nameInput.value = '';
       this.onChanged();
       this.onSelect(room.room_id);
@@ -89,12 +101,23 @@ export class RoomsPanel {
     const rec = room.recording
       ? h('span', { className: 'rec-chip', title: `Recording ${room.recording.session_id ?? ''}` }, h('span', { className: 'rec-dot' }), 'REC')
       : null;
+    const profileName = room.profile?.name;
+    const profile = profileName
+      ? h('span', { className: `profile-chip profile-${profileName}`, dataset: { testid: 'room-profile' }, title: 'Capture profile' }, profileName)
+      : null;
+    const uploads = [...latestUploads(room.uploads).values()];
+    const hq = uploads.length
+      ? h('ul', { className: 'room-uploads', dataset: { testid: 'room-uploads' } }, ...uploads.map((u) => h('li', {
+        className: 'room-upload', title: hqTitle(u), dataset: { testid: 'room-upload', performerId: u.performer_id, state: u.state },
+      }, h('span', { className: 'room-upload-name' }, u.display_name || u.performer_id), ` ${hqText(u)}`)))
+      : null;
     const select = h('button', {
       type: 'button', className: 'room-select', onclick: () => this.onSelect(room.room_id), title: room.room_id,
       attrs: selected ? { 'aria-current': 'true' } : {},
     },
     h('span', { className: 'room-name' }, room.name || room.room_id),
-    h('span', { className: 'room-meta' }, meta.join(' · '), rec));
+    h('span', { className: 'room-meta' }, meta.join(' · '), profile, rec),
+    hq);
     const close = h('button', {
       type: 'button', className: 'icon danger', title: 'Close this room',
       dataset: { testid: 'room-close', roomId: room.room_id },

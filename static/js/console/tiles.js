@@ -1,19 +1,22 @@
 // @ts-check
 /**
  * Monitor tiles: one per performer, with the video (muted by default, per-tile listen toggle),
- * an audio level meter, the stats the server pushes every second, problem flags and a remove
- * button. Knows nothing about WebRTC: the monitor hands it performers and streams.
+ * an audio level meter, the stats the server pushes every second, problem flags, a studio
+ * room's high-quality upload state and a remove button. Knows nothing about WebRTC: the monitor
+ * hands it performers and streams.
  */
 import { h } from '../common/dom.js';
 import { LevelMeter } from '../common/meter.js';
 import { MediaTiles } from '../common/tiles.js';
+import { hqText, hqTitle } from './uploads.js';
 
 /**
  * @typedef {{performer_id: string, display_name?: string, state?: string}} Performer
  * @typedef {{state?: string, video?: any, audio?: any, rtt_ms?: number | null, flags?: string[]}} PerfStats
  * @typedef {{el: HTMLElement, video: HTMLVideoElement, name: HTMLElement, state: HTMLElement,
  *   flags: HTMLElement, placeholder: HTMLElement, stats: HTMLElement, listen: HTMLButtonElement,
- *   meter: LevelMeter, stream: MediaStream | null, displayName: string}} Tile
+ *   hq: HTMLElement, meter: LevelMeter, stream: MediaStream | null, displayName: string}} Tile
+ * @typedef {import('./uploads.js').Upload} Upload
  */
 
 const FLAG_TEXT = /** @type {Record<string, string>} */ ({
@@ -36,6 +39,8 @@ export class TileGrid extends MediaTiles {
   constructor(grid, { onRemove }) {
     super(grid);
     this.onRemove = onRemove;
+    /** @type {Map<string, Upload>} performer id -> the high-quality upload of the latest session */
+    this.uploads = new Map();
   }
 
   /**
@@ -54,9 +59,30 @@ export class TileGrid extends MediaTiles {
       tile.el.dataset.state = state;
       tile.state.textContent = state === 'joined' ? '' : state;
       tile.state.hidden = state === 'joined';
+      this._hq(tile, this.uploads.get(p.performer_id));
       this.grid.append(tile.el); // keeps the order; a no-op move when already in place
     }
     this.grid.dataset.count = String(this.tiles.size);
+  }
+
+  /**
+   * A studio room's uploads (see ./uploads.js latestUploads).
+   * @param {Map<string, Upload>} uploads
+   */
+  setUploads(uploads) {
+    this.uploads = uploads;
+    for (const [id, tile] of this.tiles) this._hq(tile, uploads.get(id));
+  }
+
+  /**
+   * @param {Tile} tile
+   * @param {Upload | undefined} upload
+   */
+  _hq(tile, upload) {
+    tile.hq.hidden = !upload;
+    tile.hq.textContent = upload ? hqText(upload) : '';
+    tile.hq.title = upload ? hqTitle(upload) : '';
+    tile.hq.dataset.state = upload?.state ?? '';
   }
 
   /**
@@ -122,15 +148,16 @@ export class TileGrid extends MediaTiles {
       title: 'Remove this performer from the room',
     }, 'Remove');
     const stats = h('div', { className: 'mtile-stats', dataset: { testid: 'tile-stats' } }, 'waiting for stats…');
+    const hq = h('span', { className: 'mtile-hq', dataset: { testid: 'tile-hq', performerId: id }, hidden: true });
 
     const el = h('figure', { className: 'mtile', dataset: { testid: 'monitor-tile', performerId: id, flags: '' } },
       h('div', { className: 'mtile-media' }, video, placeholder, flags),
-      h('figcaption', { className: 'mtile-bar' }, name, state, meterEl, listen, remove),
+      h('figcaption', { className: 'mtile-bar' }, name, state, hq, meterEl, listen, remove),
       stats);
 
     /** @type {Tile} */
     const tile = {
-      el, video, name, state, flags, placeholder, stats, listen,
+      el, video, name, state, flags, placeholder, stats, listen, hq,
       meter: new LevelMeter(meterEl), stream: null, displayName: id,
     };
     listen.addEventListener('click', () => {

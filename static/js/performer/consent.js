@@ -3,22 +3,13 @@
  * Consent: the text the server sends in `welcome.consent`, shown before anything is captured,
  * and agreed to only as shown (its SHA-256 is checked here before the `consent` message goes out).
  */
+import { sha256Hex } from '../common/digest.js';
 import { ui } from './view.js';
 
 /**
  * @typedef {{version?: any, text?: string, text_sha256?: string, accepted?: boolean}} Consent
  * @typedef {{version: any, text_sha256: string}} Accepted what the performer agreed to
  */
-
-/**
- * Hex SHA-256 of a string's UTF-8 bytes.
- * @param {string} text
- * @returns {Promise<string>}
- */
-async function sha256Hex(text) {
-  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
-}
 
 /**
  * Is the text the one the server's hash names? Never agree to a text other than the one shown.

@@ -1,10 +1,11 @@
 // @ts-check
 /**
  * Performer page: the join flow. Consent, then camera and microphone, then the publish and
- * subscribe connections, over one signaling socket that survives drops and reloads.
+ * subscribe connections, over one signaling socket that survives drops and reloads. In a studio
+ * room also the high-quality copy, recorded here and uploaded over HTTP (./studio/).
  * Protocol: docs/signaling.md. Test surface: `window.improv`.
  */
-import { captureReport, mediaConfig } from '../common/media.js';
+import { captureReport } from '../common/media.js';
 import { resumeAudio } from '../common/meter.js';
 import { ReconnectingSocket, socketUrl } from '../common/socket.js';
 import { RemoteMedia } from '../common/subscribe.js';
@@ -12,10 +13,16 @@ import { acceptance, consentMessage, hideConsent, sameText, showConsent, textVer
 import { LocalMedia } from './devices.js';
 import { PublishConnection } from './publish.js';
 import { store } from './store.js';
+import { CallBudget } from './studio/budget.js';
+import { StudioCapture } from './studio/capture.js';
+import { ChunkStore } from './studio/chunk_store.js';
+import { captureConfig, liveEncoding, needsHeadphones } from './studio/profile.js';
+import { showUpload } from './studio/progress.js';
+import { Uploader } from './studio/uploader.js';
 import { RemoteTiles } from './tiles.js';
 import {
   clearError, pageState, setPageState, setReconnecting, setRecording, setStatus, showError,
-  showPrompt, showRoom, ui, updateButtons,
+  showHeadphones, showPrompt, showRoom, ui, updateButtons,
 } from './view.js';
 
 /** @typedef {import('./view.js').PageState} PageState */
@@ -84,7 +91,7 @@ const remote = new RemoteMedia({
 const publisher = new PublishConnection({
   send,
   iceServers,
-  maxVideoBitrate: () => mediaConfig(app.welcome?.media).max_video_bitrate,
+  videoEncoding: (track) => liveEncoding(app.welcome, track),
   onConnected: () => {
     if (pageState() === 'joined') return;
     setState('joined');
@@ -96,11 +103,12 @@ const publisher = new PublishConnection({
 });
 
 const local = new LocalMedia({
-  config: () => mediaConfig(app.welcome?.media),
+  config: () => captureConfig(app.welcome),
   wanted: () => pageState() !== 'error' && pageState() !== 'left',
   senders: () => publisher.senders(),
   onCapture: (stream, started) => {
     send(captureReport(stream));
+    if (!started) publisher.applyEncoding(); // another camera may have another size
     if (started && pageState() === 'lobby') setStatus('Camera and microphone ready');
     updateControls();
   },
@@ -108,6 +116,30 @@ const local = new LocalMedia({
   onError: fail,
   onChange: updateControls,
 });
+
+// ---- studio rooms: the high-quality copy
+
+const chunkStore = new ChunkStore();
+
+const uploader = new Uploader({
+  store: chunkStore,
+  token: () => app.token,
+  budget: new CallBudget(() => publisher.pc),
+  onChange: renderUpload,
+  onRevoked: (sessionId) => studio.revoked(sessionId),
+});
+
+const studio = new StudioCapture({
+  uploader,
+  store: chunkStore,
+  stream: () => local.stream,
+  inCall: () => app.wantJoin && app.consentConfirmed && (pageState() === 'joined' || pageState() === 'joining'),
+  onChange: renderUpload,
+});
+
+function renderUpload() {
+  showUpload({ line: ui.upload, warning: ui.uploadWarning }, uploader.summary(), studio.warning);
+}
 
 /** The test/automation surface. */
 const improv = {
@@ -124,6 +156,11 @@ const improv = {
   localLevel: () => local.level,
   get state() { return document.body.dataset.state; },
   get performerId() { return app.welcome?.performer_id ?? null; },
+  /**
+   * The high-quality copy: state (idle, recording, uploading, complete, failed, revoked), chunk
+   * counts over its parts, each part, the error being retried or that stopped a part.
+   */
+  get upload() { return { ...uploader.summary(), warning: studio.warning }; },
 };
 /** @type {any} */ (window).improv = improv;
 
@@ -137,6 +174,7 @@ function setState(state) {
 
 function updateControls() {
   updateButtons(app.consentConfirmed && local.ready() && !!app.socket?.connected);
+  studio.update(); // joined, left, a device changed: maybe start or end a part
 }
 
 /** @param {string} text */
@@ -206,6 +244,7 @@ async function handleMessage(msg) {
       return remote.handle(msg);
     case 'recording':
       setRecording(!!msg.active);
+      studio.onRecording(msg);
       return;
     case 'prompt': return showPrompt(msg);
     case 'error':
@@ -224,6 +263,8 @@ async function onWelcome(msg) {
   store.saveResume(msg.performer_id, msg.resume);
   tiles.selfId = msg.performer_id;
   showRoom(msg);
+  showHeadphones(needsHeadphones(msg));
+  studio.onWelcome(msg, app.resumed, first);
   setReconnecting(false);
   clearError();
   setStatus('Connected');

@@ -2,7 +2,7 @@
 /**
  * The publish connection: the performer's camera and microphone to the server (sendonly, Opus
  * and VP8 only, the server's video bitrate cap set at the source, since the relay forwards our
- * packets as they are).
+ * packets as they are; in a studio room also the scale-down to the live size).
  */
 import { connectionConfig, gatheringDone } from '../common/connection.js';
 
@@ -27,20 +27,23 @@ function preferCodecs(transceiver, kind, mimeTypes) {
   }
 }
 
+/** @typedef {import('./studio/profile.js').VideoEncoding} VideoEncoding */
+
 export class PublishConnection {
   /**
    * @param {object} opts
    * @param {(msg: {type: string, [key: string]: any}) => boolean} opts.send
    * @param {() => RTCIceServer[]} opts.iceServers
-   * @param {() => number} opts.maxVideoBitrate
+   * @param {(track: MediaStreamTrack | null) => VideoEncoding} opts.videoEncoding the live video's
+   *   bitrate cap (and scale-down) for the camera track being sent
    * @param {() => void} opts.onConnected media flows (ICE connected after the answer)
    * @param {() => void} opts.onFailed the connection failed: publish again
    * @param {() => void} opts.onUnstable the connection is disconnected, maybe for a moment
    */
-  constructor({ send, iceServers, maxVideoBitrate, onConnected, onFailed, onUnstable }) {
+  constructor({ send, iceServers, videoEncoding, onConnected, onFailed, onUnstable }) {
     this.send = send;
     this.iceServers = iceServers;
-    this.maxVideoBitrate = maxVideoBitrate;
+    this.videoEncoding = videoEncoding;
     this.onConnected = onConnected;
     this.onFailed = onFailed;
     this.onUnstable = onUnstable;
@@ -63,10 +66,11 @@ export class PublishConnection {
     const pc = new RTCPeerConnection(connectionConfig(this.iceServers()));
     this.pc = pc;
     const audio = pc.addTransceiver(stream.getAudioTracks()[0], { direction: 'sendonly', streams: [stream] });
-    const video = pc.addTransceiver(stream.getVideoTracks()[0], {
+    const videoTrack = stream.getVideoTracks()[0];
+    const video = pc.addTransceiver(videoTrack, {
       direction: 'sendonly',
       streams: [stream],
-      sendEncodings: [{ maxBitrate: this.maxVideoBitrate() }],
+      sendEncodings: [{ ...this.videoEncoding(videoTrack) }],
     });
     preferCodecs(audio, 'audio', ['audio/opus']);
     preferCodecs(video, 'video', ['video/vp8', 'video/rtx']);
@@ -90,15 +94,22 @@ export class PublishConnection {
     const pc = this.pc;
     if (!pc || pc.signalingState !== 'have-local-offer') return;
     await pc.setRemoteDescription({ type: 'answer', sdp });
-    // The relay forwards our packets as they are, so the cap must be set here, at the source.
-    const sender = pc.getSenders().find((s) => s.track?.kind === 'video');
-    if (sender) {
-      const params = sender.getParameters();
-      if (!params.encodings?.length) params.encodings = [{}];
-      params.encodings[0].maxBitrate = this.maxVideoBitrate();
-      await sender.setParameters(params).catch(() => {});
-    }
+    await this.applyEncoding();
     this._check(pc); // ICE may already be up
+  }
+
+  /**
+   * Set the video encoding on the sender. The relay forwards our packets as they are, so the cap
+   * (and a studio room's scale-down) must be set here, at the source; again after a camera
+   * switch, since the new camera's size may differ.
+   */
+  async applyEncoding() {
+    const sender = this.pc?.getSenders().find((s) => s.track?.kind === 'video');
+    if (!sender) return;
+    const params = sender.getParameters();
+    if (!params.encodings?.length) params.encodings = [{}];
+    Object.assign(params.encodings[0], this.videoEncoding(sender.track));
+    await sender.setParameters(params).catch(() => {});
   }
 
   close() {

@@ -2,7 +2,8 @@
 /**
  * What the performer sees outside the tiles: the page state in document.body.dataset.state
  * (lobby, joining, joined, left, error), the status line, the error banner, the room header,
- * the REC indicator, the prompt and the Join/Leave buttons.
+ * the REC indicator, the prompt, the Join/Leave buttons, a studio room's headphones notice and
+ * the high-quality upload's line (written by studio/progress.js).
  */
 import { byId, hook } from '../common/dom.js';
 
@@ -27,6 +28,9 @@ export const ui = {
   camera: /** @type {HTMLSelectElement} */ (byId('camera-select')),
   mic: /** @type {HTMLSelectElement} */ (byId('mic-select')),
   grid: byId('remote-grid'),
+  headphones: hook('headphones'),
+  upload: hook('upload'),
+  uploadWarning: hook('upload-warning'),
 };
 
 /** @param {PageState} state */
@@ -63,6 +67,11 @@ export function showError(text) {
 export function clearError() {
   ui.error.hidden = true;
   ui.error.textContent = '';
+}
+
+/** @param {boolean} on a studio room: the microphone is recorded without echo cancellation */
+export function showHeadphones(on) {
+  ui.headphones.hidden = !on;
 }
 
 /** @param {boolean} active */

@@ -1,0 +1,468 @@
+"""Where a high-quality copy sits on the session timeline, measured against the live copy.
+
+The live copy (performers/<pid>.webm) is on the session timeline already; the high-quality
+copy (hq) comes from the page's own recorder, with its own clock and its own A/V offset. Each
+stream is placed on its own: an offset such that ``session time = hq time + offset``.
+
+- coarse: where the page's clock says the hq copy starts (place.py computes it);
+- audio: normalised cross-correlation (FFT) of the decoded mono sound of both copies, within
+  SEARCH_S of the coarse estimate, to a fraction of a sample;
+- video: every live frame is one of the camera's frames, as is every hq frame: a per-frame
+  signature (the frame shrunk to 32x18 gray) finds each live frame's hq twin, and the offset
+  is the median of ``t_live - t_hq`` over the twins found without doubt.
+
+Times are the decoded presentation times of both files, so the Opus pre-skip is handled the
+same on both sides (the hq copy keeps its own codec private data when it is remuxed). Only a
+few windows are decoded (start, middle and end of the overlap), so a 10-minute take is
+measured in seconds, and the spread between the first and the last window is the drift.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import av
+import numpy as np
+
+#: How far from the coarse estimate the fine one may land.
+SEARCH_S = 1.5
+#: Window lengths (s): sound correlates well over long stretches; frames are costlier to decode.
+WINDOW_S = {"audio": 20.0, "video": 10.0}
+MAX_WINDOWS = 3
+MIN_OVERLAP_S = 1.0
+RATE = 48000
+#: Opus keeps state across packets: decoding starts this much before a window.
+AUDIO_PREROLL_S = 0.2
+#: A step between two audio frames' stamps beyond this is a gap (filled with silence);
+#: smaller ones are the container's 1 ms rounding.
+AUDIO_GAP_S = 0.002
+#: Below this normalised correlation the sound of the two copies does not match.
+MIN_CORRELATION = 0.3
+#: The search runs at a quarter of the rate, then is refined within this many samples.
+DECIMATE = 4
+REFINE = 3 * DECIMATE
+SIGNATURE_SIZE = (32, 18)
+SAMPLES_PER_BLOCK = 4
+EIGHT_BIT_YUV = {"yuv420p", "yuvj420p", "yuv422p", "yuv444p", "yuva420p"}
+#: A live frame's best hq twin must be this much closer (squared distance) than any hq frame
+#: two or more frames away from it, or the frame proves nothing (a still picture, a flash).
+TWIN_RATIO = 0.25
+MIN_TWINS = 5
+#: Twins agree within this fraction of a frame interval.
+TWIN_TOLERANCE = 0.35
+#: Video frames buffered from a keyframe before decoding them anyway (memory bound).
+MAX_GOP = 600
+
+Source = Path | BinaryIO
+
+
+@contextmanager
+def open_media(source: Source) -> Iterator[Any]:
+    """A Path, or a seekable file object (read from its start)."""
+    if isinstance(source, Path):
+        container = av.open(str(source))
+    else:
+        source.seek(0)
+        container = av.open(source, mode="r")
+    try:
+        yield container
+    finally:
+        container.close()
+
+
+def media_streams(container: Any) -> dict[str, Any]:
+    """The first audio and the first video stream."""
+    found: dict[str, Any] = {}
+    for stream in container.streams:
+        if stream.type in ("audio", "video") and stream.type not in found:
+            found[stream.type] = stream
+    return found
+
+
+def spans(source: Source) -> dict[str, tuple[float, float]]:
+    """(first packet's time, last packet's end) per kind, by demuxing (nothing decoded)."""
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    with open_media(source) as container:
+        streams = media_streams(container)
+        if not streams:
+            return {}
+        bases = {s.index: (s.type, float(s.time_base)) for s in streams.values()}
+        try:
+            for packet in container.demux(*streams.values()):
+                if packet.pts is None:
+                    continue
+                kind, base = bases[packet.stream_index]
+                t = packet.pts * base
+                end = t + (packet.duration or 0) * base
+                if kind not in first:
+                    first[kind] = t
+                first[kind] = min(first[kind], t)
+                last[kind] = max(last.get(kind, end), end)
+        except av.FFmpegError:
+            pass  # a cut-off end: what came before counts
+    return {kind: (first[kind], last[kind]) for kind in first}
+
+
+def signature(frame: Any) -> np.ndarray:
+    """The mean luma of each of 32x18 blocks of the frame: the same camera frame gives nearly
+    the same signature at any size and any bitrate. (Averaged over a sparse grid of luma
+    samples, a few per block side: a tenth of the cost of scaling the frame.)"""
+    width, height = SIGNATURE_SIZE
+    if frame.format.name not in EIGHT_BIT_YUV:
+        small = frame.reformat(width=width, height=height, format="gray", interpolation="AREA")
+        return np.asarray(small.to_ndarray(), dtype=np.float32).reshape(-1)
+    plane = frame.planes[0]
+    luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
+    step = max(1, min(frame.width // (width * SAMPLES_PER_BLOCK), frame.height // (height * SAMPLES_PER_BLOCK)))
+    luma = luma[::step, ::step].astype(np.float32)
+    rows = np.arange(height) * luma.shape[0] // height
+    cols = np.arange(width) * luma.shape[1] // width
+    sums = np.add.reduceat(np.add.reduceat(luma, rows, axis=0), cols, axis=1)
+    counts = np.outer(np.diff(rows, append=luma.shape[0]), np.diff(cols, append=luma.shape[1]))
+    return (sums / counts).reshape(-1)
+
+
+def _mono(frame: Any) -> np.ndarray:
+    data = frame.to_ndarray().astype(np.float32)
+    if frame.format.name.startswith("s16"):
+        data /= 32768.0
+    channels = len(frame.layout.channels)
+    if not frame.format.is_planar:
+        data = data.reshape(-1, channels).T
+    return np.asarray(data.mean(axis=0), dtype=np.float32)
+
+
+@dataclass
+class AudioRun:
+    """Decoded sound of one window: samples from ``start`` on, at ``rate``."""
+
+    start: float
+    samples: np.ndarray
+    rate: int = RATE
+
+
+@dataclass
+class VideoRun:
+    times: np.ndarray
+    signatures: np.ndarray
+
+
+@dataclass
+class _Collect:
+    windows: list[tuple[float, float]]
+    audio: list[list[tuple[float, np.ndarray]]] = field(default_factory=list)
+    video: list[list[tuple[float, np.ndarray]]] = field(default_factory=list)
+    rate: int = RATE
+
+    def __post_init__(self) -> None:
+        self.audio = [[] for _ in self.windows]
+        self.video = [[] for _ in self.windows]
+
+    def needed(self, t: float, before: float = 0.0) -> bool:
+        return any(start - before <= t <= end for start, end in self.windows)
+
+    def frame(self, kind: str, frame: Any, time_base: float) -> None:
+        if frame.pts is None:
+            return
+        t = frame.pts * time_base
+        if kind == "audio":
+            self.rate = frame.sample_rate
+            end = t + frame.samples / frame.sample_rate
+            samples = None
+            for n, (start, stop) in enumerate(self.windows):
+                if end >= start - AUDIO_PREROLL_S and t <= stop:
+                    samples = _mono(frame) if samples is None else samples
+                    self.audio[n].append((t, samples))
+        else:
+            sig = None
+            for n, (start, stop) in enumerate(self.windows):
+                if start <= t <= stop:
+                    sig = signature(frame) if sig is None else sig
+                    self.video[n].append((t, sig))
+
+
+def _assemble(frames: list[tuple[float, np.ndarray]], rate: int, start: float, stop: float) -> AudioRun | None:
+    """Frames laid end to end (their 1 ms-rounded stamps would jitter the sound), silence in
+    real gaps, anchored at the median of the stamps; then cut to [start, stop]."""
+    if not frames:
+        return None
+    frames.sort(key=lambda f: f[0])
+    base = frames[0][0]
+    pieces: list[np.ndarray] = []
+    position = 0
+    residuals = []
+    for t, samples in frames:
+        expected = (t - base) * rate
+        if expected - position > AUDIO_GAP_S * rate:
+            pad = int(round(expected - position))
+            pieces.append(np.zeros(pad, np.float32))
+            position += pad
+        residuals.append(t - (base + position / rate))
+        pieces.append(samples)
+        position += samples.size
+    run_start = base + statistics.median(residuals)
+    samples = np.concatenate(pieces)
+    first = max(0, int(round((start - run_start) * rate)))
+    last = min(samples.size, int(round((stop - run_start) * rate)))
+    if last - first < rate * 0.5:
+        return None
+    return AudioRun(run_start + first / rate, samples[first:last], rate)
+
+
+def decode_windows(
+    source: Source, windows: dict[str, list[tuple[float, float]]]
+) -> tuple[dict[str, list[Any]], int]:
+    """One demux pass that decodes only what the windows need: audio from a little before
+    each window, video from the keyframe before it. Returns the runs per kind (None for a
+    window with nothing in it) and the count of packets that failed to decode."""
+    collect = {kind: _Collect(sorted(w)) for kind, w in windows.items() if w}
+    errors = 0
+    with open_media(source) as container:
+        streams = {k: s for k, s in media_streams(container).items() if k in collect}
+        for stream in streams.values():
+            # one thread: placing runs beside live calls, and decoder threads starved by them
+            # cost more than they give
+            stream.codec_context.thread_count = 1
+        gop: list[Any] = []
+        current = False  # the video decoder has every packet since the last keyframe
+
+        def decode(kind: str, packet: Any) -> None:
+            nonlocal errors
+            try:
+                stream = streams[kind]
+                for frame in stream.codec_context.decode(packet):
+                    collect[kind].frame(kind, frame, float(stream.time_base))
+            except av.FFmpegError:
+                errors += 1
+
+        bases = {s.index: (s.type, float(s.time_base)) for s in streams.values()}
+        done_after = max(e for c in collect.values() for _, e in c.windows) + 1.0
+        try:
+            for packet in container.demux(*streams.values()):
+                if packet.pts is None:
+                    continue
+                kind, base = bases[packet.stream_index]
+                t = packet.pts * base
+                if t > done_after:
+                    break  # every window is decoded (packets interleave within a second)
+                if kind == "audio":
+                    if collect["audio"].needed(t, AUDIO_PREROLL_S + 0.1):
+                        decode("audio", packet)
+                    continue
+                if packet.is_keyframe:
+                    gop, current = [], False
+                if current or collect["video"].needed(t):
+                    for held in gop:
+                        decode("video", held)
+                    gop, current = [], True
+                    decode("video", packet)
+                else:
+                    gop.append(packet)
+                    if len(gop) > MAX_GOP:
+                        for held in gop:
+                            decode("video", held)
+                        gop, current = [], True
+        except av.FFmpegError:
+            errors += 1  # a cut-off end
+        for kind in streams:
+            decode(kind, None)
+    runs: dict[str, list[Any]] = {}
+    for kind, c in collect.items():
+        if kind == "audio":
+            runs[kind] = [_assemble(f, c.rate, s, e) for f, (s, e) in zip(c.audio, c.windows)]
+        else:
+            runs[kind] = [
+                VideoRun(np.array([t for t, _ in f]), np.stack([s for _, s in f])) if len(f) >= MIN_TWINS else None
+                for f in (sorted(v, key=lambda x: x[0]) for v in c.video)
+            ]
+    return runs, errors
+
+
+def _fast_len(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n (an FFT length numpy does fast)."""
+    best = 1 << (n - 1).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _ncc(x: np.ndarray, y: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    """Normalised cross-correlation of ``x`` against ``y`` at each lag (x[i] meets y[i + lag]),
+    by FFT (exact where all of ``x`` meets ``y``; near the ends, ``y`` counts as silent)."""
+    energy_x = float(np.dot(x, x))
+    n = _fast_len(x.size + y.size)
+    corr = np.fft.irfft(np.fft.rfft(y, n) * np.conj(np.fft.rfft(x, n)), n)
+    cumulative = np.concatenate([[0.0], np.cumsum(y * y)])
+    energy_y = cumulative[np.clip(lags + x.size, 0, y.size)] - cumulative[np.clip(lags, 0, y.size)]
+    return np.asarray(corr[lags % n] / np.sqrt(energy_x * np.maximum(energy_y, 1e-12)))
+
+
+def _ncc_direct(x: np.ndarray, y: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    """The same, lag by lag over the overlap (for a handful of lags)."""
+    energy_x = np.concatenate([[0.0], np.cumsum(x * x)])
+    energy_y = np.concatenate([[0.0], np.cumsum(y * y)])
+    values = np.zeros(lags.size)
+    for n, k in enumerate(lags):
+        first, last = max(0, -k), min(x.size, y.size - k)
+        if last - first <= 0:
+            continue
+        energy = (energy_x[last] - energy_x[first]) * (energy_y[last + k] - energy_y[first + k])
+        values[n] = np.dot(x[first:last], y[first + k : last + k]) / np.sqrt(max(energy, 1e-24))
+    return values
+
+
+def audio_offset(hq: AudioRun, live: AudioRun, coarse_s: float, search_s: float = SEARCH_S) -> float | None:
+    """The offset (session time minus hq time) at which the hq sound best matches the live
+    sound, within ``search_s`` of ``coarse_s``; None when nothing matches. Searched at a
+    quarter of the rate (FFT), then refined at the full rate around the peak, to a fraction
+    of a sample."""
+    x, y, rate = hq.samples.astype(np.float64), live.samples.astype(np.float64), hq.rate
+    if x.size < DECIMATE or y.size < DECIMATE or float(np.dot(x, x)) < 1e-9 * x.size:
+        return None
+    # lag k: hq sample i meets live sample i + k, i.e. offset = live.start + k/rate - hq.start
+    k_low = int(np.floor((coarse_s - search_s - live.start + hq.start) * rate))
+    k_high = int(np.ceil((coarse_s + search_s - live.start + hq.start) * rate))
+    k_low, k_high = max(k_low, -x.size + 1), min(k_high, y.size - 1)
+    if k_high - k_low < 3 * DECIMATE:
+        return None
+    xd = x[: x.size // DECIMATE * DECIMATE].reshape(-1, DECIMATE).mean(axis=1)
+    yd = y[: y.size // DECIMATE * DECIMATE].reshape(-1, DECIMATE).mean(axis=1)
+    coarse_lags = np.arange(-(-k_low // DECIMATE), k_high // DECIMATE + 1)
+    rough = _ncc(xd, yd, coarse_lags)
+    if rough.size == 0:
+        return None
+    around = int(coarse_lags[int(np.argmax(rough))]) * DECIMATE
+    lags = np.arange(max(k_low, around - REFINE), min(k_high, around + REFINE) + 1)
+    fine = _ncc_direct(x, y, lags)
+    best = int(np.argmax(fine))
+    if fine[best] < MIN_CORRELATION:
+        return None
+    shift = 0.0
+    if 0 < best < fine.size - 1:  # a parabola through the peak and its neighbours
+        left, mid, right = fine[best - 1], fine[best], fine[best + 1]
+        denominator = left - 2 * mid + right
+        if denominator < 0:
+            shift = float(0.5 * (left - right) / denominator)
+    return float(live.start + (lags[best] + shift) / rate - hq.start)
+
+
+def video_twins(hq: VideoRun, live: VideoRun, coarse_s: float, search_s: float = SEARCH_S) -> np.ndarray:
+    """``t_live - t_hq`` of every live frame whose hq twin is beyond doubt, for offsets within
+    ``search_s`` of ``coarse_s``; the cluster of agreeing twins only."""
+    h, l = hq.signatures.astype(np.float64), live.signatures.astype(np.float64)
+    distance = (l * l).sum(1)[:, None] + (h * h).sum(1)[None, :] - 2 * l @ h.T
+    offsets = live.times[:, None] - hq.times[None, :]
+    distance[np.abs(offsets - coarse_s) > search_s] = np.inf
+    best = np.argmin(distance, axis=1)
+    rows = np.arange(len(best))
+    nearest = distance[rows, best]
+    columns = np.arange(h.shape[0])[None, :]
+    others = np.where(np.abs(columns - best[:, None]) >= 2, distance, np.inf).min(axis=1)
+    sure = np.isfinite(nearest) & (nearest < TWIN_RATIO * others)
+    found = offsets[rows[sure], best[sure]]
+    if found.size < MIN_TWINS:
+        return np.zeros(0)
+    steps = np.diff(hq.times)
+    tolerance = TWIN_TOLERANCE * float(np.median(steps[steps > 0])) if np.any(steps > 0) else 0.01
+    support = (np.abs(found[:, None] - found[None, :]) <= tolerance).sum(axis=1)
+    centre = float(np.median(found[support == support.max()]))
+    cluster = found[np.abs(found - centre) <= tolerance]
+    return cluster if cluster.size >= MIN_TWINS else np.zeros(0)
+
+
+def windows_of(start: float, end: float, length: float) -> list[tuple[float, float]]:
+    """Up to three windows: the whole of a short overlap; else its start and end (and middle)."""
+    span = end - start
+    if span < MIN_OVERLAP_S:
+        return []
+    if span < 2 * length:
+        return [(start, end)]
+    middle = (start + end) / 2
+    found = [(start, start + length), (middle - length / 2, middle + length / 2), (end - length, end)]
+    return found if span >= MAX_WINDOWS * length else [found[0], found[2]]
+
+
+def _summary(kind: str, windows: list[tuple[float, float]], per_window: list[Any]) -> dict[str, Any] | None:
+    measured = [(w, m) for w, m in zip(windows, per_window) if m is not None]
+    if not measured:
+        return None
+    if kind == "audio":
+        values = [m for _, m in measured]
+        offset = float(np.median(values))
+        error_s = max(max(abs(v - offset) for v in values), 1 / RATE)
+        entry: dict[str, Any] = {"offset_s": round(offset, 6)}
+    else:
+        pooled = np.concatenate([m for _, m in measured])
+        values = [float(np.median(m)) for _, m in measured]
+        offset = float(np.median(pooled))
+        error_s = float(np.percentile(np.abs(pooled - offset), 95))
+        entry = {"offset_s": round(offset, 6), "matched_frames": int(pooled.size)}
+    entry.update(
+        error_ms=round(error_s * 1000, 3),
+        windows=[{"start_s": round(s, 3), "end_s": round(e, 3), "offset_s": round(v, 6)}
+                 for ((s, e), _), v in zip(measured, values)],
+        drift_ms=round((values[-1] - values[0]) * 1000, 3) if len(values) > 1 else None,
+        method="cross-correlation" if kind == "audio" else "frame signatures",
+    )
+    return entry
+
+
+def measure(
+    live: Source | None,
+    hq: Source,
+    coarse_s: float,
+    hq_span: tuple[float, float] | None = None,
+    live_spans: dict[str, tuple[float, float]] | None = None,
+) -> dict[str, Any]:
+    """Per kind (audio, video): the measured offset of the hq stream ({"offset_s", "error_ms",
+    "windows", "drift_ms", "method", "matched_frames" (video)}), or None when it could not be
+    measured (no such stream, no overlap with the live copy, nothing that matches).
+    ``hq_span`` limits the hq time considered; a ``decode_errors`` count comes along."""
+    result: dict[str, Any] = {"audio": None, "video": None, "decode_errors": 0}
+    if live is None:
+        return result
+    hq_spans = spans(hq)
+    live_spans = live_spans if live_spans is not None else spans(live)
+    hq_windows: dict[str, list[tuple[float, float]]] = {}
+    for kind in ("audio", "video"):
+        if kind not in hq_spans or kind not in live_spans:
+            continue
+        start = max(hq_spans[kind][0], live_spans[kind][0] - coarse_s)
+        end = min(hq_spans[kind][1], live_spans[kind][1] - coarse_s)
+        if hq_span is not None:
+            start, end = max(start, hq_span[0]), min(end, hq_span[1])
+        hq_windows[kind] = windows_of(start, end, WINDOW_S[kind])
+    if not any(hq_windows.values()):
+        return result
+    margin = SEARCH_S + 0.1
+    live_windows = {kind: [(s + coarse_s - margin, e + coarse_s + margin) for s, e in w]
+                    for kind, w in hq_windows.items()}
+    hq_runs, hq_errors = decode_windows(hq, hq_windows)
+    live_runs, _ = decode_windows(live, live_windows)
+    result["decode_errors"] = hq_errors
+    for kind, windows in hq_windows.items():
+        per_window: list[Any] = []
+        for hq_run, live_run in zip(hq_runs.get(kind, []), live_runs.get(kind, [])):
+            if hq_run is None or live_run is None:
+                per_window.append(None)
+            elif kind == "audio":
+                per_window.append(audio_offset(hq_run, live_run, coarse_s))
+            else:
+                twins = video_twins(hq_run, live_run, coarse_s)
+                per_window.append(twins if twins.size else None)
+        result[kind] = _summary(kind, windows, per_window)
+    return result

@@ -1,0 +1,336 @@
+"""High-quality copies of studio sessions, on the server's side: who may upload into which
+session, what the consoles see of each upload, placing a copy on the session timeline once
+all of it arrived, and the deadline after which it is placed with what did arrive.
+
+The chunks themselves, their checks and the placement are the recorder's
+(improv_capture/recorder/hq/); this module decides when, for whom, and tells the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from improv_capture.clock import parse_utc
+from improv_capture.recorder.hq.place import place_hq
+from improv_capture.recorder.hq.uploads import UploadLimits, UploadStore, upload_cap_bytes
+from improv_capture.rooms.model import Room
+from improv_capture.rooms.store import RoomStore
+from improv_capture.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: How long a settled upload (complete, incomplete, rejected) stays in its room's `uploads`.
+SETTLED_SHOWN_S = 600.0
+SETTLED = ("complete", "incomplete", "rejected", "withdrawn")
+
+
+class UploadRefused(Exception):
+    """An upload request this session does not take: an HTTP status and the reason."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class SessionUpdates(Protocol):
+    """Who hears that a finalised session changed (downstream/service.py, or the cluster's
+    notifier to the primary)."""
+
+    async def session_updated(self, session_dir: Path, detail: dict[str, Any]) -> None: ...
+
+
+class Changes(Protocol):
+    def changed(self) -> None: ...
+
+
+@dataclass
+class Target:
+    """An upload's session, as the request's checks found it."""
+
+    session_id: str
+    performer_id: str
+    room_id: str
+    limits: UploadLimits
+    live: bool
+
+
+def upload_url(room_id: str, session_id: str, performer_id: str) -> str:
+    return f"/api/v1/rooms/{room_id}/sessions/{session_id}/performers/{performer_id}/hq"
+
+
+class HqUploads:
+    def __init__(
+        self, settings: Settings, store: RoomStore, updates: SessionUpdates, changes: Changes
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.updates = updates
+        self.changes = changes
+        self.files = UploadStore(settings.uploads_dir)
+        #: (session_id, performer_id) -> what the consoles see (also kept in room.uploads)
+        self.progress: dict[tuple[str, str], dict[str, Any]] = {}
+        self._revoked: set[str] = set()
+        self._placing: set[tuple[str, str]] = set()
+        self._slots = asyncio.Semaphore(settings.hq_placements)
+        #: chunk bodies read at once (each up to hq_max_chunk_bytes in memory)
+        self.chunk_slots = asyncio.Semaphore(settings.hq_max_concurrent_chunks)
+        self._deadlines: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """After a restart: every studio session with copies still uploading gets its
+        deadline again (placing at once the copies that completed before the crash)."""
+        manifests = await asyncio.to_thread(self._unsettled_sessions)
+        for manifest in manifests:
+            self._session_ready(manifest)
+
+    async def shutdown(self) -> None:
+        for handle in self._deadlines.values():
+            handle.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _unsettled_sessions(self) -> list[dict[str, Any]]:
+        found = []
+        for path in self.settings.sessions_dir.glob("ses_*/manifest.json"):
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if manifest.get("state") != "recording" and any(
+                (p.get("hq") or {}).get("state") == "uploading" for p in manifest.get("performers", [])
+            ):
+                found.append(manifest)
+        return found
+
+    # --- recording start and stop ------------------------------------------------------------
+
+    def recording_started(self, room: Room, session_id: str) -> None:
+        if not (room.profile or {}).get("hq"):
+            return
+        for member in room.members.values():
+            self._show(room.room_id, session_id, member.performer_id, member.display_name,
+                       state="pending")
+
+    def session_finalised(self, manifest: dict[str, Any]) -> None:
+        """The live copy is in: the hq copies join when complete, or at the deadline."""
+        if not (manifest.get("profile") or {}).get("hq"):
+            return
+        for performer in manifest.get("performers", []):
+            key = (manifest["session_id"], performer["performer_id"])
+            if key not in self.progress:
+                self._show(manifest.get("room_id") or "", *key, performer.get("display_name"),
+                           state="pending")
+        self._session_ready(manifest)
+
+    def _session_ready(self, manifest: dict[str, Any]) -> None:
+        session_id = manifest["session_id"]
+        deadline_s = float(manifest["profile"]["hq"]["upload_deadline_s"])
+        ended = parse_utc(manifest.get("ended_at") or manifest["started_at"])
+        delay = max(0.0, ended + deadline_s - time.time())
+        loop = asyncio.get_running_loop()
+        self._deadlines[session_id] = loop.call_later(
+            delay, lambda: self._spawn(self._deadline(session_id))
+        )
+        for performer in manifest.get("performers", []):
+            if (performer.get("hq") or {}).get("state") == "uploading":
+                self._spawn(self._place_if_complete(session_id, performer["performer_id"]))
+
+    # --- the checks every upload request passes before its body is read ----------------------
+
+    async def target(self, room_id: str, session_id: str, performer_id: str) -> Target:
+        room = self.store.get(room_id)
+        recording = room.recording if room is not None else None
+        if recording is not None and recording.session_id == session_id:
+            return self._live_target(room, session_id, performer_id)  # type: ignore[arg-type]
+        manifest = await asyncio.to_thread(self._manifest, session_id)
+        if manifest is None or manifest.get("room_id") != room_id or manifest.get("state") == "recording":
+            raise UploadRefused(404, "no such session")
+        hq = (manifest.get("profile") or {}).get("hq")
+        if not hq:
+            raise UploadRefused(409, "this session takes no high-quality upload")
+        performer = next((p for p in manifest.get("performers", [])
+                          if p["performer_id"] == performer_id), None)
+        if performer is None:
+            raise UploadRefused(404, "this session does not record this performer")
+        if performer.get("withdrawn") or performer_id in self._revoked:
+            raise UploadRefused(410, "consent revoked: the high-quality copy was deleted")
+        if not performer.get("consent"):
+            raise UploadRefused(403, "consent required")
+        state = (performer.get("hq") or {}).get("state")
+        if state != "uploading":
+            raise UploadRefused(409, f"the upload is closed ({state})")
+        duration = float(manifest.get("duration_s") or 0.0)
+        return Target(session_id, performer_id, room_id, self._limits(hq, duration), live=False)
+
+    def _live_target(self, room: Room, session_id: str, performer_id: str) -> Target:
+        hq = (room.profile or {}).get("hq")
+        if not hq:
+            raise UploadRefused(409, "this session takes no high-quality upload")
+        if performer_id in self._revoked:
+            raise UploadRefused(410, "consent revoked: the high-quality copy was deleted")
+        assert room.recording is not None
+        recorded = {p["performer_id"]: p for p in room.recording.manifest["performers"]}
+        member = room.members.get(performer_id)
+        if member is None and performer_id not in recorded:
+            raise UploadRefused(404, "this session does not record this performer")
+        consent = member.consent if member is not None else recorded[performer_id].get("consent")
+        if not consent:
+            raise UploadRefused(403, "consent required")
+        return Target(session_id, performer_id, room.room_id,
+                      self._limits(hq, room.recording.now_s()), live=True)
+
+    def _limits(self, hq: dict[str, Any], duration_s: float) -> UploadLimits:
+        return UploadLimits(
+            max_chunk_bytes=int(hq["max_chunk_bytes"]),
+            max_total_bytes=upload_cap_bytes(hq["video_bitrate"], hq["audio_bitrate"], duration_s),
+        )
+
+    def _manifest(self, session_id: str) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads((self.settings.sessions_dir / session_id / "manifest.json").read_text()))
+        except (OSError, ValueError):
+            return None
+
+    # --- the upload protocol -----------------------------------------------------------------
+
+    async def declare_part(self, target: Target, part: int, info: dict[str, Any]) -> dict[str, Any]:
+        result = await asyncio.to_thread(
+            self.files.declare_part, target.session_id, target.performer_id, part, info)
+        self._refresh(target)
+        return dict(result)
+
+    async def put_chunk(
+        self, target: Target, part: int, index: int, data: bytes, sha256: str,
+        recorded_chunks: int | None,
+    ) -> dict[str, Any]:
+        ack = await asyncio.to_thread(
+            self.files.put_chunk, target.session_id, target.performer_id, part, index, data,
+            sha256, recorded_chunks, target.limits)
+        self._refresh(target)
+        return dict(ack)
+
+    async def end_part(self, target: Target, part: int, chunks: int) -> dict[str, Any]:
+        result = await asyncio.to_thread(
+            self.files.end_part, target.session_id, target.performer_id, part, chunks)
+        self._refresh(target)
+        if not target.live:
+            self._spawn(self._place_if_complete(target.session_id, target.performer_id))
+        return dict(result)
+
+    async def status(self, target: Target) -> dict[str, Any]:
+        return dict(await asyncio.to_thread(self.files.status, target.session_id, target.performer_id))
+
+    # --- placing -----------------------------------------------------------------------------
+
+    async def _place_if_complete(self, session_id: str, performer_id: str) -> None:
+        status = await asyncio.to_thread(self.files.status, session_id, performer_id)
+        if status["complete"]:
+            await self._place(session_id, performer_id, final=False)
+
+    async def _deadline(self, session_id: str) -> None:
+        self._deadlines.pop(session_id, None)
+        manifest = await asyncio.to_thread(self._manifest, session_id)
+        for performer in (manifest or {}).get("performers", []):
+            if (performer.get("hq") or {}).get("state") == "uploading":
+                await self._place(session_id, performer["performer_id"], final=True)
+
+    async def _place(self, session_id: str, performer_id: str, final: bool) -> None:
+        key = (session_id, performer_id)
+        if key in self._placing:
+            return
+        self._placing.add(key)
+        try:
+            async with self._slots:
+                session_dir = self.settings.sessions_dir / session_id
+                upload_dir = self.files.performer_dir(session_id, performer_id)
+                hq = await asyncio.to_thread(place_hq, session_dir, performer_id, upload_dir, final)
+            if hq is None:  # nothing changed (settled already, or withdrawn meanwhile)
+                return
+            logger.info("session %s: the high-quality copy of %s is %s", session_id,
+                        performer_id, hq["state"])
+            if hq["state"] in SETTLED:  # its chunks go; later requests get 409 closed
+                await asyncio.to_thread(self.files.settle, session_id, performer_id, hq["state"])
+            entry = self.progress.get(key)
+            if entry is not None:
+                self._show(entry["room_id"], session_id, performer_id, entry["display_name"],
+                           state=hq["state"])
+            await self.updates.session_updated(
+                session_dir, {"performer_id": performer_id, "hq": {"state": hq["state"]}})
+        except Exception:
+            logger.exception("placing the high-quality copy of %s in %s failed", performer_id,
+                             session_id)
+        finally:
+            self._placing.discard(key)
+
+    # --- consent -----------------------------------------------------------------------------
+
+    async def revoke(self, performer_id: str) -> None:
+        """Consent revoked: every pending chunk of theirs goes, and uploads get 410 from now on
+        (their placed copies are withdrawn with the rest of their media, downstream)."""
+        self._revoked.add(performer_id)
+        await asyncio.to_thread(self.files.revoke_performer, performer_id)
+        for key in [k for k in self.progress if k[1] == performer_id]:
+            entry = self.progress[key]
+            self._show(entry["room_id"], *key, entry["display_name"], state="withdrawn")
+
+    # --- what the consoles see -----------------------------------------------------------------
+
+    def _refresh(self, target: Target) -> None:
+        """After a request changed an upload: its progress, from the store's status."""
+        key = (target.session_id, target.performer_id)
+        entry = self.progress.get(key)
+        name = entry["display_name"] if entry else None
+        self._spawn(self._refresh_from_status(target.room_id, key, name))
+
+    async def _refresh_from_status(
+        self, room_id: str, key: tuple[str, str], display_name: str | None
+    ) -> None:
+        status = await asyncio.to_thread(self.files.status, *key)
+        entry = self.progress.get(key)
+        if entry is not None and entry["state"] in SETTLED:
+            return
+        acked, recorded = status.get("acked_chunks", 0), status.get("recorded_chunks")
+        percent = int(100 * acked / recorded) if recorded else None
+        self._show(room_id, *key, display_name,
+                   state="uploading" if acked else "pending", percent=percent,
+                   chunks={"acked": acked, "recorded": recorded}, bytes=status.get("bytes", 0))
+
+    def _show(self, room_id: str, session_id: str, performer_id: str, display_name: str | None,
+              **fields: Any) -> None:
+        key = (session_id, performer_id)
+        entry = self.progress.setdefault(key, {
+            "session_id": session_id, "performer_id": performer_id, "room_id": room_id,
+            "display_name": display_name, "state": "pending", "percent": None,
+            "chunks": {"acked": 0, "recorded": None}, "bytes": 0, "settled_at": None,
+        })
+        entry.update(fields)
+        if entry["state"] in SETTLED and entry["settled_at"] is None:
+            entry["settled_at"] = time.time()
+            if entry["state"] == "complete":
+                entry["percent"] = 100
+        now = time.time()
+        for stale in [k for k, e in self.progress.items()
+                      if e["settled_at"] is not None and now - e["settled_at"] > SETTLED_SHOWN_S]:
+            del self.progress[stale]
+        self.changes.changed()
+
+    def of_room(self, room_id: str) -> list[dict[str, Any]]:
+        """The room's `uploads`, as the consoles show them."""
+        return [{k: v for k, v in e.items() if k not in ("room_id", "settled_at")}
+                for e in self.progress.values() if e["room_id"] == room_id]
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

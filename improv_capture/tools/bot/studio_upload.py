@@ -1,0 +1,160 @@
+"""Uploading a local recording over the HTTP upload routes (docs/api.md, "Uploads"), as a
+studio page does: part info first, then every chunk in order until the server acknowledges
+it, then the part's end. Nothing unacknowledged is ever dropped: a chunk is retried (network
+errors, 5xx, 408, 429) with backoff until it is acknowledged or the bot gives up at its
+upload deadline, and that is in the report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from improv_capture.clock import utc_iso
+
+logger = logging.getLogger(__name__)
+
+#: Statuses after which the same request may succeed later: the server's "keep the chunk and
+#: retry" (507 disk full, 503 busy) and a timeout (408), rate limits and server errors.
+RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504, 507})
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 15.0
+
+
+class UploadStopped(Exception):
+    """The server refused a request for good (a 4xx other than those retried): which request,
+    and the server's answer."""
+
+    def __init__(self, request: str, status: int, detail: str) -> None:
+        super().__init__(f"{request}: {status} {detail}")
+        self.status = status
+
+
+@dataclass
+class UploadStats:
+    """The report's ``hq``: what was recorded, what the server acknowledged, how it went."""
+
+    parts: int = 0
+    #: frames of the local recording, and frames skipped because encoding fell behind
+    video_frames: int = 0
+    frames_skipped: int = 0
+    chunks_recorded: int = 0
+    chunks_acked: int = 0
+    bytes: int = 0
+    retries: int = 0
+    #: what was left undone and why (a refusal, the deadline); a retried error is not one
+    errors: list[str] = field(default_factory=list)
+    first_chunk_at: float | None = None  # when the first chunk's upload began (epoch s)
+    last_chunk_at: float | None = None  # when the last acknowledgement came
+
+    def report(self) -> dict[str, Any]:
+        span = (self.last_chunk_at or 0.0) - (self.first_chunk_at or 0.0)
+        return {
+            "parts": self.parts,
+            "video_frames": self.video_frames,
+            "frames_skipped": self.frames_skipped,
+            "chunks_recorded": self.chunks_recorded,
+            "chunks_acked": self.chunks_acked,
+            "bytes": self.bytes,
+            "retries": self.retries,
+            "errors": self.errors,
+            "first_chunk_at": utc_iso(self.first_chunk_at) if self.first_chunk_at else None,
+            "last_chunk_at": utc_iso(self.last_chunk_at) if self.last_chunk_at else None,
+            "upload_kbps": round(self.bytes * 8 / 1000 / span, 1) if span > 0 else None,
+        }
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text[:200]
+
+
+class Pacer:
+    """Spaces uploads so their average stays under ``kbps`` while the take runs (the live
+    call shares the uplink); :meth:`unpace` at the stop lets the rest go at once."""
+
+    def __init__(self, kbps: float | None) -> None:
+        self.kbps = kbps
+        self._unpaced = asyncio.Event()
+        self._free_at = 0.0
+        if not kbps:
+            self._unpaced.set()
+
+    def unpace(self) -> None:
+        self._unpaced.set()
+
+    async def wait(self) -> None:
+        """Until the budget allows the next upload (at once when unpaced, also mid-wait)."""
+        delay = self._free_at - time.monotonic()
+        if delay > 0 and not self._unpaced.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._unpaced.wait(), delay)
+
+    def sent(self, size: int) -> None:
+        if self.kbps:
+            self._free_at = max(self._free_at, time.monotonic()) + size * 8 / (self.kbps * 1000)
+
+
+class Uploader:
+    """One performer's uploads into one session's ``hq`` URL."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, pacer: Pacer, stats: UploadStats) -> None:
+        self.client = client
+        self.url = url
+        self.pacer = pacer
+        self.stats = stats
+
+    async def declare(self, part: int, info: dict[str, Any]) -> None:
+        await self._send("PUT", f"{self.url}/parts/{part}", json=info)
+        self.stats.parts += 1
+
+    async def put_chunk(self, part: int, index: int, chunk: bytes, recorded: int) -> None:
+        await self.pacer.wait()
+        if self.stats.first_chunk_at is None:
+            self.stats.first_chunk_at = time.time()
+        await self._send(
+            "PUT", f"{self.url}/parts/{part}/chunks/{index}", content=chunk,
+            headers={"X-Chunk-Sha256": hashlib.sha256(chunk).hexdigest(),
+                     "X-Recorded-Chunks": str(recorded)},
+        )
+        self.pacer.sent(len(chunk))
+        self.stats.chunks_acked += 1
+        self.stats.bytes += len(chunk)
+        self.stats.last_chunk_at = time.time()
+
+    async def end(self, part: int, chunks: int) -> None:
+        await self._send("POST", f"{self.url}/parts/{part}/end", json={"chunks": chunks})
+
+    async def _send(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        """The request, repeated with backoff until the server answers 2xx; UploadStopped if
+        it refuses for good. Only cancellation (the upload deadline) ends it otherwise."""
+        backoff = BACKOFF_FIRST_S
+        while True:
+            try:
+                response = await self.client.request(method, url, **kw)
+            except httpx.TransportError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                retry_after = None
+            else:
+                if response.is_success:
+                    return response
+                if response.status_code not in RETRYABLE:
+                    request = f"{method} {url.rsplit('/hq', 1)[-1] or '/'}"
+                    raise UploadStopped(request, response.status_code, _detail(response))
+                reason = f"{response.status_code} {_detail(response)}"
+                retry_after = response.headers.get("retry-after")
+            self.stats.retries += 1
+            delay = backoff
+            if retry_after and retry_after.isdigit():
+                delay = min(max(float(retry_after), 0.1), BACKOFF_MAX_S)
+            logger.warning("%s %s: %s; retrying in %.1f s", method, url, reason, delay)
+            await asyncio.sleep(delay)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
