@@ -77,7 +77,7 @@ async def session_updated(request: Request, session_id: str, body: SessionUpdate
 @router.post("/performers/{performer_id}/remove-everywhere", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_everywhere(request: Request, performer_id: str) -> None:
     """The room half of a consent revocation, on a worker the revocation did not reach."""
-    await request.app.state.hub.seats.remove_everywhere(valid_performer_id(performer_id))
+    await request.app.state.hub.remove_everywhere(valid_performer_id(performer_id))
 
 
 class PrimaryNotifier:

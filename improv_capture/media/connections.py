@@ -43,9 +43,11 @@ def rtc_configuration(ice_servers: list[dict[str, Any]]) -> RTCConfiguration:
         )
         for s in ice_servers
     ]
+    # an empty list, never None: with None aiortc falls back to Google's public STUN server
+    # (a DNS lookup and packets leaving the host at every gathering, unasked).
     # MAX_BUNDLE: aiortc's default (balanced) leaves a second video transceiver on a
     # transport that bundling never replaces, so its sender never starts
-    return RTCConfiguration(iceServers=servers or None, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    return RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
 def codec_preferences(kind: str) -> list[RTCRtpCodecCapability]:

@@ -29,6 +29,7 @@ def vp8_loop(width: int = 640, height: int = 480, frames: int = 60, bitrate: int
     codec.time_base = Fraction(1, 30)
     codec.bit_rate = bitrate
     codec.gop_size = frames
+    codec.thread_count = 1  # libvpx's threads spin when the machine is busy (a test suite)
     rng = np.random.default_rng(1)
     out: list[bytes] = []
     for i in range(frames):
@@ -175,7 +176,7 @@ def write_scene_webm(
     video.time_base = ms
     video.gop_size = keyframe_interval
     video.options = {"deadline": "realtime", "cpu-used": "16", "lag-in-frames": "0"}
-    video.codec_context.thread_count = 1  # libvpx's threads cost more than they give at these sizes
+    video.codec_context.thread_count = 1  # as in vp8_loop
     audio = None
     if sound is not None:
         audio = container.add_stream("libopus", rate=SCENE_RATE, layout="mono")

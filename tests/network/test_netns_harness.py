@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import room_state, wait_for
-from tests.netns import (  # noqa: F401 - hosts_fixture: the `hosts` fixture
+from tests.netns import (
     STATE_DIR,
     NetnsServer,
     Network,
-    hosts_fixture,
     list_links,
     list_namespaces,
     sweep,

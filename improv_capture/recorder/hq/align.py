@@ -8,7 +8,7 @@ stream is placed on its own: an offset such that ``session time = hq time + offs
 - audio: normalised cross-correlation (FFT) of the decoded mono sound of both copies, within
   SEARCH_S of the coarse estimate, to a fraction of a sample;
 - video: every live frame is one of the camera's frames, as is every hq frame: a per-frame
-  signature (the frame shrunk to 32x18 gray) finds each live frame's hq twin, and the offset
+  signature (the mean luma of 32x18 blocks) finds each live frame's hq twin, and the offset
   is the median of ``t_live - t_hq`` over the twins found without doubt.
 
 Times are the decoded presentation times of both files, so the Opus pre-skip is handled the
@@ -269,7 +269,7 @@ def decode_windows(
                             decode("video", held)
                         gop, current = [], True
         except av.FFmpegError:
-            errors += 1  # a cut-off end
+            pass  # a cut-off end (a part's prefix ends inside a cluster): what came before counts
         for kind in streams:
             decode(kind, None)
     runs: dict[str, list[Any]] = {}

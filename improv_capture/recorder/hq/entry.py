@@ -16,7 +16,8 @@ def hq_relative_path(performer_id: str) -> str:
 
 def hq_entry(state: str, reason: str | None = None) -> dict[str, Any]:
     """An entry with nothing placed yet."""
-    assert state in STATES, state
+    if state not in STATES:
+        raise ValueError(f"not a state of a high-quality copy: {state}")
     return {
         "state": state,
         "reason": reason,
