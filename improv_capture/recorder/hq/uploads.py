@@ -35,7 +35,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from improv_capture.clock import utc_now_iso
-from improv_capture.recorder.files import fsync_dir, write_bytes_atomic, write_json_atomic
+from improv_capture.recorder.files import (
+    fsync_dir,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from improv_capture.recorder.hq.errors import (
     BadUpload,
     ChunkConflict,
