@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from improv_capture.clock import parse_utc
 from improv_capture.recorder.hq.place import place_hq
 from improv_capture.recorder.hq.uploads import UploadLimits, UploadStore, upload_cap_bytes
-from improv_capture.rooms.model import Room
+from improv_capture.rooms.model import LiveRecording, Room
 from improv_capture.rooms.store import RoomStore
 from improv_capture.settings import Settings
 
@@ -82,6 +82,8 @@ class HqUploads:
         #: chunk bodies read at once (each up to hq_max_chunk_bytes in memory)
         self.chunk_slots = asyncio.Semaphore(settings.hq_max_concurrent_chunks)
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
+        #: sessions stopped but not finalised yet: uploads go on as while they recorded
+        self._finalising: dict[str, tuple[Room, LiveRecording]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -122,8 +124,18 @@ class HqUploads:
             self._show(room.room_id, session_id, member.performer_id, member.display_name,
                        state="pending")
 
+    def recording_stopping(self, room: Room, recording: LiveRecording) -> None:
+        """The room stopped recording; its session is being finalised: until it is, uploads
+        into it are checked against the recording (the page sends its last chunk now)."""
+        self._finalising[recording.session_id] = (room, recording)
+
+    def recording_abandoned(self, session_id: str) -> None:
+        """Finalising failed (it is recovered at the next start): no live target any more."""
+        self._finalising.pop(session_id, None)
+
     def session_finalised(self, manifest: dict[str, Any]) -> None:
         """The live copy is in: the hq copies join when complete, or at the deadline."""
+        self._finalising.pop(manifest["session_id"], None)
         if not (manifest.get("profile") or {}).get("hq"):
             return
         for performer in manifest.get("performers", []):
@@ -152,7 +164,11 @@ class HqUploads:
         room = self.store.get(room_id)
         recording = room.recording if room is not None else None
         if recording is not None and recording.session_id == session_id:
-            return self._live_target(room, session_id, performer_id)  # type: ignore[arg-type]
+            return self._live_target(room, recording, performer_id)  # type: ignore[arg-type]
+        if session_id in self._finalising:
+            stopped_room, stopped = self._finalising[session_id]
+            if stopped_room.room_id == room_id:
+                return self._live_target(stopped_room, stopped, performer_id)
         manifest = await asyncio.to_thread(self._manifest, session_id)
         if manifest is None or manifest.get("room_id") != room_id or manifest.get("state") == "recording":
             raise UploadRefused(404, "no such session")
@@ -173,22 +189,21 @@ class HqUploads:
         duration = float(manifest.get("duration_s") or 0.0)
         return Target(session_id, performer_id, room_id, self._limits(hq, duration), live=False)
 
-    def _live_target(self, room: Room, session_id: str, performer_id: str) -> Target:
+    def _live_target(self, room: Room, recording: LiveRecording, performer_id: str) -> Target:
         hq = (room.profile or {}).get("hq")
         if not hq:
             raise UploadRefused(409, "this session takes no high-quality upload")
         if performer_id in self._revoked:
             raise UploadRefused(410, "consent revoked: the high-quality copy was deleted")
-        assert room.recording is not None
-        recorded = {p["performer_id"]: p for p in room.recording.manifest["performers"]}
+        recorded = {p["performer_id"]: p for p in recording.manifest["performers"]}
         member = room.members.get(performer_id)
         if member is None and performer_id not in recorded:
             raise UploadRefused(404, "this session does not record this performer")
         consent = member.consent if member is not None else recorded[performer_id].get("consent")
         if not consent:
             raise UploadRefused(403, "consent required")
-        return Target(session_id, performer_id, room.room_id,
-                      self._limits(hq, room.recording.now_s()), live=True)
+        return Target(recording.session_id, performer_id, room.room_id,
+                      self._limits(hq, recording.now_s()), live=True)
 
     def _limits(self, hq: dict[str, Any], duration_s: float) -> UploadLimits:
         return UploadLimits(

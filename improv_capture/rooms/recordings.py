@@ -94,10 +94,15 @@ class Recordings:
         recording = room.recording
         if recording is None:
             raise RecordingStateError("not recording")
+        self.uploads.recording_stopping(room, recording)
         room.recording = None
         room.broadcast({"type": "recording", "active": False, "session_id": recording.session_id})
         self.fanout.changed()
-        manifest = await recording.stop()
+        try:
+            manifest = await recording.stop()
+        except BaseException:
+            self.uploads.recording_abandoned(recording.session_id)
+            raise
         await self.sessions.session_finalised(recording.session_dir)
         self.uploads.session_finalised(manifest)
         return manifest

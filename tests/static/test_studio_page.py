@@ -1,8 +1,9 @@
 """A studio room in real browsers: each performer's page records its own camera and microphone
 at 1280x720 (MediaRecorder) while the server records the call, uploads it in chunks during the
 take and the rest after the stop; the archive then holds the high-quality copy next to the
-scaled-down live copy, aligned within the issue's targets. A page reloaded mid-take loses no
-chunk it had recorded: its copy has two parts and is still complete.
+scaled-down live copy, aligned within the issue's targets. A page whose network drops for 5 s
+and which is then reloaded mid-take loses no chunk it had recorded: its copy has two parts (the
+drop makes none) and is still complete.
 
 The fake camera and microphone play the flash/beep clip (tests/static/clip.py) at 1280x720."""
 
@@ -25,6 +26,7 @@ from tests.helpers import (
     stop_recording,
     verify,
 )
+from tests.proxy import DroppingProxy
 from tests.static.clip import HD, write_clip
 from tests.static.pages import accept_and_join, chromium_playing, open_invite
 
@@ -193,31 +195,40 @@ def test_studio_room_archives_both_copies_aligned(server: ServerProcess, hd_brow
     assert status == 0, report["defects"]
 
 
-def test_a_reload_mid_take_loses_no_chunk(server: ServerProcess, hd_browser: Any) -> None:
+def test_a_drop_and_a_reload_mid_take_lose_no_chunk(server: ServerProcess, hd_browser: Any) -> None:
     room = create_studio_room(server, "studio reload")
     invite = server.invite(room, "Carol")
     pid = invite["performer_id"]
-    page = join_studio(hd_browser, invite["url"])
-    page.wait_for_function("document.body.dataset.state === 'joined'", timeout=20000)
+    with DroppingProxy(server.port) as proxy:
+        # signaling and uploads through the proxy; the call's media goes straight to the server
+        page = join_studio(hd_browser, invite["url"].replace(f":{server.port}/", f":{proxy.port}/"))
+        page.wait_for_function("document.body.dataset.state === 'joined'", timeout=20000)
 
-    session = start_recording(server, room)
-    wait_upload(page, lambda u: u["state"] == "recording" and u["recorded"] >= 4, 15,
-                "the first part recording")
-    time.sleep(3)
-    before = upload(page)
-    page.reload()
-    page.wait_for_function("document.body.dataset.state === 'joined'", timeout=20000)
-    wait_upload(page, lambda u: u["state"] == "recording" and len(u["parts"]) == 2
-                and u["parts"][1]["recorded"] >= 2, 15, "a second part after the reload")
-    time.sleep(4)
-    assert stop_recording(server, room)["state"] == "complete"
+        session = start_recording(server, room)
+        wait_upload(page, lambda u: u["state"] == "recording" and u["acked"] >= 2, 15,
+                    "the first part uploading")
+        # a 5 s drop: uploads fail, the page keeps its chunks and retries; the recorder goes on
+        proxy.drop(5)
+        wait_upload(page, lambda u: u["error"] is not None and u["pending"] > 0, 8,
+                    "uploads failing during the drop")
+        wait_upload(page, lambda u: u["error"] is None and u["pending"] == 0
+                    and u["state"] == "recording", 30, "the page catching up after the drop")
+        assert len(upload(page)["parts"]) == 1  # a drop is no new part: nothing was lost
 
-    done = wait_upload(page, lambda u: u["state"] == "complete", UPLOAD_TIMEOUT_S,
-                       "every chunk of both parts acknowledged")
+        before = upload(page)
+        page.reload()
+        page.wait_for_function("document.body.dataset.state === 'joined'", timeout=20000)
+        wait_upload(page, lambda u: u["state"] == "recording" and len(u["parts"]) == 2
+                    and u["parts"][1]["recorded"] >= 2, 15, "a second part after the reload")
+        time.sleep(3)
+        assert stop_recording(server, room)["state"] == "complete"
+
+        done = wait_upload(page, lambda u: u["state"] == "complete", UPLOAD_TIMEOUT_S,
+                           "every chunk of both parts acknowledged")
     print("before the reload:", before, "\nafter:", done)
     first, second = done["parts"]
     assert (first["part"], second["part"]) == (0, 1), done
-    assert second["reason"] == "reload", done
+    assert (first["reason"], second["reason"]) == ("start", "reload"), done
     # the first part ends with every chunk the first page stored, nothing less
     assert first["recorded"] >= before["parts"][0]["recorded"], (before, done)
     assert done["pending"] == 0 and done["acked"] == done["recorded"], done

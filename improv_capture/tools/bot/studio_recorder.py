@@ -195,6 +195,7 @@ class LocalRecorder:
                     logger.debug("local recording: %d frames late at frame %d", late, next_video)
                     self.frames_skipped += late
                     next_video += late
+                    continue  # the frame now due may lie past the stop: check again
                 image = VideoFrame.from_ndarray(picture.data(slot0 + next_video),
                                                 format="yuv420p")
                 image.pts, image.time_base = next_video, Fraction(1, fmt.frame_rate)

@@ -72,9 +72,10 @@ class UploadStats:
 
 def _detail(response: httpx.Response) -> str:
     try:
-        return str(response.json().get("detail", response.text))
+        body = response.json()
     except ValueError:
-        return response.text[:200]
+        body = None
+    return str(body["detail"]) if isinstance(body, dict) and "detail" in body else response.text[:200]
 
 
 class Pacer:

@@ -10,6 +10,7 @@
  */
 import { MEMORY_BOUND_BYTES, StoreFullError } from './chunk_store.js';
 import { PartRecorder } from './recorder.js';
+import { pieceBytes } from './uploader.js';
 
 /** After a welcome, the server sends `recording` at once if the room still records. */
 const TAKE_CHECK_MS = 5000;
@@ -194,7 +195,7 @@ export class StudioCapture {
     }
     this.nextReason = null;
     const number = this.uploader.reservePart(session);
-    const maxChunkBytes = Number(take.hq.max_chunk_bytes) || 0;
+    const chunkBytes = pieceBytes(take.hq);
     /** @type {Running} */
     const run = { rec: /** @type {any} */ (null), take, part: null };
     run.rec = new PartRecorder({
@@ -202,7 +203,7 @@ export class StudioCapture {
       audio,
       hq: take.hq,
       onStart: async (started) => {
-        run.part = await this.uploader.startPart(session, number, { ...started, reason }, maxChunkBytes);
+        run.part = await this.uploader.startPart(session, number, { ...started, reason }, chunkBytes);
       },
       onData: async (blob) => {
         if (!run.part || this.storageFull) return;
