@@ -64,3 +64,15 @@ def test_long_takes_are_measured_in_windows() -> None:
     assert windows_of(2.0, 12.0, 20.0) == [(2.0, 12.0)]
     assert windows_of(0.0, 50.0, 20.0) == [(0.0, 20.0), (30.0, 50.0)]
     assert windows_of(0.0, 600.0, 20.0) == [(0.0, 20.0), (290.0, 310.0), (580.0, 600.0)]
+
+
+def test_a_sound_that_repeats_every_second_is_placed_by_the_page_clock() -> None:
+    rng = np.random.default_rng(11)
+    beep = np.sin(2 * np.pi * 1000 * np.arange(RATE // 10) / RATE)
+    second = np.zeros(RATE)
+    second[RATE // 2 : RATE // 2 + beep.size] = beep  # the same beep in every second
+    scene = np.tile(second, 12) + 0.01 * rng.standard_normal(12 * RATE)
+    hq = AudioRun(0.0, scene[3 * RATE : 7 * RATE].astype(np.float32))
+    live = AudioRun(0.0, scene.astype(np.float32))
+    for coarse in (3.0, 3.3, 2.7):  # within less than half a period of the truth
+        assert audio_offset(hq, live, coarse) == pytest.approx(3.0, abs=0.05e-3)

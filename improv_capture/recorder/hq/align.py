@@ -43,6 +43,10 @@ AUDIO_PREROLL_S = 0.2
 AUDIO_GAP_S = 0.002
 #: Below this normalised correlation the sound of the two copies does not match.
 MIN_CORRELATION = 0.3
+#: Correlation peaks within this fraction of the highest are as good as it (a repeating sound).
+PEAK_TIE = 0.9
+#: ... and the best within this much of the chosen peak wins (under half a repeat's period).
+PEAK_NEIGHBOURHOOD_S = 0.25
 #: The search runs at a quarter of the rate, then is refined within this many samples.
 DECIMATE = 4
 REFINE = 3 * DECIMATE
@@ -325,6 +329,20 @@ def _ncc_direct(x: np.ndarray, y: np.ndarray, lags: np.ndarray) -> np.ndarray:
     return values
 
 
+def _nearest_peak(values: np.ndarray, lags: np.ndarray, expected: float) -> int:
+    """The index of the peak nearest ``expected`` among those within PEAK_TIE of the highest:
+    a sound that repeats (a beep every second) matches equally well a period away, and the
+    page's clock, which is off by far less than a period, tells which one is right."""
+    top = float(values.max())
+    inner = values[1:-1]
+    peaks = np.flatnonzero((inner >= values[:-2]) & (inner >= values[2:]) & (inner >= PEAK_TIE * top)) + 1
+    candidates = np.concatenate(([int(np.argmax(values))], peaks))
+    chosen = int(candidates[np.argmin(np.abs(lags[candidates] - expected))])
+    # the best match near the chosen one: a tone's every cycle is a peak almost as high
+    local = np.flatnonzero(np.abs(lags - lags[chosen]) <= PEAK_NEIGHBOURHOOD_S * RATE)
+    return int(local[np.argmax(values[local])])
+
+
 def audio_offset(hq: AudioRun, live: AudioRun, coarse_s: float, search_s: float = SEARCH_S) -> float | None:
     """The offset (session time minus hq time) at which the hq sound best matches the live
     sound, within ``search_s`` of ``coarse_s``; None when nothing matches. Searched at a
@@ -345,7 +363,8 @@ def audio_offset(hq: AudioRun, live: AudioRun, coarse_s: float, search_s: float 
     rough = _ncc(xd, yd, coarse_lags)
     if rough.size == 0:
         return None
-    around = int(coarse_lags[int(np.argmax(rough))]) * DECIMATE
+    around = int(coarse_lags[_nearest_peak(rough, coarse_lags * DECIMATE,
+                                           (coarse_s - live.start + hq.start) * rate)]) * DECIMATE
     lags = np.arange(max(k_low, around - REFINE), min(k_high, around + REFINE) + 1)
     fine = _ncc_direct(x, y, lags)
     best = int(np.argmax(fine))
