@@ -58,7 +58,6 @@ class Target:
     performer_id: str
     room_id: str
     limits: UploadLimits
-    live: bool
 
 
 def upload_url(room_id: str, session_id: str, performer_id: str) -> str:
@@ -187,7 +186,7 @@ class HqUploads:
         if state != "uploading":
             raise UploadRefused(409, f"the upload is closed ({state})")
         duration = float(manifest.get("duration_s") or 0.0)
-        return Target(session_id, performer_id, room_id, self._limits(hq, duration), live=False)
+        return Target(session_id, performer_id, room_id, self._limits(hq, duration))
 
     def _live_target(self, room: Room, recording: LiveRecording, performer_id: str) -> Target:
         hq = (room.profile or {}).get("hq")
@@ -203,7 +202,7 @@ class HqUploads:
         if not consent:
             raise UploadRefused(403, "consent required")
         return Target(recording.session_id, performer_id, room.room_id,
-                      self._limits(hq, recording.now_s()), live=True)
+                      self._limits(hq, recording.now_s()))
 
     def _limits(self, hq: dict[str, Any], duration_s: float) -> UploadLimits:
         return UploadLimits(
@@ -233,15 +232,25 @@ class HqUploads:
             self.files.put_chunk, target.session_id, target.performer_id, part, index, data,
             sha256, recorded_chunks, target.limits)
         self._refresh(target)
+        self._place_when_done(target)
         return dict(ack)
 
     async def end_part(self, target: Target, part: int, chunks: int) -> dict[str, Any]:
         result = await asyncio.to_thread(
             self.files.end_part, target.session_id, target.performer_id, part, chunks)
         self._refresh(target)
-        if not target.live:
-            self._spawn(self._place_if_complete(target.session_id, target.performer_id))
+        self._place_when_done(target)
         return dict(result)
+
+    def _place_when_done(self, target: Target) -> None:
+        """After a chunk or an end was stored: once the take is over (checked now, not when
+        the request began: the session may have been finalised meanwhile, and then its own
+        look at the uploads may have come before this one), a complete copy is placed."""
+        room = self.store.get(target.room_id)
+        live = room is not None and room.recording is not None and \
+            room.recording.session_id == target.session_id
+        if not live and target.session_id not in self._finalising:
+            self._spawn(self._place_if_complete(target.session_id, target.performer_id))
 
     async def status(self, target: Target) -> dict[str, Any]:
         return dict(await asyncio.to_thread(self.files.status, target.session_id, target.performer_id))
