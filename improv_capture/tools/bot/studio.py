@@ -42,6 +42,9 @@ class StudioOptions:
     #: bytes recorded but not yet acknowledged that the bot holds; past it the local
     #: recording stops and its part ends there (the live copy remains), as the page does
     max_pending_bytes: int = 256 * 2**20
+    #: record and upload no copy (a studio performer whose copy is off: the benchmark's
+    #: baseline of the live call alone)
+    record: bool = True
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -184,7 +187,7 @@ class Studio:
                 self.takes[session_id].stop()
             return
         hq = message.get("hq")
-        if not hq or session_id in self.takes:
+        if not hq or session_id in self.takes or not self.options.record:
             return
         if not self.consented:
             self._waiting = message
