@@ -89,7 +89,7 @@ def _bot(args: argparse.Namespace) -> int:
     studio = StudioOptions(hq_size=hq_size, pace_kbps=args.studio_pace_kbps,
                            upload_timeout_s=args.hq_upload_timeout,
                            max_pending_bytes=int(args.hq_max_pending_mb * 2**20),
-                           record=not args.no_hq)
+                           record=not args.no_hq, grain=args.hq_grain)
     return asyncio.run(run_bot(args.invite, args.duration, args.report, pause, args.preencoded,
                                studio))
 
@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     bot.add_argument("--hq-max-pending-mb", type=float, default=256.0, metavar="MB",
                      help="studio rooms: unacknowledged recording held in memory; past it "
                           "the local recording stops (the live copy remains)")
+    bot.add_argument("--hq-grain", type=int, default=0, metavar="N",
+                     help="studio rooms: noise of +-N luma levels on the local recording, so "
+                          "it is as costly to encode and send as a real camera's (load tests)")
     bot.add_argument("--no-hq", action="store_true",
                      help="studio rooms: send the scaled-down live call only, no local copy "
                           "(the benchmark's baseline)")

@@ -45,6 +45,9 @@ class StudioOptions:
     #: record and upload no copy (a studio performer whose copy is off: the benchmark's
     #: baseline of the live call alone)
     record: bool = True
+    #: noise on the local recording's frames (+- luma levels), so it costs the bits a real
+    #: camera's picture does; 0: the bare pattern
+    grain: int = 0
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -203,7 +206,8 @@ class Studio:
                         video_bitrate=int(hq["video_bitrate"]),
                         audio_bitrate=int(hq["audio_bitrate"]),
                         chunk_s=float(hq["chunk_s"]),
-                        max_chunk_bytes=int(hq["max_chunk_bytes"]))
+                        max_chunk_bytes=int(hq["max_chunk_bytes"]),
+                        grain=self.options.grain)
 
     def _uploader(self, hq: dict[str, Any]) -> Uploader:
         if self._client is None:

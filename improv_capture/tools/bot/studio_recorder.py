@@ -17,6 +17,7 @@ from fractions import Fraction
 from typing import Any
 
 import av
+import numpy as np
 from av import AudioFrame, VideoFrame
 
 from improv_capture.tools.bot.media import (
@@ -48,6 +49,10 @@ class HqFormat:
     audio_bitrate: int
     chunk_s: float
     max_chunk_bytes: int
+    #: sensor-like noise (luma +- grain) on every recorded frame, so the encoder spends the
+    #: bits a real camera makes it spend (the bare pattern compresses to almost nothing);
+    #: 0: none. For load benchmarks (bot --hq-grain).
+    grain: int = 0
 
     def part_info(self, started_at_ms: float, reason: str = "start") -> dict[str, Any]:
         """The part's description for ``PUT .../parts/{part}`` (docs/api.md, "Uploads")."""
@@ -98,6 +103,15 @@ def open_webm(sink: Any, fmt: HqFormat) -> tuple[Any, Any, Any]:
     audio.layout = "mono"
     audio.bit_rate = fmt.audio_bitrate
     return container, video, audio
+
+
+def grainy(planes: np.ndarray, luma_size: int, grain: int, rng: np.random.Generator) -> np.ndarray:
+    """``planes`` (yuv420p, stacked) with noise of +- ``grain`` on the luma."""
+    out = planes.copy()
+    luma = out.reshape(-1)[:luma_size]
+    noise = rng.integers(-grain, grain + 1, luma_size, dtype=np.int16)
+    luma[:] = np.clip(luma.astype(np.int16) + noise, 16, 235).astype(np.uint8)
+    return out
 
 
 class LocalRecorder:
@@ -163,6 +177,7 @@ class LocalRecorder:
         assert self.started_at is not None
         t0, fmt = self.started_at, self.fmt
         picture = FlashPicture(fmt.width, fmt.height, coded=True)  # tens of ms at 1280x720
+        rng = np.random.default_rng()
         frame_s = 1.0 / fmt.frame_rate
         samples = int(AUDIO_RATE * AUDIO_PTIME)
         slot0 = round(t0 * fmt.frame_rate)  # t0 is on a frame slot: index since the epoch
@@ -196,8 +211,10 @@ class LocalRecorder:
                     self.frames_skipped += late
                     next_video += late
                     continue  # the frame now due may lie past the stop: check again
-                image = VideoFrame.from_ndarray(picture.data(slot0 + next_video),
-                                                format="yuv420p")
+                data = picture.data(slot0 + next_video)
+                if fmt.grain:
+                    data = grainy(data, fmt.width * fmt.height, fmt.grain, rng)
+                image = VideoFrame.from_ndarray(data, format="yuv420p")
                 image.pts, image.time_base = next_video, Fraction(1, fmt.frame_rate)
                 for packet in video.encode(image):
                     container.mux(packet)
