@@ -18,6 +18,7 @@ from typing import Any
 import av
 import pytest
 
+from improv_capture.recorder.verify import decode_file
 from tests.helpers import (
     ServerProcess,
     manifest,
@@ -131,6 +132,23 @@ def largest_frame(path: Path) -> tuple[int, int]:
     return width, height
 
 
+def onset_errors_ms(live: Path, hq: Path) -> dict[str, list[float]]:
+    """Flash and beep onsets of the high-quality copy minus those of the live copy, pair by
+    pair (each hq onset with the live onset nearest it, within half a second): the issue's
+    measure of the alignment. Also each copy's A/V offset (beep minus flash), median."""
+    live_media, hq_media = decode_file(live), decode_file(hq)
+    errors: dict[str, list[float]] = {}
+    for kind, key in (("video", "flashes_s"), ("audio", "beeps_s")):
+        pairs = []
+        for onset in hq_media[key]:
+            nearest = min(live_media[key], key=lambda t: abs(t - onset), default=None)
+            if nearest is not None and abs(nearest - onset) < 0.5:
+                pairs.append(round((onset - nearest) * 1000, 2))
+        errors[kind] = pairs
+    errors["av_offset_ms"] = [(m["av_offset_ms"] or {}).get("median") for m in (live_media, hq_media)]
+    return errors
+
+
 def sha256sums(session_dir: Path) -> dict[str, str]:
     lines = (session_dir / "SHA256SUMS").read_text().splitlines()
     pairs = (line.split(maxsplit=1) for line in lines if line)
@@ -187,6 +205,14 @@ def test_studio_room_archives_both_copies_aligned(server: ServerProcess, hd_brow
         for part in hq["alignment"]["parts"]:
             assert abs(part["audio"]["error_ms"]) <= AUDIO_TARGET_MS, part
             assert abs(part["video"]["error_ms"]) <= VIDEO_TARGET_MS, part
+        # the issue's measure: flash and beep onsets of both copies, pair by pair
+        onsets = onset_errors_ms(session_dir / "performers" / f"{pid}.webm", hq_path)
+        print(pid, "onset errors (ms):", onsets)
+        assert len(onsets["video"]) >= 5 and len(onsets["audio"]) >= 5, onsets
+        assert max(abs(e) for e in onsets["audio"]) <= AUDIO_TARGET_MS, onsets
+        assert max(abs(e) for e in onsets["video"]) <= VIDEO_TARGET_MS, onsets
+        live_av, hq_av = onsets["av_offset_ms"]
+        assert live_av is not None and hq_av is not None and abs(hq_av - live_av) <= 10, onsets
     uploads = {u["performer_id"]: u["state"] for u in room_state(server, room)["uploads"]
                if u["session_id"] == session["session_id"]}
     assert uploads == {pid: "complete" for pid in pages}, uploads
