@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """The operator guide's picture of a studio room while its copies upload
 (docs/img/console-studio.png): a server, two performers in headless Chromium (fake camera and
-microphone) in a studio room, a take of a few seconds, and the console right after the stop.
+microphone) in a studio room, and the console eight seconds into a take, each performer's copy
+uploading as it records.
 
 Usage: .venv/bin/python scripts/screenshot_studio.py [--out docs/img/console-studio.png]"""
 
@@ -69,12 +70,11 @@ def main() -> int:
             console.goto(f"{base}/console#token={token}")
             console.get_by_test_id("room-item").first.click()
             api.post(f"/api/v1/rooms/{room}/recording")
+            console.wait_for_selector("[data-testid=room-upload][data-state=uploading]", timeout=20000)
             time.sleep(8)
-            api.delete(f"/api/v1/rooms/{room}/recording", timeout=60)
-            console.wait_for_selector("[data-testid=room-upload]", timeout=20000)
-            time.sleep(1.5)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             console.screenshot(path=str(args.out))
+            api.delete(f"/api/v1/rooms/{room}/recording", timeout=60)
             browser.close()
         print(f"wrote {args.out}")
     finally:
