@@ -88,6 +88,17 @@ def media_streams(container: Any) -> dict[str, Any]:
     return found
 
 
+def timed_packets(container: Any, streams: dict[str, Any]) -> Iterator[tuple[str, float, float, Any]]:
+    """(kind, time in s, time base, packet) of every timed packet of ``streams``, demuxed in
+    file order (nothing decoded)."""
+    bases = {s.index: (s.type, float(s.time_base)) for s in streams.values()}
+    for packet in container.demux(*streams.values()):
+        if packet.pts is None:
+            continue
+        kind, base = bases[packet.stream_index]
+        yield kind, packet.pts * base, base, packet
+
+
 def spans(source: Source) -> dict[str, tuple[float, float]]:
     """(first packet's time, last packet's end) per kind, by demuxing (nothing decoded)."""
     first: dict[str, float] = {}
@@ -96,13 +107,8 @@ def spans(source: Source) -> dict[str, tuple[float, float]]:
         streams = media_streams(container)
         if not streams:
             return {}
-        bases = {s.index: (s.type, float(s.time_base)) for s in streams.values()}
         try:
-            for packet in container.demux(*streams.values()):
-                if packet.pts is None:
-                    continue
-                kind, base = bases[packet.stream_index]
-                t = packet.pts * base
+            for kind, t, base, packet in timed_packets(container, streams):
                 end = t + (packet.duration or 0) * base
                 if kind not in first:
                     first[kind] = t
@@ -245,14 +251,9 @@ def decode_windows(
             except av.FFmpegError:
                 errors += 1
 
-        bases = {s.index: (s.type, float(s.time_base)) for s in streams.values()}
         done_after = max(e for c in collect.values() for _, e in c.windows) + 1.0
         try:
-            for packet in container.demux(*streams.values()):
-                if packet.pts is None:
-                    continue
-                kind, base = bases[packet.stream_index]
-                t = packet.pts * base
+            for kind, t, _, packet in timed_packets(container, streams):
                 if t > done_after:
                     break  # every window is decoded (packets interleave within a second)
                 if kind == "audio":
