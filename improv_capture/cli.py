@@ -86,7 +86,14 @@ def _bot(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"improv-capture bot: --hq-size: {exc}", file=sys.stderr)
         return 2
-    studio = StudioOptions(hq_size=hq_size, pace_kbps=args.studio_pace_kbps,
+    pace = args.studio_pace_kbps
+    if pace not in (None, "auto"):
+        try:
+            pace = float(pace)
+        except ValueError:
+            print("improv-capture bot: --studio-pace-kbps: a number or auto", file=sys.stderr)
+            return 2
+    studio = StudioOptions(hq_size=hq_size, pace_kbps=pace,
                            upload_timeout_s=args.hq_upload_timeout,
                            max_pending_bytes=int(args.hq_max_pending_mb * 2**20),
                            record=not args.no_hq, grain=args.hq_grain)
@@ -156,9 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     bot.add_argument("--hq-size", metavar="WxH",
                      help="studio rooms: size of the local full-quality recording "
                           "(default: the room profile's capture size, e.g. 1280x720)")
-    bot.add_argument("--studio-pace-kbps", type=float, metavar="N",
+    bot.add_argument("--studio-pace-kbps", metavar="N|auto",
                      help="studio rooms: upload the local recording at most N kbit/s while "
-                          "the take runs (default: unpaced; after the stop: unpaced)")
+                          "the take runs, or `auto`: as the page does, as fast as the call "
+                          "stays healthy (default: unpaced; after the stop: unpaced)")
     bot.add_argument("--hq-upload-timeout", type=float, default=60.0, metavar="S",
                      help="studio rooms: keep uploading at most S s after the take stops")
     bot.add_argument("--hq-max-pending-mb", type=float, default=256.0, metavar="MB",

@@ -97,8 +97,8 @@ def main() -> int:
     parser.add_argument("--hq-size", default="640x360")
     parser.add_argument("--grain", type=int, default=12,
                         help="noise on the bots' recorded frames, so the copy weighs what a camera's does")
-    parser.add_argument("--pace-kbps", type=float, default=None,
-                        help="the bots' upload pace during the take (default: unpaced, the worst case)")
+    parser.add_argument("--pace-kbps", default=None,
+                        help="the bots' upload pace during the take: N kbit/s, or auto (the page's rule); default: unpaced, the worst case")
     args = parser.parse_args()
     cap = int(args.cap_mbit * 1e6)
     during = ["--studio-pace-kbps", str(args.pace_kbps)] if args.pace_kbps else []

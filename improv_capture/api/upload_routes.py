@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from improv_capture.api.auth import SESSION_ID, bearer_token
 from improv_capture.api.upload_paths import upload_invite
 from improv_capture.recorder.hq.errors import UploadError
+from improv_capture.recorder.hq.uploads import MAX_INDEX, MAX_PART
 from improv_capture.rooms.hq_uploads import Target, UploadRefused
 from improv_capture.rooms.hub import Hub
 from improv_capture.rooms.invites import InviteError, InviteSigner
@@ -25,8 +26,6 @@ router = APIRouter(
 )
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-MAX_PART = 63
-MAX_INDEX = 99_999
 
 
 class PartEnd(BaseModel):

@@ -55,7 +55,7 @@ from improv_capture.recorder.hq.errors import (
 #: Every WebM (Matroska) stream starts with the EBML header's id.
 EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 MAX_PART = 63
-MAX_INDEX = 99_999
+MAX_INDEX = 999_999
 MAX_INFO_BYTES = 16 * 1024
 #: Why the page started a new part (a new run of its MediaRecorder).
 PART_REASONS = ("start", "device_change", "reload", "resume")

@@ -113,7 +113,8 @@ class Bot:
     ) -> None:
         self.ws_url, self.token = parse_invite(invite_url)
         #: in a studio room, the local full-quality recording and its upload
-        self.studio = Studio(invite_origin(invite_url), self.token, studio or StudioOptions())
+        self.studio = Studio(invite_origin(invite_url), self.token, studio or StudioOptions(),
+                             publish_pc=lambda: self.pub)
         self.video = video or FlashVideoTrack()
         self.audio = audio or BeepAudioTrack()
         self.performer_id: str | None = None

@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from improv_capture.tools.bot.studio_recorder import HqFormat, LocalRecorder
 from improv_capture.tools.bot.studio_upload import (
+    CallBudget,
     Pacer,
     Uploader,
     UploadStats,
@@ -35,8 +37,9 @@ class StudioOptions:
 
     #: the local recording's size; None: the profile's capture size
     hq_size: tuple[int, int] | None = None
-    #: upload pace while the take runs, kbit/s; None: as fast as the server takes it
-    pace_kbps: float | None = None
+    #: upload pace while the take runs, kbit/s; None: as fast as the server takes it;
+    #: "auto": the page's rule (studio_upload.CallBudget)
+    pace_kbps: float | str | None = None
     #: how long after the stop the bot keeps uploading before it gives up (and says so)
     upload_timeout_s: float = 60.0
     #: bytes recorded but not yet acknowledged that the bot holds; past it the local
@@ -149,10 +152,15 @@ class Take:
 class Studio:
     """What a performer does in a studio room besides the live call."""
 
-    def __init__(self, origin: str, token: str, options: StudioOptions) -> None:
+    def __init__(
+        self, origin: str, token: str, options: StudioOptions,
+        publish_pc: Callable[[], Any] = lambda: None,
+    ) -> None:
         self.origin = origin
         self.token = token
         self.options = options
+        #: the bot's publish connection (its stats pace the upload: pace_kbps "auto")
+        self.publish_pc = publish_pc
         self.profile: dict[str, Any] | None = None
         self.consented = False
         self.stats = UploadStats()
@@ -216,7 +224,12 @@ class Studio:
                 timeout=httpx.Timeout(30.0, connect=10.0),
             )
         url = str(httpx.URL(self.origin).join(hq["upload_url"]))
-        return Uploader(self._client, url, Pacer(self.options.pace_kbps), self.stats)
+        if self.options.pace_kbps == "auto":
+            ceiling = 2 * (float(hq["video_bitrate"]) + float(hq["audio_bitrate"]))
+            pacer = Pacer(None, CallBudget(self.publish_pc, ceiling))
+        else:
+            pacer = Pacer(float(self.options.pace_kbps) if self.options.pace_kbps else None)
+        return Uploader(self._client, url, pacer, self.stats)
 
     def stop(self) -> None:
         """The bot leaves: every take ends now."""

@@ -83,19 +83,73 @@ def _detail(response: httpx.Response) -> str:
 TRICKLE_BYTES = 8 * 1024
 
 
-class Pacer:
-    """Spaces uploads so their average stays under ``kbps`` while the take runs (the live
-    call shares the uplink); :meth:`unpace` at the stop lets the rest go at once."""
+#: The page's pacing rule (static/js/performer/studio/budget.js; docs/api.md, "Uploads"):
+#: start at MIN, +STEP each second the call is healthy, halve when it is not.
+MIN_BUDGET_BPS = 250_000
+STEP_BPS = 250_000
+RTT_SLACK_S = 0.025
+MAX_LOSS = 0.02
+RTT_FLOOR_SAMPLES = 30
 
-    def __init__(self, kbps: float | None) -> None:
-        self.kbps = kbps
+
+class CallBudget:
+    """What the live call leaves free, found as the performer page finds it: the budget
+    grows while the call's round-trip time stays within RTT_SLACK_S of its floor and its
+    receivers lose under MAX_LOSS, and halves as soon as either shows the upload queuing
+    ahead of the call (remote-inbound-rtp of the publish connection, once a second)."""
+
+    def __init__(self, pc: Callable[[], Any], max_bps: float) -> None:
+        self.pc = pc
+        self.max_bps = max_bps
+        self.bps = float(MIN_BUDGET_BPS)
+        self.rtts: list[float] = []
+
+    async def sample(self) -> None:
+        pc = self.pc()
+        if pc is None or pc.connectionState == "closed":
+            self.bps = float(MIN_BUDGET_BPS)
+            return
+        rtt, loss = None, 0.0
+        for stats in (await pc.getStats()).values():
+            if stats.type == "remote-inbound-rtp":
+                if stats.roundTripTime is not None:
+                    rtt = max(rtt or 0.0, float(stats.roundTripTime))
+                loss = max(loss, float(stats.fractionLost or 0.0))
+        if rtt is not None:
+            self.rtts = (self.rtts + [rtt])[-RTT_FLOOR_SAMPLES:]
+        floor = min(self.rtts) if self.rtts else None
+        healthy = loss < MAX_LOSS and (rtt is None or floor is None or rtt <= floor + RTT_SLACK_S)
+        self.bps = (min(self.max_bps, self.bps + STEP_BPS) if healthy
+                    else max(float(MIN_BUDGET_BPS), self.bps / 2))
+
+
+class Pacer:
+    """Spaces uploads so their average stays under the budget while the take runs (the live
+    call shares the uplink): a fixed ``kbps``, or a :class:`CallBudget` sampled once a second;
+    :meth:`unpace` at the stop lets the rest go at once."""
+
+    def __init__(self, kbps: float | None, budget: CallBudget | None = None) -> None:
+        self.kbps = kbps if budget is None else budget.bps / 1000
+        self.budget = budget
         self._unpaced = asyncio.Event()
         self._free_at = 0.0
-        if not kbps:
+        self._sampler: asyncio.Task[None] | None = None
+        if not self.kbps:
             self._unpaced.set()
+        elif budget is not None:
+            self._sampler = asyncio.ensure_future(self._follow(budget))
+
+    async def _follow(self, budget: CallBudget) -> None:
+        while not self._unpaced.is_set():
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(Exception):  # a closing connection: keep the last budget
+                await budget.sample()
+            self.kbps = budget.bps / 1000
 
     def unpace(self) -> None:
         self._unpaced.set()
+        if self._sampler is not None:
+            self._sampler.cancel()
 
     @property
     def unpaced(self) -> bool:

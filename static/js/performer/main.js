@@ -124,7 +124,7 @@ const chunkStore = new ChunkStore();
 const uploader = new Uploader({
   store: chunkStore,
   token: () => app.token,
-  budget: new CallBudget(() => publisher.pc),
+  budget: new CallBudget(() => publisher.pc),  // the ceiling: budget.js's default (8 Mbit/s)
   onChange: renderUpload,
   onRevoked: (sessionId) => studio.revoked(sessionId),
 });

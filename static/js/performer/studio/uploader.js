@@ -26,11 +26,13 @@ const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000];
 /** 403/404 are retried this many times (about 30 s with the backoff) before the part stops. */
 const NOT_YET_RETRIES = 5;
 /** Chunks are cut from the recorder's timeslices: about this much of the stream each, and at
- * least PIECE_BYTES. Small enough that one request cannot flood the link the call uses (256 KiB
- * is 0.35 s of a 6 Mbit/s uplink), big enough that requests stay few and a part's indices last
- * (the server takes 100,000 a part: over 13 h at 4 Mbit/s, 7 h at 40 Mbit/s). */
-const PIECE_S = 0.25;
-export const PIECE_BYTES = 256 * 1024;
+ * least PIECE_BYTES. Small, because a request goes out as one burst at the link's speed and
+ * queues the call's packets behind it (32 KiB is 44 ms of a 6 Mbit/s uplink; a whole 2 s
+ * timeslice, 1 MB, delayed the call by hundreds of ms: scripts/bench_studio.py), and paced
+ * one at a time under the CallBudget during the take; a part's indices still last (the server
+ * takes 1,000,000 a part: 17 h at 4 Mbit/s). */
+const PIECE_S = 1 / 16;
+export const PIECE_BYTES = 32 * 1024;
 
 /**
  * The size of the chunks cut from a recording with these bitrates.
@@ -713,7 +715,7 @@ export class Uploader {
       error: blocked ?? this.error,
       session_id: this.current,
       budget_bps: this.paced ? Math.round(Math.max(MIN_BUDGET_BPS, this.budget.bps)) : null,
-      call: { available_bps: this.budget.measured.available, outbound_bps: this.budget.measured.outbound },
+      call: this.budget.measured,
     };
   }
 }
