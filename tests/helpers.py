@@ -193,6 +193,14 @@ def stop_recording(server: ServerProcess, room_id: str) -> dict[str, Any]:
     return dict(response.json())
 
 
+def fetch(server: ServerProcess, token: str, dest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run `improv-capture fetch` into ``dest`` as a downstream job would."""
+    return subprocess.run(
+        cli() + ["fetch", "--server", server.url, "--token", token, "--dest", str(dest), *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+
+
 def verify(session_dir: Path) -> tuple[int, dict[str, Any]]:
     """Run `improv-capture verify --json` as a user would."""
     done = subprocess.run(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +14,9 @@ import httpx
 import pytest
 
 from tests.helpers import (
-    REPO,
     BotFactory,
     ServerProcess,
+    fetch,
     manifest,
     publishing,
     raw_get,
@@ -66,14 +64,6 @@ def record(server: ServerProcess, bots: BotFactory, names: list[str], seconds: f
         assert bot.finish()[0] == 0
     assert stop_recording(server, room)["state"] == "complete"
     return session["session_id"], invites
-
-
-def fetch(server: ServerProcess, token: str, dest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "improv_capture.cli", "fetch", "--server", server.url, "--token", token,
-         "--dest", str(dest), *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )
 
 
 def test_reader_tokens_read_and_nothing_else(server: ServerProcess) -> None:

@@ -26,13 +26,14 @@ from improv_capture.tools.fetch import PARTIAL_DIR, REPLACED_DIR, STATE_FILE, Mi
 from tests.helpers import (
     BotFactory,
     ServerProcess,
+    fetch,
     manifest,
     stored_events,
     verify,
     wait_for,
     write_manifest_only,
 )
-from tests.server.test_downstream import fetch, hooked_server, receiver, record  # noqa: F401
+from tests.server.test_downstream import hooked_server, receiver, record  # noqa: F401
 from tests.webhooks import SECRET, Receiver
 
 pytestmark = pytest.mark.process

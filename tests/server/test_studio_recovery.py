@@ -1,6 +1,7 @@
 """Studio copies survive what a take meets: the server killed while copies upload (the
 performers' clients resume after the restart and the copies complete), and a performer who
-vanishes mid-take (their copy is placed at the deadline with what arrived: `incomplete`)."""
+vanishes mid-take (their copy is placed at the deadline with what arrived: `incomplete`); a
+downstream mirror gets each copy as it joins."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from tests.helpers import (
     BotFactory,
     ServerProcess,
+    fetch,
     manifest,
     publishing,
     start_recording,
@@ -59,6 +61,11 @@ def test_a_killed_server_gets_every_copy_after_its_restart_and_a_vanished_one_at
         assert sent["errors"] == [] and sent["retries"] > 0, sent  # it did meet the dead server
         assert sent["chunks_acked"] == sent["chunks_recorded"] >= 3, sent
 
+        # a downstream mirror taken when the first copy joined gets the second one later
+        wait_for(lambda: manifest(session_dir).get("revision") == 2, 30, "a first copy placed",
+                 every=0.1)
+        mirror, token = tmp_path / "mirror", server.token
+        assert fetch(server, token, mirror, "--include-partial").returncode == 0
         settled = wait_for(lambda: (lambda c: c if all(h.get("state") in ("complete", "incomplete")
                                                      for h in c.values()) else None)(copies(session_dir)),
                            30, "both copies settled", every=0.25)
@@ -75,6 +82,13 @@ def test_a_killed_server_gets_every_copy_after_its_restart_and_a_vanished_one_at
         assert archive["revision"] == 3  # finalised, then each copy joined
         status, report = verify(session_dir)
         assert status == 0, report["defects"]
+        again = fetch(server, token, mirror, "--include-partial")
+        assert again.returncode == 0 and "updated 1 session(s)" in again.stderr, again.stderr
+        mirrored = mirror / session
+        assert manifest(mirrored)["revision"] == 3
+        for copy in (kept, lost):
+            assert (mirrored / copy["file"]["path"]).stat().st_size == copy["file"]["bytes"]
+        assert verify(mirrored)[0] == 0
         updates = [e["data"] for e in stored_events(server) if e["type"] == "session.updated"]
         assert {(u["performer_id"], u["hq"]["state"]) for u in updates} == {
             (stays["performer_id"], "complete"), (vanishes["performer_id"], "incomplete")}
