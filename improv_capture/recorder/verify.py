@@ -181,6 +181,26 @@ def decode_file(path: Path) -> dict[str, Any]:
     return result
 
 
+def onset_errors_ms(live: Path, hq: Path) -> dict[str, list[Any]]:
+    """Flash and beep onsets of the high-quality copy minus those of the live copy, pair by
+    pair (each hq onset with the live onset nearest it, within half a second): the issue's
+    measure of the alignment, with the hq onsets' times (``video_at``, ``audio_at``) to see
+    drift along a take, and each copy's median A/V offset (beep minus flash)."""
+    live_media, hq_media = decode_file(live), decode_file(hq)
+    errors: dict[str, list[Any]] = {}
+    for kind, key in (("video", "flashes_s"), ("audio", "beeps_s")):
+        pairs = []
+        for onset in hq_media[key]:
+            nearest = min(live_media[key], key=lambda t: abs(t - onset), default=None)
+            if nearest is not None and abs(nearest - onset) < 0.5:
+                pairs.append((float(onset), round(float(onset - nearest) * 1000, 2)))
+        errors[kind] = [e for _, e in pairs]
+        errors[f"{kind}_at"] = [t for t, _ in pairs]
+    errors["av_offset_ms"] = [
+        float(m["av_offset_ms"]["median"]) if m["av_offset_ms"] else None for m in (live_media, hq_media)]
+    return errors
+
+
 def packet_spans(path: Path) -> list[tuple[float, float]]:
     """(start, end) of every audio and video packet, demuxed (nothing decoded)."""
     found = []

@@ -18,7 +18,7 @@ from typing import Any
 import av
 import pytest
 
-from improv_capture.recorder.verify import decode_file
+from improv_capture.recorder.verify import onset_errors_ms
 from tests.helpers import (
     ServerProcess,
     manifest,
@@ -130,23 +130,6 @@ def largest_frame(path: Path) -> tuple[int, int]:
         for frame in container.decode(video=0):
             width, height = max(width, frame.width), max(height, frame.height)
     return width, height
-
-
-def onset_errors_ms(live: Path, hq: Path) -> dict[str, list[float]]:
-    """Flash and beep onsets of the high-quality copy minus those of the live copy, pair by
-    pair (each hq onset with the live onset nearest it, within half a second): the issue's
-    measure of the alignment. Also each copy's A/V offset (beep minus flash), median."""
-    live_media, hq_media = decode_file(live), decode_file(hq)
-    errors: dict[str, list[float]] = {}
-    for kind, key in (("video", "flashes_s"), ("audio", "beeps_s")):
-        pairs = []
-        for onset in hq_media[key]:
-            nearest = min(live_media[key], key=lambda t: abs(t - onset), default=None)
-            if nearest is not None and abs(nearest - onset) < 0.5:
-                pairs.append(round((onset - nearest) * 1000, 2))
-        errors[kind] = pairs
-    errors["av_offset_ms"] = [(m["av_offset_ms"] or {}).get("median") for m in (live_media, hq_media)]
-    return errors
 
 
 def sha256sums(session_dir: Path) -> dict[str, str]:
