@@ -76,3 +76,17 @@ def test_a_sound_that_repeats_every_second_is_placed_by_the_page_clock() -> None
     live = AudioRun(0.0, scene.astype(np.float32))
     for coarse in (3.0, 3.3, 2.7):  # within less than half a period of the truth
         assert audio_offset(hq, live, coarse) == pytest.approx(3.0, abs=0.05e-3)
+
+
+def test_slow_motion_is_placed_as_a_sequence_not_frame_by_frame() -> None:
+    rng = np.random.default_rng(7)
+    # a scene that changes slowly: each frame a little unlike the one before
+    steps = rng.normal(0, 0.6, (200, 576))
+    frames = 100 + np.cumsum(steps, axis=0)
+    hq = VideoRun(np.arange(200) / 20, frames)  # a 20 fps camera
+    offset = 3.4567
+    live = VideoRun(np.round((np.arange(200) / 20 + offset) * 1000) / 1000,
+                    frames + rng.normal(0, 1.5, frames.shape))  # coarser than a frame's change
+    twins = video_twins(hq, live, offset + 0.2)
+    assert twins.size >= 5
+    assert float(np.median(twins)) == pytest.approx(offset, abs=0.001)

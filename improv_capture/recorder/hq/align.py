@@ -394,14 +394,53 @@ def video_twins(hq: VideoRun, live: VideoRun, coarse_s: float, search_s: float =
     others = np.where(np.abs(columns - best[:, None]) >= 2, distance, np.inf).min(axis=1)
     sure = np.isfinite(nearest) & (nearest < TWIN_RATIO * others)
     found = offsets[rows[sure], best[sure]]
-    if found.size < MIN_TWINS:
-        return np.zeros(0)
     steps = np.diff(hq.times)
-    tolerance = TWIN_TOLERANCE * float(np.median(steps[steps > 0])) if np.any(steps > 0) else 0.01
+    interval = float(np.median(steps[steps > 0])) if np.any(steps > 0) else 0.0
+    tolerance = TWIN_TOLERANCE * interval if interval else 0.01
+    if found.size < MIN_TWINS:  # no frame is sure of its twin: fit the whole sequence
+        middle = len(rows) // 2
+        candidates = offsets[middle][np.isfinite(distance[middle])]
+        fitted = _sequence_fit(distance, offsets, candidates, tolerance, len(rows) // 2)
+        if fitted is None:
+            return np.zeros(0)
+        cluster = offsets[np.abs(offsets - fitted) <= tolerance]
+        return cluster if cluster.size >= MIN_TWINS else np.zeros(0)
     support = (np.abs(found[:, None] - found[None, :]) <= tolerance).sum(axis=1)
     centre = float(np.median(found[support == support.max()]))
     cluster = found[np.abs(found - centre) <= tolerance]
+    if interval:
+        shifted = _best_shift(distance, offsets, centre, interval, tolerance)
+        if abs(shifted - centre) > tolerance:  # the sequence fits a frame or two away
+            cluster = offsets[np.abs(offsets - shifted) <= tolerance]
     return cluster if cluster.size >= MIN_TWINS else np.zeros(0)
+
+
+def _best_shift(distance: np.ndarray, offsets: np.ndarray, centre: float, interval: float,
+                tolerance: float) -> float:
+    """The whole sequence's best fit among the found offset and those a frame or two away:
+    where neighbouring frames look alike (slow motion, a still scene), single frames may pick
+    a neighbour as their twin, but matched as a sequence the true offset fits best."""
+    base = int((np.abs(offsets - centre) <= tolerance).any(axis=1).sum())
+    candidates = np.array([centre + k * interval for k in (0, -1, 1, -2, 2)])
+    fitted = _sequence_fit(distance, offsets, candidates, tolerance, base // 2)
+    return centre if fitted is None else fitted
+
+
+def _sequence_fit(distance: np.ndarray, offsets: np.ndarray, candidates: np.ndarray,
+                  tolerance: float, min_frames: int) -> float | None:
+    """Of ``candidates``, the offset at which the live frames are, on average, nearest their
+    hq frames (the mean distance of every live frame matched at it; at least ``min_frames``
+    of them, and MIN_TWINS), refined to the median of its matched pairs; None if none fits."""
+    best, best_score = None, np.inf
+    for candidate in candidates:
+        matched = np.abs(offsets - candidate) <= tolerance
+        rows = matched.any(axis=1)
+        if int(rows.sum()) < max(MIN_TWINS, min_frames):
+            continue
+        score = float(np.nanmin(np.where(matched, distance, np.nan)[rows], axis=1).mean())
+        if score < best_score:
+            best, best_score = float(np.median(offsets[matched])), score
+    return best
 
 
 def windows_of(start: float, end: float, length: float) -> list[tuple[float, float]]:
