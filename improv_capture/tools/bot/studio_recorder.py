@@ -205,8 +205,8 @@ class LocalRecorder:
                 next_audio += 1
                 self.audio_frames += 1
             else:
-                late = int((time.time() - video_due) / frame_s)
-                if late > LATE_FRAMES:
+                late = int((min(time.time(), self._stop_at) - video_due) / frame_s)
+                if late > LATE_FRAMES:  # (never skipping past the stop: those frames are no loss)
                     logger.debug("local recording: %d frames late at frame %d", late, next_video)
                     self.frames_skipped += late
                     next_video += late
