@@ -263,6 +263,11 @@ export class Uploader {
         session_id: rec.session_id, performer_id: rec.performer_id, part: rec.part, index,
         blob: piece, sha256, bytes: piece.size,
       }, rec);
+      if (session.revoked) {
+        // revoked while this piece was hashed and stored: it must not outlive the deletion
+        await this.store.deleteSession(session.id, session.performer);
+        return 'dropped';
+      }
       part.rec = rec;
       part.pending.push(index);
       this._kick();
