@@ -69,6 +69,8 @@ def test_a_camera_changed_mid_take_starts_a_new_part_and_loses_nothing(
     assert hq["upload"]["parts"] == 2 and hq["upload"]["chunks"] == done["recorded"], (hq, done)
     assert len(hq["coverage"]) == 2, hq["coverage"]
     gap = hq["coverage"][1]["start_s"] - hq["coverage"][0]["end_s"]
-    assert 0 <= gap < 1.5, hq["coverage"]  # the switch, not a silent hole
+    # the switch, not a silent hole (the parts may touch: the new recorder starts as the old
+    # one hands over its last frames, which placement keeps once)
+    assert -0.1 <= gap < 1.5, hq["coverage"]
     status, report = verify(session_dir)
     assert status == 0, report["defects"]
