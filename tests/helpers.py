@@ -146,8 +146,9 @@ class ServerProcess:
     def session_dir(self, session_id: str) -> Path:
         return self.data_dir / "sessions" / session_id
 
-    def create_room(self, name: str = "test room") -> str:
-        response = self.api("POST", "/api/v1/rooms", json={"name": name})
+    def create_room(self, name: str = "test room", profile: str | None = None) -> str:
+        body = {"name": name, **({"profile": profile} if profile else {})}
+        response = self.api("POST", "/api/v1/rooms", json=body)
         assert response.status_code == 201, response.text
         return str(response.json()["room_id"])
 

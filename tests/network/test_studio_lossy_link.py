@@ -17,7 +17,12 @@ import pytest
 from tests.helpers import manifest, start_recording, stop_recording, verify, wait_for
 from tests.netns import Network
 from tests.static.clip import HD, Clip, write_clip
-from tests.static.pages import accept_and_join, fake_capture_args, open_invite
+from tests.static.pages import (
+    accept_and_join,
+    fake_capture_args,
+    open_invite,
+    upload_state,
+)
 
 pytestmark = pytest.mark.network
 
@@ -42,10 +47,6 @@ def chromium_in(executables: list[Path], clip: Clip, origin: str) -> Iterator[li
         finally:
             for browser in browsers:
                 browser.close()
-
-
-def upload_state(page: Any) -> dict[str, Any]:
-    return dict(page.evaluate("() => window.improv.upload"))
 
 
 def test_a_lossy_capped_home_link_loses_live_packets_but_not_the_studio_copy(

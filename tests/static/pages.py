@@ -85,6 +85,11 @@ def join(browser: Any, invite_url: str) -> Any:
     return accept_and_join(open_invite(browser, invite_url))
 
 
+def upload_state(page: Any) -> dict[str, Any]:
+    """A studio page's high-quality upload as it shows it (`window.improv.upload`)."""
+    return dict(page.evaluate("() => window.improv.upload"))
+
+
 def remote_video(page: Any, performer_id: str) -> dict[str, Any]:
     return dict(
         page.evaluate(

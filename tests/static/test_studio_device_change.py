@@ -11,8 +11,21 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ServerProcess, manifest, start_recording, stop_recording, verify, wait_for
-from tests.static.pages import CHROMIUM, CHROMIUM_ARGS, accept_and_join, open_invite
+from tests.helpers import (
+    ServerProcess,
+    manifest,
+    start_recording,
+    stop_recording,
+    verify,
+    wait_for,
+)
+from tests.static.pages import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    accept_and_join,
+    open_invite,
+    upload_state,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -35,15 +48,10 @@ def two_cameras(browser_required: bool) -> Iterator[Any]:
             browser.close()
 
 
-def upload(page: Any) -> dict[str, Any]:
-    return dict(page.evaluate("() => window.improv.upload"))
-
-
 def test_a_camera_changed_mid_take_starts_a_new_part_and_loses_nothing(
     server: ServerProcess, two_cameras: Any
 ) -> None:
-    created = server.api("POST", "/api/v1/rooms", json={"name": "switch", "profile": "studio"})
-    room = created.json()["room_id"]
+    room = server.create_room("switch", profile="studio")
     invite = server.invite(room, "Dana")
     page = accept_and_join(open_invite(two_cameras, invite["url"]))
     page.wait_for_function("document.body.dataset.state === 'joined'", timeout=20000)
@@ -52,13 +60,13 @@ def test_a_camera_changed_mid_take_starts_a_new_part_and_loses_nothing(
     current = page.evaluate("() => document.querySelector('#camera-select').value")
 
     session = start_recording(server, room)["session_id"]
-    wait_for(lambda: upload(page)["recorded"] >= 2, 15, "the first part recording")
+    wait_for(lambda: upload_state(page)["recorded"] >= 2, 15, "the first part recording")
     page.select_option("#camera-select", next(c for c in cameras if c != current))
-    wait_for(lambda: len(upload(page)["parts"]) == 2 and upload(page)["parts"][1]["recorded"] >= 2,
+    wait_for(lambda: len(upload_state(page)["parts"]) == 2 and upload_state(page)["parts"][1]["recorded"] >= 2,
              15, "a second part after the camera changed")
     time.sleep(1)
     stop_recording(server, room)
-    done = wait_for(lambda: (lambda u: u if u["state"] == "complete" else None)(upload(page)), 60,
+    done = wait_for(lambda: (lambda u: u if u["state"] == "complete" else None)(upload_state(page)), 60,
                     "every chunk acknowledged")
     assert [p["reason"] for p in done["parts"]] == ["start", "device_change"], done
 

@@ -29,7 +29,12 @@ from tests.helpers import (
 )
 from tests.proxy import DroppingProxy
 from tests.static.clip import HD, write_clip
-from tests.static.pages import accept_and_join, chromium_playing, open_invite
+from tests.static.pages import (
+    accept_and_join,
+    chromium_playing,
+    open_invite,
+    upload_state,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -69,15 +74,11 @@ def join_studio(browser: Any, invite_url: str) -> Any:
     return accept_and_join(page)
 
 
-def upload(page: Any) -> dict[str, Any]:
-    return dict(page.evaluate("() => window.improv.upload"))
-
-
 def wait_upload(page: Any, check: Any, timeout: float, what: str) -> dict[str, Any]:
     """Poll the page's upload state until ``check`` holds; fail with the last state seen."""
     deadline = time.monotonic() + timeout
     while True:
-        state = upload(page)
+        state = upload_state(page)
         if check(state):
             return state
         if time.monotonic() >= deadline:
@@ -154,7 +155,7 @@ def test_studio_room_archives_both_copies_aligned(server: ServerProcess, hd_brow
         wait_upload(page, lambda u: u["state"] == "recording" and u["recorded"] > 0, 10,
                     "the page recording its copy")
     time.sleep(RECORD_S)
-    during = {pid: upload(page) for pid, page in pages.items()}
+    during = {pid: upload_state(page) for pid, page in pages.items()}
     assert stop_recording(server, room)["state"] == "complete"
 
     done = {pid: wait_upload(page, lambda u: u["state"] == "complete", UPLOAD_TIMEOUT_S,
@@ -222,9 +223,9 @@ def test_a_drop_and_a_reload_mid_take_lose_no_chunk(server: ServerProcess, hd_br
                     "uploads failing during the drop")
         wait_upload(page, lambda u: u["error"] is None and u["pending"] == 0
                     and u["state"] == "recording", 30, "the page catching up after the drop")
-        assert len(upload(page)["parts"]) == 1  # a drop is no new part: nothing was lost
+        assert len(upload_state(page)["parts"]) == 1  # a drop is no new part: nothing was lost
 
-        before = upload(page)
+        before = upload_state(page)
         page.reload()
         page.wait_for_function("document.body.dataset.state === 'joined'", timeout=20000)
         wait_upload(page, lambda u: u["state"] == "recording" and len(u["parts"]) == 2

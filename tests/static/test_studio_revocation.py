@@ -15,7 +15,7 @@ from tests.helpers import (
     stop_recording,
     wait_for,
 )
-from tests.static.pages import accept_and_join, open_invite
+from tests.static.pages import accept_and_join, open_invite, upload_state
 
 pytestmark = pytest.mark.browser
 
@@ -43,15 +43,10 @@ STORED_CHUNKS = """async () => {
 NEARLY_FULL = """navigator.storage.estimate = async () => ({usage: 950e6, quota: 1e9});"""
 
 
-def upload(page: Any) -> dict[str, Any]:
-    return dict(page.evaluate("() => window.improv.upload"))
-
-
 def test_nearly_full_storage_is_said_and_a_revocation_deletes_every_chunk(
     server: ServerProcess, browser: Any
 ) -> None:
-    created = server.api("POST", "/api/v1/rooms", json={"name": "r", "profile": "studio"})
-    room = created.json()["room_id"]
+    room = server.create_room("r", profile="studio")
     invite = server.invite(room, "Eve")
     page = open_invite(browser, invite["url"])
     page.add_init_script(NEARLY_FULL)
@@ -63,7 +58,7 @@ def test_nearly_full_storage_is_said_and_a_revocation_deletes_every_chunk(
     warning = page.get_by_test_id("upload-warning")
     warning.wait_for(state="visible", timeout=20000)
     assert "storage is nearly full" in warning.inner_text()
-    wait_for(lambda: upload(page)["acked"] >= 2, 20, "chunks uploading despite the warning")
+    wait_for(lambda: upload_state(page)["acked"] >= 2, 20, "chunks uploading despite the warning")
 
     server.api("POST", f"/api/v1/performers/{invite['performer_id']}/revoke", json={"reason": "asked"})
     page.wait_for_function("document.body.dataset.state === 'error'", timeout=10000)
