@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.static.pages import CHROMIUM, CHROMIUM_ARGS
+from tests.static.pages import CHROMIUM_ARGS, chromium
 
 
 @pytest.fixture(scope="session")
@@ -19,15 +18,5 @@ def browser_required() -> bool:
 
 @pytest.fixture
 def browser(browser_required: bool) -> Iterator[Any]:
-    if not shutil.which(CHROMIUM):
-        if browser_required:
-            pytest.fail(f"{CHROMIUM} is missing and browser tests are required")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
+    with chromium(CHROMIUM_ARGS, browser_required) as instance:
+        yield instance

@@ -42,9 +42,9 @@ def fake_capture_args(clip: Clip) -> list[str]:
 
 
 @contextmanager
-def chromium_playing(clip: Clip, browser_required: bool) -> Iterator[Any]:
-    """Headless Chromium whose fake camera and microphone play ``clip`` (skips the test where
-    Chromium is missing, unless browser tests are required)."""
+def chromium(args: list[str], browser_required: bool) -> Iterator[Any]:
+    """Headless Debian Chromium with ``args`` (skips the test where Chromium is missing, unless
+    browser tests are required)."""
     if not shutil.which(CHROMIUM):
         if browser_required:
             pytest.fail(f"{CHROMIUM} is missing and browser tests are required")
@@ -52,13 +52,18 @@ def chromium_playing(clip: Clip, browser_required: bool) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=fake_capture_args(clip)
-        )
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
         try:
             yield instance
         finally:
             instance.close()
+
+
+@contextmanager
+def chromium_playing(clip: Clip, browser_required: bool) -> Iterator[Any]:
+    """Headless Chromium whose fake camera and microphone play ``clip``."""
+    with chromium(fake_capture_args(clip), browser_required) as instance:
+        yield instance
 
 
 def open_invite(browser: Any, invite_url: str) -> Any:

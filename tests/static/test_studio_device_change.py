@@ -4,7 +4,6 @@ ranges. Chromium's default fake devices, two cameras (`device-count=2`)."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,9 +19,9 @@ from tests.helpers import (
     wait_for,
 )
 from tests.static.pages import (
-    CHROMIUM,
     CHROMIUM_ARGS,
     accept_and_join,
+    chromium,
     open_invite,
     upload_state,
 )
@@ -32,20 +31,10 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture
 def two_cameras(browser_required: bool) -> Iterator[Any]:
-    if not shutil.which(CHROMIUM):
-        if browser_required:
-            pytest.fail(f"{CHROMIUM} is missing and browser tests are required")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
     args = [a for a in CHROMIUM_ARGS if a != "--use-fake-device-for-media-stream"]
-    args.append("--use-fake-device-for-media-stream=device-count=2")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium([*args, "--use-fake-device-for-media-stream=device-count=2"],
+                  browser_required) as instance:
+        yield instance
 
 
 def test_a_camera_changed_mid_take_starts_a_new_part_and_loses_nothing(
