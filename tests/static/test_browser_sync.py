@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import math
-import shutil
 import statistics
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ import pytest
 from improv_capture.recorder.verify import decode_file
 from tests.helpers import ServerProcess, start_recording, stop_recording, verify
 from tests.static.clip import Clip, write_clip
-from tests.static.pages import CHROMIUM, CHROMIUM_ARGS, join
+from tests.static.pages import chromium_playing, join
 
 pytestmark = pytest.mark.browser
 
@@ -139,22 +138,8 @@ def clip(tmp_path: Path) -> Clip:
 @pytest.fixture
 def clip_browser(browser_required: bool, clip: Clip) -> Iterator[Any]:
     """Headless Chromium whose fake camera and microphone play the clip."""
-    if not shutil.which(CHROMIUM):
-        if browser_required:
-            pytest.fail(f"{CHROMIUM} is missing and browser tests are required")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    args = CHROMIUM_ARGS + [
-        f"--use-file-for-fake-video-capture={clip.video}",
-        f"--use-file-for-fake-audio-capture={clip.audio}",
-    ]
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
-        try:
-            yield instance
-        finally:
-            instance.close()
+    with chromium_playing(clip, browser_required) as instance:
+        yield instance
 
 
 def save_local_recording(page: Any, path: Path) -> Path:
