@@ -18,7 +18,7 @@ from typing import Any
 import av
 import numpy as np
 
-from improv_capture.recorder.hq.align import measure, spans
+from improv_capture.recorder.hq.align import measure, scan_audio, spans
 
 FLASH_CONTRAST = 80  # luma levels between a flash and the ordinary picture
 BEEP_QUIET_S = 0.2  # silence before a beep onset
@@ -230,6 +230,36 @@ def coverage_defects(name: str, packets: list[tuple[float, float]], coverage: li
     return defects
 
 
+def audio_scan(
+    live: Path, hq: Path, start: float, end: float, expected_s: float = 0.0
+) -> tuple[dict[str, Any], list[str]]:
+    """The copy's sound against the live copy's, window after window over [start, end]: the
+    placement measured a few windows, and a stretch where one copy's own clock slipped (its
+    recorder caught up with the microphone seconds later) sits between them. Returns the
+    report and one defect per stretch of windows more than the tolerance from ``expected_s``
+    (the range's measured offset: a copy misplaced as a whole is said once, elsewhere)."""
+    tolerance = HQ_TOLERANCE_MS["audio"]
+    windows = scan_audio(live, hq, start, end, expected_s)
+    off = [(s, e, o * 1000) for s, e, o in windows
+           if o is not None and abs(o - expected_s) * 1000 > tolerance]
+    stretches: list[list[tuple[float, float, float]]] = []
+    for window in off:
+        if stretches and abs(window[0] - stretches[-1][-1][1]) < 1e-3:
+            stretches[-1].append(window)
+        else:
+            stretches.append([window])
+    defects = []
+    for stretch in stretches:
+        off_ms = statistics.median(o for _, _, o in stretch)
+        slip_ms = off_ms - expected_s * 1000
+        defects.append(f"audio slips {abs(slip_ms):.1f} ms {'late' if slip_ms < 0 else 'early'} against "
+                       f"the live copy in {stretch[0][0]}-{stretch[-1][1]} s ({len(stretch)} of "
+                       f"{len(windows)} windows; tolerance {tolerance} ms)")
+    report = {"windows": len(windows), "measured": sum(o is not None for *_, o in windows),
+              "off": [{"start_s": s, "end_s": e, "offset_ms": round(o, 3)} for s, e, o in off]}
+    return report, defects
+
+
 def verify_hq(session_dir: Path, performer: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Decode the performer's high-quality copy, check its coverage, and measure it again
     against the live copy: placed, both should sit at offset 0."""
@@ -265,6 +295,9 @@ def verify_hq(session_dir: Path, performer: dict[str, Any]) -> tuple[dict[str, A
                                    f"against the live copy in {r['start_s']}-{r['end_s']} s "
                                    f"(tolerance {tolerance} ms)")
             found["matched_frames"] = (measured.get("video") or {}).get("matched_frames")
+            found["audio_scan"], slips = audio_scan(live, path, r["start_s"], r["end_s"],
+                                                    (measured.get("audio") or {}).get("offset_s", 0.0))
+            defects += [f"{name}: {slip}" for slip in slips]
             alignment.append(found)
     return {"file": name, "state": hq.get("state"), **decoded, "coverage": coverage,
             "alignment": alignment if live is not None and live.exists() else None}, defects

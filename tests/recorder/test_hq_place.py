@@ -101,6 +101,26 @@ def shifted_copy(source: Path, target: Path, kind: str, shift_ms: int) -> None:
             out.mux(packet)
 
 
+def slipped_copy(source: Path, target: Path, start_ms: int, end_ms: int, slip_ms: int) -> None:
+    """``source`` as a browser's recorder that lost ``slip_ms`` of sound at ``start_ms``, went on
+    counting samples, and caught up with its microphone at ``end_ms``: the sound between is
+    early by ``slip_ms`` (stream copy; the stamps stay increasing)."""
+    with av.open(str(source)) as inp, av.open(str(target), "w", format="webm") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for s in streams.values():
+            s.time_base = Fraction(1, 1000)
+        for packet in inp.demux():
+            if packet.pts is None:
+                continue
+            t_ms = int(packet.pts * packet.time_base * 1000)
+            if packet.stream.type == "audio" and start_ms <= t_ms < end_ms:
+                if t_ms < start_ms + slip_ms:
+                    continue  # lost
+                packet.pts = packet.dts = packet.pts - slip_ms
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+
+
 def test_the_copy_lands_on_the_live_copy(studio: tuple[Path, UploadStore], media: dict[str, Any], tmp_path: Path) -> None:
     session, store = studio
     truth = media["truths"]["whole"]
@@ -153,6 +173,25 @@ def test_the_copy_lands_on_the_live_copy(studio: tuple[Path, UploadStore], media
     assert status == 1
     (defect,) = [d for d in report["defects"] if "against the live copy" in d]
     assert defect.startswith(f"performers/{PID}.hq.webm: audio is 19.") and "ms late" in defect
+
+    # a copy whose sound slipped for 3 s: placement measures a few windows, verify scans them all
+    slipped = tmp_path / "slipped"
+    shutil.copytree(session, slipped)
+    start_s = hq["coverage"][0]["start_s"]
+    slip_from, slip_to = int(start_s * 1000) + 3000, int(start_s * 1000) + 6000
+    slipped_copy(session / hq["file"]["path"], slipped / hq["file"]["path"], slip_from, slip_to, 60)
+    write_sha256sums(slipped)
+    status, report = verify(slipped)
+    assert status == 1
+    (defect,) = report["defects"]
+    assert defect.startswith(f"performers/{PID}.hq.webm: audio slips 6") and "ms early" in defect
+    scanned = report["performers"][PID]["hq"]["alignment"][0]["audio_scan"]
+    assert scanned["measured"] >= scanned["windows"] - 1 and scanned["off"]
+    for window in scanned["off"]:  # only where it slipped, and by what it slipped
+        assert slip_from / 1000 - 2.0 <= window["start_s"] and window["end_s"] <= slip_to / 1000 + 2.0
+        assert window["offset_ms"] == pytest.approx(60, abs=2)
+    assert measured["audio_offset_ms"] is not None  # the good copy scanned clean (status 0 above)
+    assert checked["alignment"][0]["audio_scan"]["off"] == []
 
 
 def test_two_parts_with_a_gap_give_two_coverage_ranges(studio: tuple[Path, UploadStore], media: dict[str, Any]) -> None:

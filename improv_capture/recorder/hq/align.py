@@ -61,6 +61,12 @@ MIN_TWINS = 5
 TWIN_TOLERANCE = 0.35
 #: Video frames buffered from a keyframe before decoding them anyway (memory bound).
 MAX_GOP = 600
+#: The scan of a whole copy's sound (verify): windows this long, each searched this far
+#: around the expected offset; a slip shorter than a window may go unseen.
+SCAN_WINDOW_S = 2.0
+SCAN_SEARCH_S = 0.25
+#: ... decoded this much at a time (bounds memory: two copies, 48k float32 samples a second).
+SCAN_PASS_S = 120.0
 
 Source = Path | BinaryIO
 
@@ -525,3 +531,46 @@ def measure(
                 per_window.append(twins if twins.size else None)
         result[kind] = _summary(kind, windows, per_window)
     return result
+
+
+def audio_slips(
+    hq: AudioRun, live: AudioRun, expected_s: float = 0.0,
+    window_s: float = SCAN_WINDOW_S, search_s: float = SCAN_SEARCH_S,
+) -> list[tuple[float, float, float | None]]:
+    """The offset of every consecutive ``window_s`` of the hq sound against the live sound,
+    near ``expected_s``: (start, end, offset_s or None where nothing matches, e.g. silence).
+    Placement measures a few windows; this measures them all, so a stretch where one copy's
+    own clock slipped (a recorder that caught up with its source late) shows up."""
+    found: list[tuple[float, float, float | None]] = []
+    step = int(round(window_s * hq.rate))
+    margin = int(round((search_s + 0.05) * live.rate))
+    for first in range(0, hq.samples.size - step // 2, step):
+        start = hq.start + first / hq.rate
+        piece = AudioRun(start, hq.samples[first : first + step], hq.rate)
+        at = int(round((start + expected_s - live.start) * live.rate))
+        low, high = max(0, at - margin), min(live.samples.size, at + step + margin)
+        offset = None
+        if high - low > piece.samples.size // 2:
+            around = AudioRun(live.start + low / live.rate, live.samples[low:high], live.rate)
+            offset = audio_offset(piece, around, expected_s, search_s)
+        found.append((round(start, 3), round(start + piece.samples.size / hq.rate, 3), offset))
+    return found
+
+
+def scan_audio(
+    live: Source, hq: Source, start: float, end: float, expected_s: float = 0.0
+) -> list[tuple[float, float, float | None]]:
+    """:func:`audio_slips` over hq time [start, end], decoded SCAN_PASS_S at a time."""
+    found: list[tuple[float, float, float | None]] = []
+    first = start
+    while first < end - MIN_OVERLAP_S:
+        last = min(end, first + SCAN_PASS_S)
+        margin = SCAN_SEARCH_S + 0.1
+        hq_runs, _ = decode_windows(hq, {"audio": [(first, last)]})
+        live_runs, _ = decode_windows(
+            live, {"audio": [(first + expected_s - margin, last + expected_s + margin)]})
+        hq_run, live_run = hq_runs["audio"][0], live_runs["audio"][0]
+        if hq_run is not None and live_run is not None:
+            found += audio_slips(hq_run, live_run, expected_s)
+        first = last
+    return found
