@@ -41,7 +41,7 @@ def recording_message(member: Member) -> dict[str, Any]:
     studio room where its high-quality copy goes and how it is recorded."""
     room, recording = member.room, member.room.recording
     if recording is None:
-        return {"type": "recording", "active": False}
+        return recording_stopped_message(None)
     hq = (room.profile or {}).get("hq")
     return {
         "type": "recording",
@@ -53,6 +53,11 @@ def recording_message(member: Member) -> dict[str, Any]:
                                   "max_chunk_bytes")},
         } if hq else None,
     }
+
+
+def recording_stopped_message(session_id: str | None) -> dict[str, Any]:
+    """No recording runs (any more): the page ends the high-quality part of ``session_id``."""
+    return {"type": "recording", "active": False, "session_id": session_id}
 
 
 class Recordings:
@@ -96,7 +101,7 @@ class Recordings:
             raise RecordingStateError("not recording")
         self.uploads.recording_stopping(room, recording)
         room.recording = None
-        room.broadcast({"type": "recording", "active": False, "session_id": recording.session_id})
+        room.broadcast(recording_stopped_message(recording.session_id))
         self.fanout.changed()
         try:
             manifest = await recording.stop()
