@@ -234,10 +234,12 @@ def audio_scan(
     live: Path, hq: Path, start: float, end: float, expected_s: float = 0.0
 ) -> tuple[dict[str, Any], list[str]]:
     """The copy's sound against the live copy's, window after window over [start, end]: the
-    placement measured a few windows, and a stretch where one copy's own clock slipped (its
-    recorder caught up with the microphone seconds later) sits between them. Returns the
-    report and one defect per stretch of windows more than the tolerance from ``expected_s``
-    (the range's measured offset: a copy misplaced as a whole is said once, elsewhere)."""
+    placement measured a few windows, and a stretch where one copy's own clock slipped (a
+    browser's recorder that caught up with the microphone seconds later, or a starved sender
+    whose live stamps stepped) sits between them. Returns the report and one warning per
+    stretch of windows more than the tolerance from ``expected_s`` (the range's measured
+    offset: a copy misplaced as a whole is a defect, said elsewhere). A warning, not a defect:
+    which of the two copies slipped, the archive cannot tell."""
     tolerance = HQ_TOLERANCE_MS["audio"]
     windows = scan_audio(live, hq, start, end, expected_s)
     off = [(s, e, o * 1000) for s, e, o in windows
@@ -248,32 +250,35 @@ def audio_scan(
             stretches[-1].append(window)
         else:
             stretches.append([window])
-    defects = []
+    warnings = []
     for stretch in stretches:
         off_ms = statistics.median(o for _, _, o in stretch)
         slip_ms = off_ms - expected_s * 1000
-        defects.append(f"audio slips {abs(slip_ms):.1f} ms {'late' if slip_ms < 0 else 'early'} against "
-                       f"the live copy in {stretch[0][0]}-{stretch[-1][1]} s ({len(stretch)} of "
-                       f"{len(windows)} windows; tolerance {tolerance} ms)")
+        warnings.append(f"audio slips {abs(slip_ms):.1f} ms {'late' if slip_ms < 0 else 'early'} against "
+                        f"the live copy in {stretch[0][0]}-{stretch[-1][1]} s ({len(stretch)} of "
+                        f"{len(windows)} windows; tolerance {tolerance} ms): one of the copies slipped")
     report = {"windows": len(windows), "measured": sum(o is not None for *_, o in windows),
               "off": [{"start_s": s, "end_s": e, "offset_ms": round(o, 3)} for s, e, o in off]}
-    return report, defects
+    return report, warnings
 
 
-def verify_hq(session_dir: Path, performer: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def verify_hq(
+    session_dir: Path, performer: dict[str, Any]
+) -> tuple[dict[str, Any], list[str], list[str]]:
     """Decode the performer's high-quality copy, check its coverage, and measure it again
-    against the live copy: placed, both should sit at offset 0."""
+    against the live copy: placed, both should sit at offset 0. Returns the report, the
+    defects and the warnings."""
     hq = performer["hq"]
     name = hq["file"]["path"]
     path = session_dir / name
     if not path.exists():
-        return {"file": name, "state": hq.get("state")}, [f"{name} is missing"]
-    defects = []
+        return {"file": name, "state": hq.get("state")}, [f"{name} is missing"], []
+    defects, warnings = [], []
     try:
         decoded = decode_file(path)
         packets = packet_spans(path)
     except (av.FFmpegError, OSError) as exc:
-        return {"file": name, "state": hq.get("state")}, [f"{name}: cannot be read: {exc}"]
+        return {"file": name, "state": hq.get("state")}, [f"{name}: cannot be read: {exc}"], []
     if decoded["decode_errors"]:
         defects.append(f"{name}: {decoded['decode_errors']} packets failed to decode")
     coverage = hq.get("coverage") or []
@@ -297,14 +302,15 @@ def verify_hq(session_dir: Path, performer: dict[str, Any]) -> tuple[dict[str, A
             found["matched_frames"] = (measured.get("video") or {}).get("matched_frames")
             found["audio_scan"], slips = audio_scan(live, path, r["start_s"], r["end_s"],
                                                     (measured.get("audio") or {}).get("offset_s", 0.0))
-            defects += [f"{name}: {slip}" for slip in slips]
+            warnings += [f"{name}: {slip}" for slip in slips]
             alignment.append(found)
     return {"file": name, "state": hq.get("state"), **decoded, "coverage": coverage,
-            "alignment": alignment if live is not None and live.exists() else None}, defects
+            "alignment": alignment if live is not None and live.exists() else None}, defects, warnings
 
 
 def verify_session(session_dir: Path) -> dict[str, Any]:
     defects: list[str] = []
+    warnings: list[str] = []
     manifest_path = session_dir / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -320,8 +326,9 @@ def verify_session(session_dir: Path) -> dict[str, Any]:
         if performer.get("withdrawn"):
             continue  # consent withdrawn: the media is gone on purpose
         if (performer.get("hq") or {}).get("file"):
-            hq_report, hq_defects = verify_hq(session_dir, performer)
+            hq_report, hq_defects, hq_warnings = verify_hq(session_dir, performer)
             defects += hq_defects
+            warnings += hq_warnings
             performers[pid] = {"hq": hq_report}
         if not entry:
             defects.append(f"{pid}: no media file")
@@ -358,6 +365,7 @@ def verify_session(session_dir: Path) -> dict[str, Any]:
         "duration_s": manifest.get("duration_s"),
         "ok": not defects,
         "defects": defects,
+        "warnings": warnings,
         "performers": performers,
     }
 
@@ -390,5 +398,6 @@ def format_report(report: dict[str, Any]) -> str:
                 f"frames, {_sync_text(hq['av_offset_ms'])}; against the live copy: {placed}"
             )
     lines += [f"  DEFECT: {d}" for d in report["defects"]]
+    lines += [f"  WARNING: {w}" for w in report.get("warnings", [])]
     lines.append("OK" if report["ok"] else "DEFECTS FOUND")
     return "\n".join(lines)

@@ -182,9 +182,9 @@ def test_the_copy_lands_on_the_live_copy(studio: tuple[Path, UploadStore], media
     slipped_copy(session / hq["file"]["path"], slipped / hq["file"]["path"], slip_from, slip_to, 60)
     write_sha256sums(slipped)
     status, report = verify(slipped)
-    assert status == 1
-    (defect,) = report["defects"]
-    assert defect.startswith(f"performers/{PID}.hq.webm: audio slips 6") and "ms early" in defect
+    assert status == 0 and report["defects"] == []  # which copy slipped, the archive cannot tell
+    (warning,) = report["warnings"]
+    assert warning.startswith(f"performers/{PID}.hq.webm: audio slips 6") and "ms early" in warning
     scanned = report["performers"][PID]["hq"]["alignment"][0]["audio_scan"]
     assert scanned["measured"] >= scanned["windows"] - 1 and scanned["off"]
     for window in scanned["off"]:  # only where it slipped, and by what it slipped

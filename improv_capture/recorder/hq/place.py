@@ -152,13 +152,12 @@ def _remux(parts: list[PlacedPart], path: Path) -> dict[str, Any]:
 
 
 def _upload_record(upload: Upload) -> dict[str, Any]:
-    times = sorted(a.at for a in upload.acks())
     return {
         "parts": len(upload.parts),
-        "chunks": len(upload.acks()),
+        "chunks": upload.acked_chunks,
         "bytes": upload.bytes(),
-        "first_chunk_at": times[0] if times else None,
-        "last_chunk_at": times[-1] if times else None,
+        "first_chunk_at": upload.first_chunk_at,
+        "last_chunk_at": upload.last_chunk_at,
     }
 
 
@@ -223,7 +222,8 @@ def place_hq(session_dir: Path, performer_id: str, upload_dir: Path, final: bool
         params = params or part_params
         placed.append(candidate)
 
-    temp = session_dir / "performers" / f".{performer_id}.hq.webm.tmp"
+    # one temp file per process: two processes placing the same copy never write one file
+    temp = session_dir / "performers" / f".{performer_id}.hq.webm.{os.getpid()}.tmp"
     relative = hq_relative_path(performer_id)
     file_record: dict[str, Any] | None = None
     entry = hq_entry("uploading")
