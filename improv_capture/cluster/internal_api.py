@@ -1,8 +1,9 @@
 """What the processes of a cluster tell each other (`serve --workers N`, docs/architecture.md).
 
 Both ends of one small contract live here: the routes a worker serves under /internal/v1
-(operator token; the router never exposes them), and the notifier with which a worker that
-is not the primary hands its sessions to the primary's catalog, events and webhooks.
+(the router never exposes them; all but the upload admission take the operator token), and
+the notifier with which a worker that is not the primary hands its sessions to the primary's
+catalog, events and webhooks.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request, status
@@ -22,6 +23,8 @@ from improv_capture.api.auth import (
     session_dir_or_404,
     valid_performer_id,
 )
+from improv_capture.api.upload_routes import upload_target
+from improv_capture.rooms.hq_uploads import Target
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +35,9 @@ NOTICE_QUEUE = 1000
 NOTICE_WAIT_S = 10.0
 RETRY_MAX_S = 30.0
 
-router = APIRouter(prefix="/internal/v1", dependencies=[Depends(require_operator)],
-                   include_in_schema=False)
+router = APIRouter(prefix="/internal/v1", include_in_schema=False)
+#: what one process of the cluster asks another, with the operator token
+operator_only = APIRouter(dependencies=[Depends(require_operator)])
 
 
 class SessionStarted(BaseModel):
@@ -51,7 +55,7 @@ def _primary_only(request: Request) -> None:
         raise HTTPException(status.HTTP_409_CONFLICT, "only the primary worker keeps the catalog")
 
 
-@router.post("/sessions/{session_id}/started", status_code=status.HTTP_204_NO_CONTENT)
+@operator_only.post("/sessions/{session_id}/started", status_code=status.HTTP_204_NO_CONTENT)
 async def session_started(request: Request, session_id: str, body: SessionStarted) -> None:
     _primary_only(request)
     # as in a lone server, the event goes out at once: the worker's writer thread may not
@@ -61,23 +65,35 @@ async def session_started(request: Request, session_id: str, body: SessionStarte
     await request.app.state.downstream.session_started(session_id, body.room_id, body.started_at)
 
 
-@router.post("/sessions/{session_id}/finalised", status_code=status.HTTP_204_NO_CONTENT)
+@operator_only.post("/sessions/{session_id}/finalised", status_code=status.HTTP_204_NO_CONTENT)
 async def session_finalised(request: Request, session_id: str) -> None:
     _primary_only(request)
     await request.app.state.downstream.session_finalised(await session_dir_or_404(request, session_id))
 
 
-@router.post("/sessions/{session_id}/updated", status_code=status.HTTP_204_NO_CONTENT)
+@operator_only.post("/sessions/{session_id}/updated", status_code=status.HTTP_204_NO_CONTENT)
 async def session_updated(request: Request, session_id: str, body: SessionUpdated) -> None:
     _primary_only(request)
     await request.app.state.downstream.session_updated(
         await session_dir_or_404(request, session_id), body.detail)
 
 
-@router.post("/performers/{performer_id}/remove-everywhere", status_code=status.HTTP_204_NO_CONTENT)
+@operator_only.post("/performers/{performer_id}/remove-everywhere", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_everywhere(request: Request, performer_id: str) -> None:
     """The room half of a consent revocation, on a worker the revocation did not reach."""
     await request.app.state.hub.remove_everywhere(valid_performer_id(performer_id))
+
+
+@router.get("/rooms/{room_id}/sessions/{session_id}/performers/{performer_id}/hq",
+            status_code=status.HTTP_204_NO_CONTENT)
+async def upload_admitted(target: Annotated[Target, Depends(upload_target)]) -> None:
+    """Whether an upload request to the public path of the same name (under /api/v1) passes
+    the checks made before its body is read: the router asks the room's worker this with the
+    performer's own invite, and reads the body only then (a lone server reads none of a body
+    it refuses). The invite is the credential, as on the public route."""
+
+
+router.include_router(operator_only)
 
 
 class PrimaryNotifier:

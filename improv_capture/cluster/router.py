@@ -18,12 +18,13 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -33,6 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from improv_capture import secrets_store
 from improv_capture.api.http_guard import error_response
 from improv_capture.api.messages import ProtocolError, parse_message
+from improv_capture.api.upload_paths import UPLOAD_PATH
 from improv_capture.close_codes import (
     CLIENT_FAULT,
     CLOSE_HELLO_TIMEOUT,
@@ -66,6 +68,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     in the API's error shape."""
     assert isinstance(exc, HTTPException)
     return error_response(exc)
+
+
+def _has_body(request: Request) -> bool:
+    """As the HTTP guard tells (api/http_guard.py): a body it withheld has Content-Length 0."""
+    length = request.headers.get("content-length")
+    return length not in (None, "0") or (length is None and "transfer-encoding" in request.headers)
 
 
 def _headers_out(headers: httpx.Headers) -> dict[str, str]:
@@ -159,8 +167,12 @@ class Router:
         path = request.url.path
         if path.startswith("/internal/"):
             return JSONResponse({"detail": "Not Found"}, status_code=404)
-        body = await request.body()  # bounded, and empty unless the operator's (http_guard)
         method = request.method
+        room = ROOM_PATH.fullmatch(path)
+        upload = UPLOAD_PATH.fullmatch(path) if room else None
+        if upload is not None and _has_body(request):
+            return await self._upload(self.owner(upload["room_id"]), request, upload)
+        body = await request.body()  # bounded, and empty unless the operator's (http_guard)
         if path.rstrip("/") == "/api/v1/rooms":
             if method == "POST":
                 worker = self.least_loaded()
@@ -172,7 +184,6 @@ class Router:
                 return await self._gather(request, self._merge_rooms)
         if path == "/api/v1/status" and method == "GET":
             return await self._gather(request, self._merge_status)
-        room = ROOM_PATH.fullmatch(path)
         if room:
             worker = self.owner(room.group(1))
             response = await self._call(worker, request, body)
@@ -189,6 +200,29 @@ class Router:
                     return self._buffered(worker, response)
         return await self._stream(self.pool.primary, request, body)
 
+    async def _upload(self, worker: Worker, request: Request, upload: re.Match[str]) -> Response:
+        """A performer's upload with its body (admitted by the guard: their own invite on their
+        own path). The owner's checks come first, without the body, as in a lone server; then
+        the body goes through as it arrives, never held whole here: the owner bounds how many
+        bodies it reads at once."""
+        ids = (quote(upload[k], safe="") for k in ("room_id", "session_id", "performer_id"))
+        admission = "/internal/v1/rooms/{}/sessions/{}/performers/{}/hq".format(*ids)
+        authorization = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
+        try:
+            checked = await self.client.get(worker.url + admission, headers=authorization)
+        except httpx.TransportError:
+            return _unavailable(worker)
+        if checked.status_code != 204:
+            return self._buffered(worker, checked)
+        headers = self._upstream_headers(request)
+        if "content-length" in request.headers:  # the owner's guard bounds it before reading
+            headers["content-length"] = request.headers["content-length"]
+        try:
+            response = await self._call(worker, request, request.stream(), headers)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody left to answer
+        return self._buffered(worker, response)
+
     def _upstream_headers(self, request: Request) -> dict[str, str]:
         return {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
 
@@ -200,13 +234,14 @@ class Router:
         return worker.url + raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
 
     async def _call(
-        self, worker: Worker, request: Request, body: bytes, path: str | None = None
+        self, worker: Worker, request: Request, body: bytes | AsyncIterator[bytes],
+        headers: dict[str, str] | None = None, path: str | None = None,
     ) -> httpx.Response | None:
-        """A request to one worker, read whole; None when the worker is not there."""
+        """A request to one worker, its answer read whole; None when the worker is not there."""
         try:
             return await self.client.request(
                 request.method, worker.url + path if path else self._target(worker, request),
-                headers=self._upstream_headers(request), content=body,
+                headers=headers or self._upstream_headers(request), content=body,
             )
         except httpx.TransportError:
             return None
