@@ -17,6 +17,11 @@ from improv_capture.settings import Settings
 
 ProfileName = Literal["standard", "studio"]
 
+#: What a studio page holds in memory of its copy once the browser's storage refuses it
+#: (QuotaExceededError); past it the page stops its local recording (the live copy remains).
+#: Lower it for rooms of phones or small laptops, raise it for long takes on big machines.
+PAGE_MEMORY_BYTES = 256 * 1024 * 1024
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +47,8 @@ class HqOverrides(_Strict):
     audio_bitrate: int | None = Field(default=None, ge=32_000, le=512_000)
     chunk_s: float | None = Field(default=None, ge=1, le=10)
     upload_deadline_s: float | None = Field(default=None, ge=60, le=7 * 24 * 3600)
+    #: a few chunks at least; a tab holds no more than a few GiB
+    page_memory_bytes: int | None = Field(default=None, ge=1024 * 1024, le=4 * 1024**3)
 
 
 class ProfileRequest(_Strict):
@@ -82,7 +89,8 @@ def resolve_profile(request: ProfileRequest | ProfileName | None, settings: Sett
                      "audio_bitrate": settings.studio_audio_bitrate,
                      "chunk_s": settings.studio_chunk_s,
                      "max_chunk_bytes": settings.hq_max_chunk_bytes,
-                     "upload_deadline_s": settings.hq_upload_deadline_s}, request.hq)
+                     "upload_deadline_s": settings.hq_upload_deadline_s,
+                     "page_memory_bytes": PAGE_MEMORY_BYTES}, request.hq)
     capture = _merge(capture, request.capture)
     live = _merge(live, request.live)
     if live["width"] > capture["width"] or live["height"] > capture["height"]:

@@ -8,7 +8,8 @@
  * One `update()` decides, serialized, whether a recorder should run and on which tracks; every
  * event that may change the answer calls it (recording messages, page state, device changes).
  */
-import { MEMORY_BOUND_BYTES, StoreFullError } from './chunk_store.js';
+import { StoreFullError } from './chunk_store.js';
+import { studioProfile } from './profile.js';
 import { PartRecorder } from './recorder.js';
 import { pieceBytes } from './uploader.js';
 
@@ -22,8 +23,27 @@ const STOP_TIMEOUT_MS = 5000;
 const MAX_FAILED_STARTS = 3;
 
 export const STORAGE_NEARLY_FULL = 'Browser storage is nearly full: keep this tab open until the upload finishes';
-const STORAGE_FULL = `Browser storage is full (and ${MEMORY_BOUND_BYTES / 1024 / 1024} MB held in this tab): `
-  + 'the high-quality recording stopped. The live recording goes on.';
+
+/**
+ * What the browser's storage did to the chunks it refused, in the performer's words.
+ * @param {ChunkStore} store
+ */
+function refused(store) {
+  return store.refusal === 'QuotaExceededError' ? 'Browser storage is full' : 'Browser storage is unavailable';
+}
+
+/** @param {ChunkStore} store @returns {string} IndexedDB refuses chunks: they wait in this tab */
+function inMemoryNotice(store) {
+  return `${refused(store)}: the high-quality copy is kept in this tab's memory (up to `
+    + `${Math.round(store.memoryBound / 1024 / 1024)} MB). Keep this tab open until the upload finishes.`;
+}
+
+/** @param {ChunkStore} store @returns {string} and the memory bound is reached too */
+function storageFullNotice(store) {
+  return `${refused(store)} and this tab holds ${Math.round(store.memoryBound / 1024 / 1024)} MB `
+    + 'of the high-quality copy: its recording stopped (what it recorded is still sent). '
+    + 'The live recording goes on.';
+}
 
 /**
  * @typedef {import('./uploader.js').Uploader} Uploader
@@ -74,6 +94,9 @@ export class StudioCapture {
     this.failedStarts = 0;
     /** @type {string | null} a notice about storage for the performer */
     this.warning = null;
+    /** @type {string | null} a storage notice that goes once storage is no longer short, while
+     * it is the `warning` shown */
+    this.passing = null;
     this.lastStorageCheck = 0;
     /** @type {Promise<void>} */
     this.ops = Promise.resolve();
@@ -91,6 +114,8 @@ export class StudioCapture {
    */
   onWelcome(welcome, resumed, first) {
     if (first) this.reloaded = resumed;
+    const hq = /** @type {Record<string, any> | null | undefined} */ (studioProfile(welcome)?.hq);
+    this.store.setMemoryBound(hq?.page_memory_bytes);
     this.uploader.resume(String(welcome.performer_id));
     clearTimeout(this.takeCheck);
     if (this.take) {
@@ -214,7 +239,7 @@ export class StudioCapture {
         } catch (err) {
           if (!(err instanceof StoreFullError)) throw err;
           this.storageFull = true;
-          this.warning = STORAGE_FULL;
+          this.warning = storageFullNotice(this.store);
           this.update();
         }
       },
@@ -249,15 +274,18 @@ export class StudioCapture {
    * @param {'disk' | 'memory' | 'held' | 'dropped'} where the last chunk went
    */
   async _checkStorage(where) {
-    if (where === 'memory' && this.warning !== STORAGE_FULL) {
-      this.warning = STORAGE_NEARLY_FULL;
+    if (this.storageFull) return;
+    const passing = this.warning !== null && this.warning === this.passing;
+    if (where === 'memory') {
+      this.warning = this.passing = inMemoryNotice(this.store);
       return;
     }
+    if (this.store.inMemory) return; // earlier chunks still wait in this tab: the notice stays
     const now = performance.now();
     if (now - this.lastStorageCheck < STORAGE_CHECK_MS) return;
     this.lastStorageCheck = now;
     const full = await this.store.nearlyFull();
-    if (full && !this.warning) this.warning = STORAGE_NEARLY_FULL;
-    else if (!full && this.warning === STORAGE_NEARLY_FULL && !this.store.inMemory) this.warning = null;
+    if (full && (!this.warning || passing)) this.warning = this.passing = STORAGE_NEARLY_FULL;
+    else if (!full && passing) this.warning = this.passing = null;
   }
 }

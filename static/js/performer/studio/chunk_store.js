@@ -7,14 +7,17 @@
  * loaded later can finish what an earlier one began.
  *
  * Bounds: where IndexedDB refuses a chunk (quota, a broken database, or no IndexedDB at all) the
- * chunk is kept in memory instead, up to MEMORY_BOUND_BYTES; past that `addChunk` throws StoreFullError and the
- * caller stops recording (the live copy remains). `nearlyFull` says when the browser's storage
- * is over STORAGE_WARN_FRACTION of its quota, for the performer's notice.
+ * chunk is kept in memory instead, up to `memoryBound` (the profile's hq.page_memory_bytes); past
+ * that `addChunk` throws StoreFullError and the caller stops recording (the live copy remains).
+ * `nearlyFull` says when the browser's storage is over STORAGE_WARN_FRACTION of its quota, for
+ * the performer's notice.
  */
 
 const DB_NAME = 'improv-hq';
 const DB_VERSION = 1;
-/** Unacknowledged chunks kept in memory once IndexedDB refuses them (lost on reload: said so). */
+/** Unacknowledged chunks kept in memory once IndexedDB refuses them (lost on reload: said so),
+ * where the profile does not say (a server older than hq.page_memory_bytes; the server's own
+ * default is the same, improv_capture/rooms/profiles.py PAGE_MEMORY_BYTES). */
 export const MEMORY_BOUND_BYTES = 256 * 1024 * 1024;
 /** Warn the performer past this share of the browser's storage quota. */
 export const STORAGE_WARN_FRACTION = 0.8;
@@ -65,6 +68,18 @@ export class ChunkStore {
     /** @type {Map<string, Chunk>} chunks IndexedDB refused */
     this.memory = new Map();
     this.memoryBytes = 0;
+    /** Bytes `memory` may hold. */
+    this.memoryBound = MEMORY_BOUND_BYTES;
+    /** @type {string | null} why IndexedDB refused the last chunk it refused (an error's name) */
+    this.refusal = null;
+  }
+
+  /**
+   * The room's bound on chunks held in memory (the profile's hq.page_memory_bytes).
+   * @param {unknown} bytes anything but a positive number: the default
+   */
+  setMemoryBound(bytes) {
+    this.memoryBound = typeof bytes === 'number' && Number.isFinite(bytes) && bytes > 0 ? bytes : MEMORY_BOUND_BYTES;
   }
 
   /** @returns {Promise<IDBDatabase | null>} null where the browser has no usable IndexedDB */
@@ -119,11 +134,14 @@ export class ChunkStore {
         tx.objectStore('parts').put(part);
         await committed(tx);
         return 'disk';
-      } catch {
+      } catch (err) {
         // QuotaExceededError most often; whatever it was, the chunk must live somewhere
+        this.refusal = /** @type {Error | null} */ (err)?.name || 'Error';
       }
+    } else {
+      this.refusal = 'no IndexedDB';
     }
-    if (this.memoryBytes + chunk.bytes > MEMORY_BOUND_BYTES) {
+    if (this.memoryBytes + chunk.bytes > this.memoryBound) {
       throw new StoreFullError('no room left for the high-quality copy in this browser');
     }
     this.memory.set(chunkKey(chunk.session_id, chunk.performer_id, chunk.part, chunk.index), chunk);
