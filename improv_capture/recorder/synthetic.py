@@ -285,6 +285,7 @@ def write_hq_part(
     audio_lag_s: float = 0.040,
     size: tuple[int, int] = (320, 180),
     video_bitrate: int = 1_500_000,
+    keyframe_interval: int = 60,
 ) -> dict[str, float]:
     """A page's own recording of ``scene`` as its MediaRecorder writes it: times from 0, scene
     frame ``first_frame`` first, the sound stamped ``audio_lag_s`` late against the pictures
@@ -297,5 +298,6 @@ def write_hq_part(
     write_scene_webm(path, scene, width, height,
                      [(first_frame + i, i / SCENE_FPS) for i in range(frames)],
                      (first_sample, int(frames / SCENE_FPS * SCENE_RATE), 0.0),
-                     video_bitrate=video_bitrate, audio_bitrate=128_000)
+                     video_bitrate=video_bitrate, audio_bitrate=128_000,
+                     keyframe_interval=keyframe_interval)
     return {"audio_offset_s": first_sample / SCENE_RATE, "video_offset_s": video_offset}

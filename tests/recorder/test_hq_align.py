@@ -10,6 +10,7 @@ from improv_capture.recorder.hq.align import (
     AudioRun,
     VideoRun,
     audio_offset,
+    reconcile,
     video_twins,
     windows_of,
 )
@@ -90,3 +91,31 @@ def test_slow_motion_is_placed_as_a_sequence_not_frame_by_frame() -> None:
     twins = video_twins(hq, live, offset + 0.2)
     assert twins.size >= 5
     assert float(np.median(twins)) == pytest.approx(offset, abs=0.001)
+
+
+def test_pictures_that_repeat_are_placed_next_to_their_sound() -> None:
+    """A clip that loops every second matches its live copy a second away as well as at its
+    place; the sound (placed by the page's clock) tells which, as one recorder has one clock."""
+    rng = np.random.default_rng(9)
+    loop = rng.uniform(40, 170, (30, 576))
+    frames = loop[np.arange(300) % 30]
+    hq = VideoRun(np.arange(300) / 30, frames)
+    offset = 7.2123
+    live = VideoRun(np.round((np.arange(300) / 30 + offset) * 1000) / 1000, frames + rng.normal(0, 2, frames.shape))
+
+    def measured(kind: str, centre: float, search: float) -> dict[str, float] | None:
+        twins = video_twins(hq, live, centre, search)
+        return {"offset_s": float(np.median(twins))} if twins.size else None
+
+    coarse = offset + 0.2  # the page's clock
+    # every frame matches a loop away as well as at its place: a search of +-1.5 s may land
+    # on either (the frame-sequence fit breaks the tie by noise); say it landed a loop away
+    wrong = measured("video", offset + 1.0, 0.2)
+    assert wrong is not None and wrong["offset_s"] == pytest.approx(offset + 1.0, abs=0.001)
+    sound = {"offset_s": offset - 0.040}  # the recorder's sound, 40 ms early against its pictures
+    placed = reconcile({"audio": sound, "video": wrong}, coarse, measured)
+    assert placed["audio"] == sound
+    assert placed["video"]["offset_s"] == pytest.approx(offset, abs=0.001)
+    assert placed["video"]["remeasured"] == {"near": "audio", "first_offset_s": wrong["offset_s"]}
+    agreeing = {"audio": sound, "video": {"offset_s": offset}}
+    assert reconcile(agreeing, coarse, measured) == agreeing

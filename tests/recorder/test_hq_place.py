@@ -49,6 +49,10 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "whole": write_hq_part(root / "whole.webm", SCENE, first_frame=66, frames=300),
         "first": write_hq_part(root / "first.webm", SCENE, first_frame=40, frames=120),
         "second": write_hq_part(root / "second.webm", SCENE, first_frame=220, frames=150),
+        # a new run of the recorder that starts 20 frames before the first part's end, with one
+        # keyframe only (Chromium's recorder makes few): it lies where the first has media
+        "overlapping": write_hq_part(root / "overlapping.webm", SCENE, first_frame=140, frames=150,
+                                     keyframe_interval=1000),
     }
     return {"root": root, "session": session, "truths": truths}
 
@@ -192,6 +196,25 @@ def test_the_copy_lands_on_the_live_copy(studio: tuple[Path, UploadStore], media
         assert window["offset_ms"] == pytest.approx(60, abs=2)
     assert measured["audio_offset_ms"] is not None  # the good copy scanned clean (status 0 above)
     assert checked["alignment"][0]["audio_scan"]["off"] == []
+
+
+def test_a_part_whose_only_keyframe_lies_under_the_previous_part_keeps_its_video(
+    studio: tuple[Path, UploadStore], media: dict[str, Any]
+) -> None:
+    session, store = studio
+    upload(store, media, "first", 0, chunks=3)
+    upload(store, media, "overlapping", 1, chunks=4)
+    hq = place(session, store)
+    assert hq is not None and hq["state"] == "complete"
+    (coverage,) = hq["coverage"] if len(hq["coverage"]) == 1 else [hq["coverage"][-1]]
+    truth = media["truths"]["overlapping"]
+    assert coverage["end_s"] == pytest.approx(truth["video_offset_s"] + 5.0, abs=0.05)
+    status, report = verify(session)
+    assert status == 0, report["defects"]
+    checked = report["performers"][PID]["hq"]
+    # the first part's 120 frames, then the second's from where the first ends: its keyframe
+    # and the 19 frames after it under the first part are kept (squeezed) for the rest to decode
+    assert checked["video_frames"] == 120 + 150 and checked["decode_errors"] == 0
 
 
 def test_two_parts_with_a_gap_give_two_coverage_ranges(studio: tuple[Path, UploadStore], media: dict[str, Any]) -> None:

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 MS = Fraction(1, 1000)
 CODECS = {"audio": ("opus",), "video": ("vp8", "vp9")}
 CONTAINERS = ("matroska", "webm")
+#: Video frames held from a keyframe before the part's first kept frame (memory bound; a
+#: longer run is dropped and the video starts at its next keyframe).
+MAX_HELD = 600
 
 
 class Unusable(Exception):
@@ -105,6 +108,9 @@ def _remux(parts: list[PlacedPart], path: Path) -> dict[str, Any]:
                         out_streams[kind].time_base = MS
                 bases = {s.index: (kind, float(s.time_base)) for kind, s in streams.items()}
                 need_key = {"video": True, "audio": False}
+                # video left out (before the session's start, or where the previous part has
+                # media) from its latest keyframe on: what the first frame kept needs to decode
+                held: list[tuple[Any, float, int]] = []
                 seen: set[str] = set()
                 first: float | None = None
                 end: float | None = None
@@ -117,24 +123,35 @@ def _remux(parts: list[PlacedPart], path: Path) -> dict[str, Any]:
                         t = packet.pts * base + placed.offsets[kind]
                         ms = int(round(t * 1000))
                         if ms < 0 or (kind not in seen and ms <= last_ms.get(kind, -1)):
+                            if kind == "video" and (packet.is_keyframe or held):
+                                held = [] if packet.is_keyframe else held
+                                # too long a run: none of it, the video waits for a keyframe
+                                held = [*held, (packet, t, ms)] if len(held) < MAX_HELD else []
                             continue  # before the session, or where the previous part has media
-                        if need_key[kind] and not packet.is_keyframe:
-                            continue  # video starts decodable
+                        if kind == "video" and need_key[kind] and not packet.is_keyframe:
+                            if not held:
+                                continue  # video starts decodable
+                            # stamped from the first free ms on: references, shown for a moment
+                            pending, held = [*held, (packet, t, ms)], []
+                        else:
+                            pending = [(packet, t, ms)]
                         need_key[kind] = False
                         seen.add(kind)
-                        ms = max(ms, last_ms.get(kind, -1) + 1)
-                        last_ms[kind] = ms
-                        duration = (packet.duration or 0) * base
-                        packet.pts = packet.dts = ms
-                        packet.duration = int(round(duration * 1000))
-                        packet.time_base = MS
-                        packet.stream = out_streams[kind]
-                        output.mux(packet)
-                        counts[kind] += 1
-                        first = t if first is None else min(first, t)
-                        end = max(end or t, t + duration)
-                        span = part_span.setdefault(kind, [t, t])
-                        span[1] = t + duration
+                        for packet, t, ms in pending:
+                            ms = max(ms, last_ms.get(kind, -1) + 1)
+                            last_ms[kind] = ms
+                            duration = (packet.duration or 0) * base
+                            packet.pts = packet.dts = ms
+                            packet.duration = int(round(duration * 1000))
+                            packet.time_base = MS
+                            packet.stream = out_streams[kind]
+                            output.mux(packet)
+                            counts[kind] += 1
+                            t = max(t, ms / 1000)
+                            first = t if first is None else min(first, t)
+                            end = max(end or t, t + duration)
+                            span = part_span.setdefault(kind, [t, t])
+                            span[1] = t + duration
                 except av.FFmpegError:
                     pass  # a part cut short (its prefix ends inside a cluster): keep what came
                 if first is not None and end is not None:
