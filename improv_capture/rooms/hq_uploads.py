@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from improv_capture.clock import parse_utc
+from improv_capture.recorder.hq.errors import BadUpload
 from improv_capture.recorder.hq.place import place_hq
 from improv_capture.recorder.hq.uploads import UploadLimits, UploadStore, upload_cap_bytes
 from improv_capture.rooms.model import LiveRecording, Room
@@ -75,7 +76,6 @@ class HqUploads:
         self.files = UploadStore(settings.uploads_dir)
         #: (session_id, performer_id) -> what the consoles see (also kept in room.uploads)
         self.progress: dict[tuple[str, str], dict[str, Any]] = {}
-        self._revoked: set[str] = set()
         self._placing: set[tuple[str, str]] = set()
         self._slots = asyncio.Semaphore(settings.hq_placements)
         #: chunk bodies read at once (each up to hq_max_chunk_bytes in memory)
@@ -160,15 +160,20 @@ class HqUploads:
     # --- the checks every upload request passes before its body is read ----------------------
 
     async def target(self, room_id: str, session_id: str, performer_id: str) -> Target:
+        """Revocation is the upload store's marker (HqUploads.revoke), read per request: the
+        one record of it, which every process sharing the data dir sees, also after a restart."""
         room = self.store.get(room_id)
         recording = room.recording if room is not None else None
-        if recording is not None and recording.session_id == session_id:
-            return self._live_target(room, recording, performer_id)  # type: ignore[arg-type]
-        if session_id in self._finalising:
-            stopped_room, stopped = self._finalising[session_id]
-            if stopped_room.room_id == room_id:
-                return self._live_target(stopped_room, stopped, performer_id)
-        manifest = await asyncio.to_thread(self._manifest, session_id)
+        live: tuple[Room, LiveRecording] | None = None
+        if room is not None and recording is not None and recording.session_id == session_id:
+            live = (room, recording)
+        elif session_id in self._finalising and self._finalising[session_id][0].room_id == room_id:
+            live = self._finalising[session_id]
+        if live is not None:
+            revoked = await asyncio.to_thread(self._revoked, session_id, performer_id)
+            return self._live_target(*live, performer_id, revoked)
+        manifest, revoked = await asyncio.to_thread(
+            lambda: (self._manifest(session_id), self._revoked(session_id, performer_id)))
         if manifest is None or manifest.get("room_id") != room_id or manifest.get("state") == "recording":
             raise UploadRefused(404, "no such session")
         hq = (manifest.get("profile") or {}).get("hq")
@@ -178,7 +183,7 @@ class HqUploads:
                           if p["performer_id"] == performer_id), None)
         if performer is None:
             raise UploadRefused(404, "this session does not record this performer")
-        if performer.get("withdrawn") or performer_id in self._revoked:
+        if performer.get("withdrawn") or revoked:
             raise UploadRefused(410, "consent revoked: the high-quality copy was deleted")
         if not performer.get("consent"):
             raise UploadRefused(403, "consent required")
@@ -188,11 +193,13 @@ class HqUploads:
         duration = float(manifest.get("duration_s") or 0.0)
         return Target(session_id, performer_id, room_id, self._limits(hq, duration))
 
-    def _live_target(self, room: Room, recording: LiveRecording, performer_id: str) -> Target:
+    def _live_target(
+        self, room: Room, recording: LiveRecording, performer_id: str, revoked: bool
+    ) -> Target:
         hq = (room.profile or {}).get("hq")
         if not hq:
             raise UploadRefused(409, "this session takes no high-quality upload")
-        if performer_id in self._revoked:
+        if revoked:
             raise UploadRefused(410, "consent revoked: the high-quality copy was deleted")
         recorded = {p["performer_id"]: p for p in recording.manifest["performers"]}
         member = room.members.get(performer_id)
@@ -216,13 +223,18 @@ class HqUploads:
         except (OSError, ValueError):
             return None
 
+    def _revoked(self, session_id: str, performer_id: str) -> bool:
+        try:
+            return self.files.revoked(session_id, performer_id)
+        except BadUpload:  # not an id a directory may have: nothing was ever stored under it
+            return False
+
     # --- the upload protocol -----------------------------------------------------------------
 
     async def declare_part(self, target: Target, part: int, info: dict[str, Any]) -> dict[str, Any]:
         result = await asyncio.to_thread(
             self.files.declare_part, target.session_id, target.performer_id, part, info)
-        self._refresh(target)
-        return dict(result)
+        return self._stored(target, result)
 
     async def put_chunk(
         self, target: Target, part: int, index: int, data: bytes, sha256: str,
@@ -231,26 +243,33 @@ class HqUploads:
         ack = await asyncio.to_thread(
             self.files.put_chunk, target.session_id, target.performer_id, part, index, data,
             sha256, recorded_chunks, target.limits)
-        self._refresh(target)
-        self._place_when_done(target)
-        return dict(ack)
+        return self._stored(target, ack)
 
     async def end_part(self, target: Target, part: int, chunks: int) -> dict[str, Any]:
         result = await asyncio.to_thread(
             self.files.end_part, target.session_id, target.performer_id, part, chunks)
-        self._refresh(target)
-        self._place_when_done(target)
-        return dict(result)
+        return self._stored(target, result)
+
+    def _stored(self, target: Target, result: dict[str, Any]) -> dict[str, Any]:
+        """After a request changed an upload: its progress, from the store's summary of it
+        (no second look at the disk), and once it is complete, its placing. The answer for
+        the page is the rest."""
+        answer = dict(result)
+        upload = answer.pop("upload")
+        self._refresh(target, upload)
+        if upload["complete"]:
+            self._place_when_done(target)
+        return answer
 
     def _place_when_done(self, target: Target) -> None:
-        """After a chunk or an end was stored: once the take is over (checked now, not when
+        """After a request completed the copy: once the take is over (checked now, not when
         the request began: the session may have been finalised meanwhile, and then its own
-        look at the uploads may have come before this one), a complete copy is placed."""
+        look at the uploads may have come before this one), it is placed."""
         room = self.store.get(target.room_id)
         live = room is not None and room.recording is not None and \
             room.recording.session_id == target.session_id
         if not live and target.session_id not in self._finalising:
-            self._spawn(self._place_if_complete(target.session_id, target.performer_id))
+            self._spawn(self._place(target.session_id, target.performer_id, final=False))
 
     async def status(self, target: Target) -> dict[str, Any]:
         return dict(await asyncio.to_thread(self.files.status, target.session_id, target.performer_id))
@@ -258,8 +277,8 @@ class HqUploads:
     # --- placing -----------------------------------------------------------------------------
 
     async def _place_if_complete(self, session_id: str, performer_id: str) -> None:
-        status = await asyncio.to_thread(self.files.status, session_id, performer_id)
-        if status["complete"]:
+        upload = await asyncio.to_thread(self.files.summary, session_id, performer_id)
+        if upload["complete"]:
             await self._place(session_id, performer_id, final=False)
 
     async def _deadline(self, session_id: str) -> None:
@@ -301,34 +320,41 @@ class HqUploads:
 
     async def revoke(self, performer_id: str) -> None:
         """Consent revoked: every pending chunk of theirs goes, and uploads get 410 from now on
-        (their placed copies are withdrawn with the rest of their media, downstream)."""
-        self._revoked.add(performer_id)
-        await asyncio.to_thread(self.files.revoke_performer, performer_id)
+        (their placed copies are withdrawn with the rest of their media, downstream). What
+        says so is the store's marker, left in every session they uploaded into and in every
+        one still taking their copy (recording, finalising, or before its deadline), where
+        nothing of theirs may have arrived yet."""
+        live = [recording for room in self.store.rooms.values()
+                if (recording := room.recording) is not None]
+        live += [recording for _, recording in self._finalising.values()]
+        taking = {r.session_id for r in live
+                  if any(p["performer_id"] == performer_id for p in r.manifest["performers"])}
+        placing = list(self._deadlines)
+
+        def mark() -> None:
+            finalised = {session_id for session_id in placing if any(
+                p["performer_id"] == performer_id
+                for p in (self._manifest(session_id) or {}).get("performers", []))}
+            self.files.revoke_performer(performer_id, also=tuple(taking | finalised))
+
+        await asyncio.to_thread(mark)
         for key in [k for k in self.progress if k[1] == performer_id]:
             entry = self.progress[key]
             self._show(entry["room_id"], *key, entry["display_name"], state="withdrawn")
 
     # --- what the consoles see -----------------------------------------------------------------
 
-    def _refresh(self, target: Target) -> None:
-        """After a request changed an upload: its progress, from the store's status."""
+    def _refresh(self, target: Target, upload: dict[str, Any]) -> None:
+        """An upload's progress, from the store's summary of it (UploadStore's ``upload``)."""
         key = (target.session_id, target.performer_id)
-        entry = self.progress.get(key)
-        name = entry["display_name"] if entry else None
-        self._spawn(self._refresh_from_status(target.room_id, key, name))
-
-    async def _refresh_from_status(
-        self, room_id: str, key: tuple[str, str], display_name: str | None
-    ) -> None:
-        status = await asyncio.to_thread(self.files.status, *key)
         entry = self.progress.get(key)
         if entry is not None and entry["state"] in SETTLED:
             return
-        acked, recorded = status.get("acked_chunks", 0), status.get("recorded_chunks")
+        acked, recorded = upload["acked_chunks"], upload["recorded_chunks"]
         percent = int(100 * acked / recorded) if recorded else None
-        self._show(room_id, *key, display_name,
+        self._show(target.room_id, *key, entry["display_name"] if entry else None,
                    state="uploading" if acked else "pending", percent=percent,
-                   chunks={"acked": acked, "recorded": recorded}, bytes=status.get("bytes", 0))
+                   chunks={"acked": acked, "recorded": recorded}, bytes=upload["bytes"])
 
     def _show(self, room_id: str, session_id: str, performer_id: str, display_name: str | None,
               **fields: Any) -> None:

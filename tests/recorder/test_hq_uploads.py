@@ -4,6 +4,7 @@ refusal says why (and maps to its HTTP status), and revocation leaves nothing be
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,12 +41,21 @@ def store(tmp_path: Path) -> UploadStore:
 
 
 def put(store: UploadStore, index: int, data: bytes, part: int = 0,
-        limits: UploadLimits = LIMITS) -> dict[str, object]:
+        limits: UploadLimits = LIMITS) -> dict[str, Any]:
     return store.put_chunk(SID, PID, part, index, data, sha256(data), index + 1, limits)
 
 
+def answer(result: dict[str, Any]) -> dict[str, Any]:
+    """A store's answer without its ``upload`` summary (what the HTTP routes send)."""
+    return {k: v for k, v in result.items() if k != "upload"}
+
+
 def test_part_info_is_idempotent_and_checked(store: UploadStore) -> None:
-    assert store.declare_part(SID, PID, 0, part_info(1.7e12)) == {"part": 0, "repeat": True}
+    again = store.declare_part(SID, PID, 0, part_info(1.7e12))
+    assert answer(again) == {"part": 0, "repeat": True}
+    assert again["upload"] == {"state": "pending", "complete": False, "acked_chunks": 0,
+                               "recorded_chunks": 0, "bytes": 0, "first_chunk_at": None,
+                               "last_chunk_at": None}
     with pytest.raises(UploadConflict, match="part 0 was declared with different info") as conflict:
         store.declare_part(SID, PID, 0, part_info(1.8e12))
     assert conflict.value.status == 409
@@ -69,9 +79,13 @@ def test_part_info_is_idempotent_and_checked(store: UploadStore) -> None:
 
 
 def test_chunks_are_acknowledged_once_and_never_changed(store: UploadStore) -> None:
-    assert put(store, 0, CHUNK0) == {"part": 0, "index": 0, "bytes": 104,
-                                     "sha256": sha256(CHUNK0), "repeat": False}
-    assert put(store, 0, CHUNK0)["repeat"] is True  # the page sends it again: same answer
+    first = put(store, 0, CHUNK0)
+    assert answer(first) == {"part": 0, "index": 0, "bytes": 104, "sha256": sha256(CHUNK0),
+                             "repeat": False}
+    assert first["upload"]["acked_chunks"] == 1 and first["upload"]["bytes"] == 104
+    assert first["upload"]["first_chunk_at"] == first["upload"]["last_chunk_at"] is not None
+    again = put(store, 0, CHUNK0)  # the page sends it again: same answer
+    assert answer(again) == {**answer(first), "repeat": True} and again["upload"] == first["upload"]
     with pytest.raises(ChunkConflict, match="chunk 0 of part 0 was acknowledged with a different body") as conflict:
         put(store, 0, EBML_MAGIC + b"other")
     assert conflict.value.status == 409
@@ -120,14 +134,16 @@ def test_status_resume_and_end(store: UploadStore) -> None:
     assert status["max_bytes"] == LIMITS.max_total_bytes
     with pytest.raises(UploadConflict, match="cannot end at 5 chunks: chunk 5 is acknowledged"):
         store.end_part(SID, PID, 0, 5)
-    assert store.end_part(SID, PID, 0, 6) == {"part": 0, "chunks": 6, "complete": False, "repeat": False}
+    assert answer(store.end_part(SID, PID, 0, 6)) == {"part": 0, "chunks": 6, "complete": False,
+                                                      "repeat": False}
     assert store.end_part(SID, PID, 0, 6)["repeat"] is True
     with pytest.raises(UploadConflict, match="ended with 6 chunks already"):
         store.end_part(SID, PID, 0, 7)
     with pytest.raises(UploadConflict, match="part 0 ended with 6 chunks"):
         put(store, 6, b"late")
     assert list(store.pending()) == [(SID, PID)]
-    put(store, 3, b"\x03" * 10)  # the hole, resent after a reload
+    filled = put(store, 3, b"\x03" * 10)  # the hole, resent after a reload
+    assert filled["upload"]["state"] == "uploaded" and filled["upload"]["complete"]
     status = store.status(SID, PID)
     assert status["state"] == "uploaded" and status["complete"]
     assert status["parts"][0]["acked"] == [[0, 5]]
