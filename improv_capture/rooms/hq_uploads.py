@@ -21,7 +21,7 @@ from improv_capture.recorder.hq.errors import BadUpload
 from improv_capture.recorder.hq.place import place_hq
 from improv_capture.recorder.hq.uploads import UploadLimits, UploadStore, upload_cap_bytes
 from improv_capture.rooms.model import LiveRecording, Room
-from improv_capture.rooms.store import RoomStore
+from improv_capture.rooms.store import RoomStore, rooms_of_other_workers
 from improv_capture.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -89,9 +89,17 @@ class HqUploads:
 
     async def start(self) -> None:
         """After a restart: every studio session with copies still uploading gets its
-        deadline again (placing at once the copies that completed before the crash)."""
+        deadline again (placing at once the copies that completed before the crash). In a
+        cluster each session is one process's: its room's worker's, or the primary's when the
+        room is gone (the router sends a room it does not know to the primary)."""
         manifests = await asyncio.to_thread(self._unsettled_sessions)
+        others = await asyncio.to_thread(
+            rooms_of_other_workers, self.settings.data_dir, self.settings.worker_index)
         for manifest in manifests:
+            room_id = manifest.get("room_id")
+            gone = room_id is None or self.store.get(room_id) is None
+            if room_id in others or (gone and not self.settings.is_primary):
+                continue
             self._session_ready(manifest)
 
     async def shutdown(self) -> None:
