@@ -182,6 +182,8 @@ def test_refused_storage_keeps_the_take_in_memory_and_loses_nothing(
                     "every chunk acknowledged")
     assert done["pending"] == 0 and done["acked"] == done["recorded"], done
     assert [p["ended"] for p in done["parts"]] == [True], done
+    # nothing waits in this tab any more: the notice to keep it open goes
+    page.get_by_test_id("upload-warning").wait_for(state="hidden", timeout=5000)
     performer = wait_settled(server.session_dir(session), invite["performer_id"])
     hq = performer["hq"]
     assert hq["state"] == "complete", hq

@@ -92,8 +92,8 @@ export class StudioCapture {
     this.storageFull = false;
     /** Recorders in a row that stopped by themselves with nothing recorded. */
     this.failedStarts = 0;
-    /** @type {string | null} a notice about storage for the performer */
-    this.warning = null;
+    /** @type {string | null} */
+    this._warning = null;
     /** @type {string | null} a storage notice that goes once storage is no longer short, while
      * it is the `warning` shown */
     this.passing = null;
@@ -104,6 +104,19 @@ export class StudioCapture {
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.takeCheck = undefined;
   }
+
+  /** @returns {string | null} a notice about storage for the performer; the one that chunks
+   * wait in this tab's memory goes once none does */
+  get warning() {
+    if (this._warning !== null && this._warning === this.passing
+        && this._warning !== STORAGE_NEARLY_FULL && !this.store.inMemory) {
+      this._warning = this.passing = null;
+    }
+    return this._warning;
+  }
+
+  /** @param {string | null} notice */
+  set warning(notice) { this._warning = notice; }
 
   /**
    * Every welcome: resume earlier uploads; if we are recording, expect the server to confirm the
