@@ -41,20 +41,19 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from improv_capture.api.http_guard import guard
-    from improv_capture.api.http_server import server_config
+    from improv_capture.api.http_server import server_config, tls_files
     from improv_capture.api.upload_paths import UploadBodies
+    from improv_capture.observability.logs import configure_logging
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
-                                   ("data_dir", args.data_dir), ("workers", args.workers))
+                                   ("data_dir", args.data_dir), ("workers", args.workers),
+                                   ("tls_cert", args.tls_cert), ("tls_key", args.tls_key))
                  if v is not None}
     settings = Settings(**overrides)
+    tls_files(settings)  # a certificate that cannot work stops the start here, said plainly
     private_files(settings.data_dir)
     routing = settings.workers > 1 and settings.worker_index is None
-    who = f"worker {settings.worker_index} " if settings.worker_index is not None else ""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s {who}%(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings)  # text or JSON lines (IMPROV_LOG_FORMAT)
     if routing:  # the router loads no aiortc: it only passes requests and socket frames
         from improv_capture.cluster.router import create_router_app
 
@@ -98,7 +97,7 @@ def _bot(args: argparse.Namespace) -> int:
                            max_pending_bytes=int(args.hq_max_pending_mb * 2**20),
                            record=not args.no_hq, grain=args.hq_grain)
     return asyncio.run(run_bot(args.invite, args.duration, args.report, pause, args.preencoded,
-                               studio))
+                               studio, args.turn_transport))
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -150,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, help="data directory (IMPROV_DATA_DIR)")
     serve.add_argument("--workers", type=int,
                        help="processes that carry rooms, one core each (IMPROV_WORKERS, default 1)")
+    serve.add_argument("--tls-cert", type=Path, metavar="PEM",
+                       help="serve HTTPS with this certificate chain, e.g. Let's Encrypt's "
+                            "fullchain.pem (IMPROV_TLS_CERT; needs --tls-key)")
+    serve.add_argument("--tls-key", type=Path, metavar="PEM",
+                       help="the certificate's unencrypted private key, e.g. privkey.pem "
+                            "(IMPROV_TLS_KEY)")
     serve.set_defaults(func=_serve)
 
     bot = commands.add_parser("bot", help="a headless performer with a synthetic flash/beep")
@@ -178,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     bot.add_argument("--no-hq", action="store_true",
                      help="studio rooms: send the scaled-down live call only, no local copy "
                           "(the benchmark's baseline)")
+    bot.add_argument("--turn-transport", choices=("udp", "tcp", "tls"),
+                     help="use the welcome's TURN URL over this transport (aiortc uses one "
+                          "TURN URL; default: the first listed). tls verifies the TURN "
+                          "server's certificate against the system's CAs (or SSL_CERT_FILE)")
     bot.set_defaults(func=_bot)
 
     verify = commands.add_parser("verify", help="check a session archive")

@@ -7,8 +7,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from improv_capture.media.turn_urls import MIN_SECRET_CHARS, check_turn_url
 
 DEFAULT_CONSENT_TEXT = (
     "I agree that my video and voice in this session are recorded and that the recordings "
@@ -24,14 +26,23 @@ WS_MAX_BYTES = 1024 * 1024
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IMPROV_", env_nested_delimiter="__")
+    # hide_input_in_errors: a settings error at start-up never prints the tokens and secrets
+    # it was given (a model validator's error would otherwise show every input)
+    model_config = SettingsConfigDict(env_prefix="IMPROV_", env_nested_delimiter="__",
+                                      hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Path("./data")
-    #: Base of the invite and console links; defaults to http://host:port.
+    #: Base of the invite and console links; defaults to http://host:port (https:// with TLS).
     public_url: str | None = None
     operator_token: str | None = None
+    #: PEM certificate chain and its (unencrypted) private key: with both, `serve` speaks
+    #: HTTPS and WSS itself and public_url defaults to https://host:port; with neither, plain
+    #: HTTP (behind a TLS proxy: docs/deploy.md). Read at start only: a renewed certificate
+    #: takes a restart. api/http_server.py checks them (both or neither, readable, a pair).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     #: HMAC key for invite tokens; generated into the data dir when unset.
     secret_key: str | None = None
 
@@ -46,6 +57,36 @@ class Settings(BaseSettings):
     #: a public_url: the addresses its host resolves to that are this machine's (none: the
     #: server refuses to start); empty without one (local use): every interface plus loopback.
     ice_addresses: list[str] = Field(default_factory=list)
+
+    # --- TURN (improv_capture/media/turn.py; the coturn set-up: docs/deploy.md) ---
+    #: TURN URLs handed to performers and consoles in their `welcome`, with a credential of
+    #: their own, e.g. ["turn:turn.example.org:3478?transport=udp",
+    #: "turn:turn.example.org:3478?transport=tcp", "turns:turn.example.org:5349?transport=tcp"].
+    #: The server's own peers never use them (they are the far end of every relayed path).
+    turn_urls: list[str] = Field(default_factory=list)
+    #: The secret shared with the TURN server (coturn's static-auth-secret, with
+    #: use-auth-secret); required with turn_urls, 16 characters at least. Never logged.
+    turn_secret: SecretStr | None = None
+    #: How long a TURN credential is valid from the welcome that hands it out (a reconnect
+    #: gets a new one). Not the invite's remaining life: an invite only gates joining, and a
+    #: credential expiring with it would cut a performer who joined just before off mid-take.
+    turn_ttl_s: int = Field(default=24 * 3600, ge=60, le=7 * 24 * 3600)
+
+    @model_validator(mode="after")
+    def _turn_complete(self) -> Settings:
+        """TURN URLs that clients can use, and a secret long enough, or no TURN at all."""
+        for url in self.turn_urls:
+            check_turn_url(url)
+        secret = self.turn_secret.get_secret_value() if self.turn_secret is not None else None
+        if self.turn_urls and secret is None:
+            raise ValueError("IMPROV_TURN_URLS needs IMPROV_TURN_SECRET (coturn's "
+                             "static-auth-secret) to make credentials")
+        if secret is not None and not self.turn_urls:
+            raise ValueError("IMPROV_TURN_SECRET is set but IMPROV_TURN_URLS is empty")
+        if secret is not None and len(secret) < MIN_SECRET_CHARS:
+            raise ValueError(f"IMPROV_TURN_SECRET has {len(secret)} characters; use "
+                             f"{MIN_SECRET_CHARS} at least (e.g. `openssl rand -hex 32`)")
+        return self
 
     max_performers: int = 4
     invite_ttl_s: int = 7 * 24 * 3600
@@ -132,6 +173,15 @@ class Settings(BaseSettings):
     http_body_timeout_s: float = Field(default=30.0, gt=0)
     #: An idle keep-alive connection is closed after this.
     http_keep_alive_s: int = Field(default=5, ge=1)
+    #: A connection that closes after an answer sent before its request's body was read (a
+    #: refused upload chunk, with ``Connection: close`` as a proxy sends it) first reads on and
+    #: drops the rest of that body, up to this many bytes ("lingering close": closing with the
+    #: body unread resets the connection, and a proxy still sending it answers 502 instead);
+    #: past it the connection is closed at once. Keep it above hq_max_chunk_bytes. 0: no linger.
+    http_linger_max_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    #: ... and for at most this long; sooner once the client half-closes or sends nothing for
+    #: half a second (api/http_server.py LINGER_IDLE_S). The answer itself is never delayed.
+    http_linger_s: float = Field(default=5.0, ge=0)
     #: Open connections (HTTP and WebSocket) and running requests, per process: past it every
     #: new request is answered 503 and its connection closed.
     max_connections: int = Field(default=1000, ge=8)
@@ -152,7 +202,9 @@ class Settings(BaseSettings):
     #: 2; an answer: as many as our offer); above either: `bad_sdp`, before aiortc parses it.
     sdp_max_bytes_per_media: int = Field(default=16 * 1024, ge=1024)
     sdp_max_lines_per_media: int = Field(default=256, ge=32)
-    #: Distinct ICE candidates one description from a client may carry; above it: `bad_sdp`.
+    #: Distinct ICE candidates one description from a client may carry, counting those the
+    #: server can check (UDP, component 1: Firefox also lists TCP and RTCP ones for every
+    #: address); above it: `bad_sdp`.
     ice_max_candidates: int = Field(default=32, ge=1)
     #: Networks (CIDRs) whose remote ICE candidates are allowed besides global unicast
     #: addresses, e.g. ["10.0.0.0/8"] for a LAN or ["127.0.0.1/32"] for tests. Link-local,
@@ -190,6 +242,22 @@ class Settings(BaseSettings):
         return self
 
     log_level: str = "info"
+    #: text (a line per record, for a terminal) or json (one object per line: ts, level,
+    #: logger, message and the room_id, session_id and performer_id it is about, for a log
+    #: shipper; improv_capture/observability/logs.py).
+    log_format: Literal["text", "json"] = "text"
+
+    # --- Monitoring (improv_capture/observability/) ---
+    #: A bearer token that reads /metrics and nothing else, for a Prometheus scraper (the
+    #: operator token reads it too). Unset: only the operator token does.
+    metrics_token: str | None = Field(default=None, min_length=16)
+    #: Free space the data dir must keep: below it /readyz answers 503 (``disk_free``), so a
+    #: load balancer sends no new performers to a server that cannot record them.
+    min_free_bytes: int = Field(default=1024**3, ge=0)
+    #: How long one readiness or metrics probe of the disk or the index may take; past it the
+    #: check fails (a hung disk), and the probe still running is awaited by the next request
+    #: rather than a new one started.
+    probe_timeout_s: float = Field(default=2.0, gt=0, le=30)
     #: The performer page and its assets (static/ at the repository root).
     static_dir: Path = Path(__file__).resolve().parent.parent / "static"
 
@@ -217,4 +285,4 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.port}"

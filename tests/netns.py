@@ -26,7 +26,9 @@ whose uplink is a veth pair to the root namespace (root side ``imnet<N>``)::
 
 Every impairment sits on the router, on forwarded traffic, as on a real access link: random loss
 (iptables ``statistic`` DROP in FORWARD, per direction), blocked UDP (FORWARD DROP both ways),
-rate caps (``tc tbf`` on wan0's egress for the upload, lan0's for the download). Drops on a
+rate caps (``tc tbf`` on wan0's egress for the upload, lan0's for the download), UDP blocked
+but to one address and port (a TURN server's: ``udp_allowed_to``), an outage (everything
+dropped both ways between :meth:`Host.link_down` and :meth:`Host.link_up`). Drops on a
 forwarding hop are silent, as on a real network (a DROP in the performer's own OUTPUT chain
 would instead fail its ``sendto`` with EPERM). So the root namespace gets no iptables rule and
 no qdisc at all; its only changes are the ``imnet*`` veths and the routes through them.
@@ -64,6 +66,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -370,7 +373,11 @@ class Host:
     block_udp: bool
     burst: int | None = None
     latency: float = 0.05
+    #: with ``block_udp``: the one (address, port) UDP still reaches, e.g. a TURN server's
+    udp_allowed_to: tuple[str, int] | None = None
     _processes: list[subprocess.Popen[Any]] = field(default_factory=list, repr=False)
+    #: between :meth:`link_down` and :meth:`link_up`
+    outage_active: bool = False
 
     @property
     def name(self) -> str:
@@ -461,6 +468,23 @@ class Host:
             if found:
                 counts[found.group(1)] += int(line.split()[0])
         return counts
+
+    def link_down(self) -> None:
+        """An outage: the router drops everything it would forward, both ways, silently (a
+        cable pulled at the home router: nothing is refused, packets just vanish, so TCP
+        retransmits and ICE consent checks go unanswered). :meth:`link_up` ends it."""
+        if not self.outage_active:
+            _run("ip", "netns", "exec", self.router, "iptables", "-I", "FORWARD", "1",
+                 "-m", "comment", "--comment", f"{COMMENT}-outage", "-j", "DROP")
+            self.outage_active = True
+
+    def link_up(self) -> None:
+        """End an outage of :meth:`link_down`: forwarding resumes with every other rule as
+        it was."""
+        if self.outage_active:
+            _run("ip", "netns", "exec", self.router, "iptables", "-D", "FORWARD",
+                 "-m", "comment", "--comment", f"{COMMENT}-outage", "-j", "DROP")
+            self.outage_active = False
 
     def measure(self, direction: str, bits_per_s: float, seconds: float = 2.0) -> Throughput:
         """Send a paced UDP stream of ``bits_per_s`` (payload) for ``seconds`` between this
@@ -569,16 +593,19 @@ class Network:
     def add(self, *, nat: bool = False, loss: float = 0.0, loss_up: float | None = None,
             loss_down: float | None = None, rate_up: int | None = None,
             rate_down: int | None = None, burst: int | None = None, latency: float = 0.05,
-            block_udp: bool = False) -> Host:
+            block_udp: bool = False, udp_allowed_to: tuple[str, int] | None = None) -> Host:
         """A new performer host. ``nat``: behind a MASQUERADE home router. ``loss``: random
         drop probability both ways (``loss_up``/``loss_down`` per direction, up = towards the
         server). ``rate_up``/``rate_down``: tbf caps in bit/s (``burst`` bytes, default 20 ms
         of the rate and 16 KiB at least; ``latency`` s of queue). ``block_udp``: the router
-        drops all UDP both ways (TCP still passes)."""
+        drops all UDP both ways (TCP still passes), except to and from ``udp_allowed_to``
+        (address, port), e.g. a TURN server's: a firewall that lets UDP out only to it."""
+        if udp_allowed_to is not None and not block_udp:
+            raise ValueError("udp_allowed_to is an exception to block_udp")
         index = self._claim()
         host = Host(self, index, nat, loss if loss_up is None else loss_up,
                     loss if loss_down is None else loss_down, rate_up, rate_down, block_udp,
-                    burst, latency)
+                    burst, latency, udp_allowed_to)
         self.hosts.append(host)
         try:
             self._build(host)
@@ -624,7 +651,16 @@ class Network:
                   "-j REJECT --reject-with icmp-net-unreachable")]
         for direction, into, out, probability in (("up", "lan0", "wan0", host.loss_up),
                                                   ("down", "wan0", "lan0", host.loss_down)):
-            if host.block_udp:
+            if host.block_udp and host.udp_allowed_to is not None:
+                # two DROPs, no ACCEPT: the loss rules below still see the allowed UDP
+                address, port = host.udp_allowed_to
+                peer, peer_port = ("-d", "--dport") if direction == "up" else ("-s", "--sport")
+                rules += [(f"-A FORWARD -i {into} -o {out} -p udp ! {peer} {address} "
+                           f"-m comment --comment {COMMENT}-block-udp -j DROP"),
+                          (f"-A FORWARD -i {into} -o {out} -p udp {peer} {address} "
+                           f"! {peer_port} {port} -m comment --comment {COMMENT}-block-udp "
+                           "-j DROP")]
+            elif host.block_udp:
                 rules.append(f"-A FORWARD -i {into} -o {out} -p udp "
                              f"-m comment --comment {COMMENT}-block-udp -j DROP")
             if probability > 0:
@@ -685,11 +721,11 @@ def _disable_ipv6(link: str) -> None:
         path.write_text("1")
 
 
-@pytest.fixture(name="hosts")
-def hosts_fixture(tmp_path: Path) -> Iterator[Network]:
-    """A :class:`Network` for the test: ``hosts.add(...)`` makes performer hosts,
-    ``hosts.server()`` starts a server they reach; all removed at the end, pass or fail."""
-    network = Network(tmp_path / "netns")
+@contextmanager
+def opened(workdir: Path) -> Iterator[Network]:
+    """A :class:`Network` in ``workdir``, open, closed at the end whatever happens; a machine
+    that cannot make namespaces fails the test and says why."""
+    network = Network(workdir)
     try:
         network.open()
     except HarnessUnavailable as exc:
@@ -698,4 +734,25 @@ def hosts_fixture(tmp_path: Path) -> Iterator[Network]:
         yield network
     finally:
         network.close()
+
+
+@pytest.fixture(name="hosts")
+def hosts_fixture(tmp_path: Path) -> Iterator[Network]:
+    """A :class:`Network` for the test: ``hosts.add(...)`` makes performer hosts,
+    ``hosts.server()`` starts a server they reach; all removed at the end, pass or fail."""
+    with opened(tmp_path / "netns") as network:
+        yield network
+
+
+@pytest.fixture(name="network", scope="module")
+def module_network_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    """One :class:`Network` for a whole module: its hosts and server live until its last test."""
+    with opened(tmp_path_factory.mktemp("netns")) as network:
+        yield network
+
+
+@pytest.fixture(name="shared_server", scope="module")
+def shared_server_fixture(network: Network) -> NetnsServer:
+    """One server on the module's network."""
+    return network.server()
 

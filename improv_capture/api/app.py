@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -18,6 +18,7 @@ from improv_capture.api.console_socket import ConsoleSocket
 from improv_capture.api.docs_page import add_api_docs
 from improv_capture.api.http_guard import error_response
 from improv_capture.api.operator_routes import router
+from improv_capture.api.network_probe import NetworkProbes
 from improv_capture.api.performer_socket import PerformerSocket
 from improv_capture.api.reader_routes import router as sessions_router
 from improv_capture.api.upload_routes import router as uploads_router
@@ -26,6 +27,8 @@ from improv_capture.cluster.internal_api import router as internal_router
 from improv_capture.downstream.service import Downstream
 from improv_capture.media import aiortc_hooks
 from improv_capture.media.sdp_policy import server_gathering_addresses
+from improv_capture.observability import health, metrics
+from improv_capture.observability.logs import path_ids
 from improv_capture.recorder.recover import recover_sessions
 from improv_capture.rooms.factory import PASSTHROUGH, MediaFactory
 from improv_capture.rooms.hub import Hub
@@ -66,6 +69,11 @@ def create_app(settings: Settings) -> FastAPI:
         notifier = PrimaryNotifier(settings.primary_url, operator_token)
     sessions = notifier or downstream
     hub = Hub(settings, store, sessions, media_factory(settings))
+    network_probes = NetworkProbes(settings)  # the performer page's network check
+    probes = health.Probes(settings, downstream.db)
+    # only a lone server or a cluster's primary delivers webhooks
+    exporter = metrics.Metrics(settings, hub, probes,
+                               downstream.deliverer if notifier is None else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -84,6 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
             await sessions.session_finalised(settings.sessions_dir / manifest["session_id"])
         await hub.start()
         yield
+        await network_probes.close()
         await hub.shutdown()
         if notifier is None:
             await downstream.stop()
@@ -91,14 +100,19 @@ def create_app(settings: Settings) -> FastAPI:
             await notifier.stop()
         downstream.db.close()
 
+    # every route whose path names a room, session or performer tags its log lines with them
     app = FastAPI(title="improv-capture", version="0.1.0", lifespan=lifespan,
-                  docs_url=None, redoc_url=None)  # /docs: api/docs_page.py
+                  docs_url=None, redoc_url=None,  # /docs: api/docs_page.py
+                  dependencies=[Depends(path_ids)])
+    app.add_middleware(metrics.TrafficCounter, traffic=exporter.traffic)
     app.state.settings = settings
     app.state.operator_token = operator_token
     app.state.signer = InviteSigner(secret_key)
     app.state.store = store
     app.state.hub = hub
     app.state.downstream = downstream
+    app.state.probes = probes
+    app.state.metrics = exporter
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -117,10 +131,8 @@ def create_app(settings: Settings) -> FastAPI:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.include_router(health.router)  # /healthz, /readyz
+    app.include_router(metrics.router)  # /metrics
     app.include_router(router)
     app.include_router(sessions_router)
     app.include_router(uploads_router)
@@ -130,7 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.websocket("/api/v1/signal")
     async def signal(websocket: WebSocket) -> None:
-        await PerformerSocket(websocket, hub, app.state.signer).run()
+        await PerformerSocket(websocket, hub, app.state.signer, network_probes).run()
 
     @app.websocket("/api/v1/operator")
     async def operator(websocket: WebSocket) -> None:

@@ -14,6 +14,7 @@ from improv_capture.api.messages import ProtocolError
 from improv_capture.api.sockets import JsonSocket, MessageReader
 from improv_capture.close_codes import CLOSE_BAD_INVITE, CLOSE_INTERNAL
 from improv_capture.media.sdp_policy import NegotiationError
+from improv_capture.media.turn import ice_servers_for
 from improv_capture.rooms.hub import Hub
 from improv_capture.rooms.invites import tokens_equal
 from improv_capture.rooms.media_wiring import Monitor
@@ -62,7 +63,9 @@ class ConsoleSocket:
         token = message.get("token")
         if not isinstance(token, str) or not tokens_equal(token, self._operator_token):
             raise ProtocolError(CLOSE_BAD_INVITE, "invalid operator token")
-        await self.send({"type": "welcome", "ice_servers": self.hub.settings.ice_servers})
+        # its own TURN credential: an operator may watch from a network that passes TCP only
+        ice_servers = ice_servers_for(self.hub.settings, "operator")
+        await self.send({"type": "welcome", "ice_servers": ice_servers})
         await self.send(self._rooms_message())
 
     async def _loop(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import WebSocket, WebSocketDisconnect
 
 from improv_capture.api.messages import ProtocolError
+from improv_capture.api.network_probe import NetworkProbes, ProbeRefused
 from improv_capture.api.sockets import JsonSocket, MessageReader
 from improv_capture.close_codes import (
     CLOSE_BAD_INVITE,
@@ -22,6 +23,8 @@ from improv_capture.close_codes import (
     CLOSE_REPLACED,
 )
 from improv_capture.media.sdp_policy import NegotiationError
+from improv_capture.media.turn import ice_servers_for
+from improv_capture.observability.logs import bind
 from improv_capture.rooms.hub import Hub
 from improv_capture.rooms.invites import InviteError, InviteSigner
 from improv_capture.rooms.model import Member
@@ -39,14 +42,17 @@ MAX_CAPTURE_KEYS = 64
 class PerformerSocket:
     """One performer's socket from hello to close."""
 
-    def __init__(self, websocket: WebSocket, hub: Hub, signer: InviteSigner) -> None:
+    def __init__(self, websocket: WebSocket, hub: Hub, signer: InviteSigner,
+                 probes: NetworkProbes | None = None) -> None:
         self.ws = websocket
+        self.probes = probes
         self.hub = hub
         self.settings: Settings = hub.settings
         self.signer = signer
         self.socket = JsonSocket(websocket)
         self.reader = MessageReader(websocket, self.socket, self.settings)
         self.member: Member | None = None
+        self.performer_id: str | None = None  # from the hello on, after a leave too
 
     async def run(self) -> None:
         await self.ws.accept()
@@ -65,6 +71,8 @@ class PerformerSocket:
         finally:
             if self.member is not None and self.member.socket is self.socket:
                 self.hub.seats.detach(self.member, self.socket)
+            if self.probes is not None and self.performer_id is not None:
+                await self.probes.stop(self.performer_id, self.socket)
 
     async def _hello(self) -> None:
         message = await self.reader.hello()
@@ -73,6 +81,8 @@ class PerformerSocket:
         except InviteError as exc:
             code = CLOSE_EXPIRED if exc.expired else CLOSE_BAD_INVITE
             raise ProtocolError(code, str(exc)) from exc
+        bind(room_id=invite.room_id, performer_id=invite.performer_id)  # this socket's log lines
+        self.performer_id = invite.performer_id
         member, replaced = self.hub.seats.attach(invite, self.socket, message.get("resume"))
         self.member = member
         if replaced is not None:
@@ -93,7 +103,7 @@ class PerformerSocket:
                     "text_sha256": s.consent_sha256,
                     "accepted": member.consent is not None,
                 },
-                "ice_servers": s.ice_servers,
+                "ice_servers": ice_servers_for(s, member.performer_id),  # + TURN
                 "profile": profile,
                 "media": live_media(profile),
             }
@@ -176,6 +186,20 @@ class PerformerSocket:
             subscriber.handle_answer(message.get("sdp"))
         except NegotiationError as exc:
             await self._error("bad_sdp", str(exc))
+
+    async def _on_probe(self, message: dict[str, Any]) -> None:
+        """The pre-join network check (api/network_probe.py): no consent needed, no media."""
+        assert self.member is not None
+        if self.probes is None:
+            await self._error("probe_busy", "this server runs no network checks")
+            return
+        try:
+            answer = await self.probes.start(self.member.performer_id, self.socket,
+                                             message.get("sdp"))
+        except ProbeRefused as exc:
+            await self.socket.send_json(exc.message())
+            return
+        await self.socket.send_json(answer)
 
     async def _on_leave(self, message: dict[str, Any]) -> bool:
         assert self.member is not None

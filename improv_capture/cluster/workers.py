@@ -39,7 +39,7 @@ def free_loopback_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -124,7 +124,7 @@ class WorkerPool:
             worker.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "improv_capture.cli", "serve", "--host", "127.0.0.1",
                 "--port", str(worker.port), "--data-dir", str(self.settings.data_dir),
-                env=self._env(worker), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                env=self._env(worker), stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
                 start_new_session=True,  # a Ctrl-C reaches the router, which stops workers in order
             )
             if await self._wait_ready(worker):

@@ -194,6 +194,15 @@ class Deliverer:
 
         await self._db.call(write)
 
+    async def backlog(self) -> dict[str, int]:
+        """Deliveries still to be made (``pending``) and given up (``failed``), for /metrics:
+        each a count over the due index, never over every delivery ever made."""
+        return await self._db.call(lambda c: {
+            status: int(c.execute("SELECT COUNT(*) FROM deliveries WHERE status=?",
+                                  (status,)).fetchone()[0])
+            for status in ("pending", "failed")
+        })
+
     async def list(self, limit: int = 200) -> list[dict[str, Any]]:
         return await self._db.call(lambda c: rows(c.execute(
             "SELECT id, event_id, url, status, attempts, last_status, last_error, delivered_at"

@@ -19,10 +19,18 @@ from typing import Any
 
 import aioice.ice
 import av
-from aiortc import RTCRtpReceiver, RTCRtpSender, rtcrtpreceiver
+from aiortc import (
+    RTCDtlsTransport,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    rtcrtpreceiver,
+)
 from aiortc.codecs import CODECS
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-from aiortc.rtp import RtcpSrPacket, RtpPacket
+from aiortc.rtcrtpreceiver import NackGenerator
+from aiortc.rtp import RtcpRrPacket, RtcpSrPacket, RtpPacket
+from aiortc.utils import uint16_add
 
 from improv_capture.recorder import vp8
 
@@ -39,6 +47,21 @@ VIDEO_JITTER_CAPACITY = 128
 AUDIO_JITTER_CAPACITY = 16
 #: How long a video hole may wait for a NACK retransmission before the relay skips it.
 VIDEO_HOLE_TIMEOUT_S = 0.15
+#: A packet still missing this long after the last NACK is asked for again (a NACK or its
+#: retransmission can be lost too: at 3 % loss each way, one repair in seventeen).
+NACK_RETRY_S = 0.05
+#: How long a lost audio packet is asked for. The live call never waits for it (audio holes
+#: are skipped at once); a retransmission that comes in this time goes to the recording
+#: only, which holds audio long enough to put it in its place (recorder/capture.py,
+#: AUDIO_REORDER_S).
+AUDIO_REPAIR_S = 0.2
+#: Lost audio packets remembered, so that a late retransmission of one is recognised.
+AUDIO_SKIPPED_KEPT = 64
+#: A packet this many sequence numbers or fewer behind the jitter buffer's origin is late
+#: (a retransmission or a duplicate) and dropped; aiortc would restart the buffer at it
+#: from 100 behind, which a burst of retransmissions after an outage did, releasing old
+#: frames as new ones. Further behind, the sender restarted its numbering: aiortc's reset.
+LATE_WINDOW = 1024
 
 _original_decoder_worker = rtcrtpreceiver.decoder_worker
 _installed = False
@@ -94,29 +117,62 @@ class RelayJitterBuffer(JitterBuffer):
     added latency for video, plus a four-frame prefetch for audio), and behind a lost packet
     it waits until 512 packets pile up. Here a video frame is complete at its marker bit and
     each Opus packet is a frame; a hole that NACK has not repaired within ``hole_timeout_s``
-    is skipped to the next frame start (audio has no NACK, so there it is skipped at once).
+    is skipped to the next frame start (audio is skipped at once: the call never waits for
+    sound; a late retransmission of it goes to ``on_late``, for the recording).
     The frame released after anything was skipped is
     flagged as following a discontinuity, because the relay re-packetizes frames and the
     subscriber could not see the hole itself.
     """
 
-    def __init__(self, capacity: int, is_video: bool, hole_timeout_s: float = 0.15) -> None:
+    def __init__(self, capacity: int, is_video: bool, hole_timeout_s: float = 0.15,
+                 keyframe_after_loss: bool = False) -> None:
         super().__init__(capacity=capacity, prefetch=0, is_video=is_video)
+        #: a decoding receiver (:func:`skip_lost_video`): a frame after a skipped hole asks
+        #: for a keyframe, as a browser's does (the relay resyncs its subscribers itself)
+        self.keyframe_after_loss = keyframe_after_loss
         self.media_ssrc: int | None = None
         self.discontinuity = False
         self.hole_timeout_s = hole_timeout_s
         self._hole_since: float | None = None
         #: loudest ssrc-audio-level (-dBov, 0 loudest, 127 silence) since it was last read
         self.loudest: int | None = None
+        #: audio: sequence numbers of packets skipped as lost (oldest first, bounded)
+        self._skipped: dict[int, None] = {}
+        #: audio: called with a skipped packet's frame when its retransmission comes after all
+        self.on_late: Callable[[JitterFrame], None] | None = None
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         self.media_ssrc = packet.ssrc
         level = packet.extensions.audio_level
         if level is not None and (self.loudest is None or level[1] < self.loudest):
             self.loudest = level[1]
+        if packet.sequence_number in self._skipped:
+            # too late for the call, which went on without it: only the recording takes it
+            del self._skipped[packet.sequence_number]
+            if self.on_late is not None:
+                self.on_late(JitterFrame(data=packet._data,  # type: ignore[attr-defined]
+                                         timestamp=packet.timestamp))
+            return False, None
+        if self._origin is not None:
+            if 0 < uint16_add(self._origin, -packet.sequence_number) <= LATE_WINDOW:
+                return False, None  # late: its place is gone
+            if not self._is_video and self.capacity <= uint16_add(
+                packet.sequence_number, -self._origin
+            ) < 0x8000:
+                # more audio lost at once than the buffer holds: aiortc starts over at this
+                # packet without a word (it flags video only); it follows a loss all the same
+                self.discontinuity = True
         pli_flag, frame = super().add(packet)
         if pli_flag:
-            self.discontinuity = True
+            # aiortc threw packets away (a jump past the capacity, as after an outage, or a
+            # restart of the sequence) before it released ``frame``: that frame follows the
+            # hole too (flagging only the next one let an undecodable frame through)
+            if frame is not None:
+                frame.discontinuity = True  # type: ignore[attr-defined]
+            else:
+                self.discontinuity = True
+        if self.keyframe_after_loss and getattr(frame, "discontinuity", False):
+            pli_flag = True
         return pli_flag, frame
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
@@ -173,10 +229,62 @@ class RelayJitterBuffer(JitterBuffer):
             elif hole is not None and (
                 not self._is_video or _vp8_frame_start(packet.payload)
             ):
+                if not self._is_video:
+                    self._remember_skipped(count)
                 self.remove(count)
                 self.discontinuity = True
                 self._hole_since = None
                 return True
+        return False
+
+    def _remember_skipped(self, count: int) -> None:
+        """The sequence numbers of the holes among the first ``count`` slots."""
+        for offset in range(count):
+            if self._packets[(self._origin + offset) % self._capacity] is None:
+                self._skipped[uint16_add(self._origin, offset)] = None  # type: ignore[arg-type]
+        while len(self._skipped) > AUDIO_SKIPPED_KEPT:
+            del self._skipped[next(iter(self._skipped))]
+
+
+class RelayNackGenerator(NackGenerator):
+    """Asks again for a packet that is still missing.
+
+    aiortc's generator NACKs a loss once, when it is seen; if that NACK or the retransmission
+    is lost as well, the hole waits out the relay's timeout and the frame is lost for good.
+    This one repeats the NACK every ``retry_s`` (when a packet comes in) while something is
+    missing, and forgets a packet after ``give_up_s``, when asking could repair nothing.
+    """
+
+    def __init__(self, retry_s: float, give_up_s: float, max_gap: int) -> None:
+        super().__init__()
+        self.retry_s = retry_s
+        self.give_up_s = give_up_s
+        self.max_gap = max_gap
+        self._missing_since: dict[int, float] = {}
+        self._asked_at = -float("inf")
+
+    def add(self, packet: RtpPacket) -> bool:
+        if self.max_seq is not None and self.max_gap < uint16_add(
+            packet.sequence_number, -self.max_seq
+        ) < 0x8000:
+            # more lost at once than the jitter buffer holds (an outage): nothing of it can
+            # take its place any more, and asking for it all would only bring a burst of
+            # stale packets down a link that has just come back
+            self.max_seq = packet.sequence_number
+            self.missing.clear()
+            self._missing_since.clear()
+            return False
+        missed = super().add(packet)
+        now = time.monotonic()
+        for seq in self.missing:
+            self._missing_since.setdefault(seq, now)
+        for seq, since in list(self._missing_since.items()):
+            if seq not in self.missing or now - since > self.give_up_s:
+                del self._missing_since[seq]
+                self.missing.discard(seq)
+        if self.missing and (missed or now - self._asked_at >= self.retry_s):
+            self._asked_at = now
+            return True
         return False
 
 
@@ -187,7 +295,10 @@ def enable_passthrough(receiver: RTCRtpReceiver) -> None:
     before the transport connects). Hooks: ``_RTCRtpReceiver__decoder_queue`` (replaced by
     :class:`InlinePassthrough`, which also tells the decoder thread to end at once),
     ``RTCRtpReceiver._track._queue``, ``_RTCRtpReceiver__started``, ``_RTCRtpReceiver__kind``
-    and ``_RTCRtpReceiver__jitter_buffer`` (replaced by :class:`RelayJitterBuffer`).
+    ``_RTCRtpReceiver__jitter_buffer`` (replaced by :class:`RelayJitterBuffer`) and
+    ``_RTCRtpReceiver__nack_generator`` (replaced by :class:`RelayNackGenerator`, for audio
+    too: aiortc NACKs only video; senders that keep audio history repair it, and the late
+    packet reaches the recording through :meth:`InlinePassthrough.put_late`).
     """
     install()
     if receiver._RTCRtpReceiver__started:  # type: ignore[attr-defined]
@@ -196,12 +307,35 @@ def enable_passthrough(receiver: RTCRtpReceiver) -> None:
     if track is None:
         raise RuntimeError("receiver has no remote track yet")
     is_video = receiver._RTCRtpReceiver__kind == "video"  # type: ignore[attr-defined]
-    receiver._RTCRtpReceiver__jitter_buffer = RelayJitterBuffer(  # type: ignore[attr-defined]
+    buffer = RelayJitterBuffer(
         capacity=VIDEO_JITTER_CAPACITY if is_video else AUDIO_JITTER_CAPACITY,
         is_video=is_video,
         hole_timeout_s=VIDEO_HOLE_TIMEOUT_S if is_video else 0.0,
     )
-    receiver._RTCRtpReceiver__decoder_queue = InlinePassthrough(track._queue)  # type: ignore[attr-defined]
+    passthrough = InlinePassthrough(track._queue)
+    if not is_video:
+        buffer.on_late = lambda frame: passthrough.put_late(
+            frame, rtp_to_pts(receiver, frame.timestamp))
+    receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__nack_generator = RelayNackGenerator(  # type: ignore[attr-defined]
+        NACK_RETRY_S, VIDEO_HOLE_TIMEOUT_S if is_video else AUDIO_REPAIR_S, buffer.capacity)
+    receiver._RTCRtpReceiver__decoder_queue = passthrough  # type: ignore[attr-defined]
+
+
+def skip_lost_video(receiver: RTCRtpReceiver) -> None:
+    """Make a decoding video receiver (the bot's) give up on a lost packet as a browser
+    does: NACKed again for a while (:class:`RelayNackGenerator`), then skipped, and a keyframe
+    asked for. aiortc's own buffer waits for it until 512 packets have piled up behind it:
+    seconds of frozen, then late, pictures after any burst of loss. Hooks:
+    ``_RTCRtpReceiver__jitter_buffer`` and ``_RTCRtpReceiver__nack_generator``.
+    """
+    if receiver._RTCRtpReceiver__kind != "video":  # type: ignore[attr-defined]
+        return
+    receiver._RTCRtpReceiver__jitter_buffer = RelayJitterBuffer(  # type: ignore[attr-defined]
+        VIDEO_JITTER_CAPACITY, is_video=True, hole_timeout_s=VIDEO_HOLE_TIMEOUT_S,
+        keyframe_after_loss=True)
+    receiver._RTCRtpReceiver__nack_generator = RelayNackGenerator(  # type: ignore[attr-defined]
+        NACK_RETRY_S, VIDEO_HOLE_TIMEOUT_S, VIDEO_JITTER_CAPACITY)
 
 
 def media_ssrc(receiver: RTCRtpReceiver) -> int | None:
@@ -282,10 +416,40 @@ def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> N
     sender._send_keyframe = callback  # type: ignore[method-assign]
 
 
+def on_receiver_report(sender: RTCRtpSender, callback: Callable[[float], None]) -> None:
+    """Call ``callback`` with the fraction lost (0 to 1) of every report block a subscriber
+    sends about what ``sender`` sends it (media/downlink.py: how much its link takes).
+
+    aiortc keeps only the latest one, in its stats. Hooks: ``_handle_rtcp_packet`` (wrapped
+    per instance) and ``_ssrc``.
+    """
+    original = sender._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == sender._ssrc:
+                    try:
+                        callback(report.fraction_lost / 256)
+                    except Exception:
+                        logger.exception("receiver report callback failed")
+        await original(packet)
+
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
 def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
     """Put ``sender`` in its own media stream (the msid in the SDP), so that the browser
     lip-syncs this performer's audio with this performer's video. Hook: ``_stream_id``."""
     sender._stream_id = stream_id
+
+
+def dtls_bytes_received(transport: RTCDtlsTransport) -> int:
+    """Bytes of every datagram ``transport`` has received, before decryption (aiortc's
+    getStats reports RTP senders and receivers only, not a data channel's transport).
+    Hook: ``RTCDtlsTransport._get_stats``."""
+    stats = transport._get_stats()
+    return sum(int(s.bytesReceived) for s in stats.values())
 
 
 def sender_rtt(sender: RTCRtpSender) -> float | None:
@@ -316,6 +480,7 @@ class InlinePassthrough:
 
     def __init__(self, output_q: asyncio.Queue[Any]) -> None:
         self._output_q = output_q
+        self._codec: Any = None
 
     def put(self, task: tuple[Any, JitterFrame] | None) -> None:
         """Must never raise: aiortc's RTP handler would drop the transport's packet."""
@@ -323,11 +488,26 @@ class InlinePassthrough:
             self._output_q.put_nowait(None)
             return
         try:
+            self._codec = task[0]
             packet = to_packet(*task)
             if packet is not None:
                 self._output_q.put_nowait(packet)
         except Exception:  # noqa: BLE001 - see docstring
             logger.exception("passthrough dropped a frame")
+
+    def put_late(self, frame: JitterFrame, pts: int | None) -> None:
+        """A retransmitted audio packet whose place the call has passed, at ``pts`` (older
+        than the last frame's: the relay hands it to the recording only). aiortc's timestamp
+        mapper must not see it (it would take the step back for a wrap), so the pts comes
+        from :func:`rtp_to_pts`. Must never raise, as :meth:`put`."""
+        if pts is None or self._codec is None:
+            return
+        try:
+            packet = to_packet(self._codec, JitterFrame(data=frame.data, timestamp=pts))
+            if packet is not None:
+                self._output_q.put_nowait(packet)
+        except Exception:  # noqa: BLE001
+            logger.exception("passthrough dropped a late frame")
 
 
 def to_packet(codec: Any, encoded_frame: JitterFrame) -> av.Packet | None:
@@ -338,9 +518,25 @@ def to_packet(codec: Any, encoded_frame: JitterFrame) -> av.Packet | None:
     packet = av.Packet(data)
     packet.pts = packet.dts = encoded_frame.timestamp
     packet.time_base = Fraction(1, codec.clockRate)
+    # is_corrupt: the frame follows a loss upstream (a video frame refers to a lost one; an
+    # audio packet has a hole before it, unless a late retransmission fills it)
+    packet.is_corrupt = bool(getattr(encoded_frame, "discontinuity", False))
     if codec.mimeType.lower().startswith("video/"):
         packet.is_keyframe = vp8.is_keyframe(data)
-        packet.is_corrupt = bool(getattr(encoded_frame, "discontinuity", False))
     else:
         packet.is_keyframe = True
     return packet
+
+
+def ice_path(pc: RTCPeerConnection) -> str | None:
+    """How the peer of ``pc`` reaches this server: the type of the remote candidate of the
+    selected ICE pair (``host``, ``srflx``, ``prflx``, or ``relay``: through the peer's TURN
+    server); None before ICE has selected a pair. aiortc reports no candidate-pair stats.
+    Hook: ``RTCIceTransport._connection`` (aioice's Connection) and its ``_nominated`` pairs."""
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport or transceiver.sender.transport
+        connection = getattr(dtls.transport, "_connection", None) if dtls else None
+        pair = connection._nominated.get(1) if connection is not None else None
+        if pair is not None:
+            return str(pair.remote_candidate.type)
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from improv_capture.media import aiortc_hooks
+from improv_capture.media.downlink import DownlinkGuard
 from improv_capture.media.relay import KeyframeRequester, Publication, RelayTrack
 from improv_capture.media.sdp_policy import NegotiationError, SdpPolicy, media_kinds
 
@@ -74,6 +76,25 @@ def validate_sdp(sdp: str, expected_type: str) -> str:
         ):
             raise NegotiationError(f"{expected_type} sdp lacks ICE or DTLS parameters")
     return sdp
+
+
+_OPUS_RTPMAP = re.compile(r"^a=rtpmap:(\d+) opus/48000", re.MULTILINE | re.IGNORECASE)
+
+
+def with_audio_nack(answer_sdp: str) -> str:
+    """The answer with NACK feedback on Opus, so that a sender keeps its audio packets and
+    sends a lost one again (the server asks for them: media/aiortc_hooks.py). Chrome offers no
+    NACK for Opus, and aiortc answers only what was offered; Chrome takes what the answer says."""
+    def add(section: str) -> str:
+        found = _OPUS_RTPMAP.search(section)
+        if not section.startswith("audio") or not found or f"a=rtcp-fb:{found[1]} nack" in section:
+            return section
+        line = found.group(0)
+        end = section.index("\n", section.index(line)) + 1
+        return section[:end] + f"a=rtcp-fb:{found[1]} nack\r\n" + section[end:]
+
+    head, *sections = re.split(r"(?m)^m=", answer_sdp)
+    return "m=".join([head, *(add(section) for section in sections)])
 
 
 class PublishConnection:
@@ -143,7 +164,7 @@ class PublishConnection:
             raise
         except Exception as exc:  # aiortc raises ValueError, OperationError and others
             raise NegotiationError(f"cannot use this offer: {exc}") from exc
-        return self.pc.localDescription.sdp
+        return with_audio_nack(self.pc.localDescription.sdp)
 
     async def close(self) -> None:
         for publication in self.publications.values():
@@ -181,6 +202,8 @@ class SubscribeConnection:
         self._dirty = asyncio.Event()
         self._task = asyncio.ensure_future(self._negotiate_loop())
         self.negotiations = 0
+        #: pauses the videos this subscriber's link cannot take
+        self.downlink = DownlinkGuard()
 
     @property
     def stream_ids(self) -> dict[str, str]:
@@ -214,12 +237,15 @@ class SubscribeConnection:
             aiortc_hooks.set_stream_id(transceiver.sender, stream_id)
             if publication.kind == "video":
                 aiortc_hooks.on_keyframe_request(transceiver.sender, track.resync)
+            aiortc_hooks.on_receiver_report(transceiver.sender, self.downlink.report)
+            self.downlink.add(track)
             forward.transceivers.append(transceiver)
             forward.tracks.append((publication, track))
 
     def _remove(self, forward: Forward) -> None:
         for publication, track in forward.tracks:
             publication.unsubscribe(track)
+            self.downlink.remove(track)
         for transceiver in forward.transceivers:
             # aiortc cannot remove an m-line: it stays, inactive, and its sender stops
             transceiver.direction = "inactive"
@@ -234,6 +260,7 @@ class SubscribeConnection:
                     "dropped": track.packets_dropped,
                     "queued": track.queued,
                     "waiting_for_keyframe": track.waiting_for_keyframe,
+                    "paused": track.paused,
                 }
                 for _, track in forward.tracks
             }

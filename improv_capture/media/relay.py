@@ -49,6 +49,8 @@ class RelayTrack(MediaStreamTrack):
         # encoded video starts at a keyframe: anything before it cannot be decoded
         self.waiting_for_keyframe = kind == "video"
         self._ended = False
+        #: video sent to this subscriber is paused: its link cannot take it (media/downlink.py)
+        self.paused = False
         self.packets_in = 0
         self.packets_dropped = 0
 
@@ -70,6 +72,9 @@ class RelayTrack(MediaStreamTrack):
         self._queue.append(packet)
 
     def _push_video(self, packet: av.Packet) -> None:
+        if self.paused:
+            self.packets_dropped += 1
+            return
         if self.waiting_for_keyframe:
             if not packet.is_keyframe:
                 self.packets_dropped += 1
@@ -85,11 +90,25 @@ class RelayTrack(MediaStreamTrack):
 
     def resync(self) -> None:
         """Drop video until the next keyframe and ask the publisher for one."""
-        if self.kind != "video":
+        if self.kind != "video" or self.paused:
             return
         self._queue.clear()
         self.waiting_for_keyframe = True
         self._request_keyframe()
+
+    def pause(self) -> None:
+        """Send none of this video until :meth:`resume`: the subscriber sees it frozen."""
+        if self.kind == "video" and not self.paused:
+            self.paused = True
+            self.waiting_for_keyframe = False
+            self.packets_dropped += len(self._queue)
+            self._queue.clear()
+
+    def resume(self) -> None:
+        """Send this video again, from the next keyframe (asked for at once)."""
+        if self.paused:
+            self.paused = False
+            self.resync()
 
     def end(self) -> None:
         self._ended = True
@@ -170,6 +189,8 @@ class Publication:
         self.keyframes = 0
         self.frame_size: tuple[int, int] | None = None
         self.last_packet_at: float | None = None
+        #: audio: the pts of the latest packet relayed live
+        self._live_pts: int | None = None
         self.ended = asyncio.Event()
 
     def start(self) -> None:
@@ -231,6 +252,14 @@ class Publication:
     def _relay(self, packet: av.Packet, arrival: float) -> None:
         """One encoded packet to every subscriber and sink."""
         self.bytes += packet.size
+        if self.kind == "audio":
+            if self._live_pts is not None and packet.pts <= self._live_pts:
+                # a retransmission that came after the call went on without it: too late for
+                # the subscribers, in time for the recording (which puts audio in pts order)
+                for sink in self._sinks:
+                    sink.packet(packet, arrival)
+                return
+            self._live_pts = packet.pts
         broken = self.kind == "video" and packet.is_corrupt and not packet.is_keyframe
         if self.kind == "video" and packet.is_keyframe:
             self.keyframes += 1

@@ -149,6 +149,16 @@ class SdpPolicy:
             raise NegotiationError("offer must have one audio and one video m-line")
         return self._filter_candidates(sections)
 
+    def datachannel_offer(self, sdp: object) -> str:
+        """A network check's offer (api/network_probe.py): one data-channel m-line
+        (``UDP/DTLS/SCTP webrtc-datachannel``) and nothing else, checked and filtered."""
+        _, sections = self._split(sdp, "offer", media_allowed=1)
+        if sections[1].kind != "application" or sections[1].lines[0].split(" ")[2:4] != [
+            "UDP/DTLS/SCTP", "webrtc-datachannel"
+        ]:
+            raise NegotiationError("offer must be one UDP/DTLS/SCTP webrtc-datachannel m-line")
+        return self._filter_candidates(sections)
+
     def answer(self, sdp: object, offered_kinds: list[str]) -> str:
         """A client's answer to our offer of ``offered_kinds``, checked and filtered."""
         _, sections = self._split(sdp, "answer", media_allowed=len(offered_kinds))
@@ -183,12 +193,17 @@ class SdpPolicy:
             )
         if len(sections) == 1:
             raise NegotiationError(f"{what} sdp has no media section")
-        candidates = {
-            tuple(line.split(" ")[1:6])
-            for section in sections
-            for line in section.lines
-            if line.startswith(CANDIDATE)
-        }
+        # Counted: the candidates that can make us work (UDP, component 1: we require rtcp-mux,
+        # and aioice checks nothing else). Firefox also lists TCP candidates and, until rtcp-mux
+        # is agreed, RTCP (component 2) ones for every interface: 4 lines per address, which
+        # a machine with a few interfaces (VPN, docker, IPv6) takes past the cap; the size caps
+        # above bound those lines, and _keep drops the TCP ones.
+        candidates = set()
+        for section in sections:
+            for line in section.lines:
+                fields = line.split(" ") if line.startswith(CANDIDATE) else []
+                if len(fields) >= 6 and fields[1] == "1" and fields[2].lower() == "udp":
+                    candidates.add(tuple(fields[1:6]))
         if len(candidates) > self.max_candidates:
             raise NegotiationError(
                 f"{what} has {len(candidates)} ICE candidates; at most {self.max_candidates}"

@@ -72,6 +72,8 @@ class StatsSampler:
             if (rtt := aiortc_hooks.sender_rtt(t.sender)) is not None
         ]
         stats["rtt_ms"] = round(min(rtts) * 1000, 2) if rtts else None
+        # how the performer reaches the server: host/srflx/prflx direct, relay through TURN
+        stats["path"] = aiortc_hooks.ice_path(member.publisher.pc) if member.publisher else None
         stats["flags"] = flags
         return stats
 

@@ -11,6 +11,7 @@ hole is recorded as a gap.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import queue
@@ -24,6 +25,7 @@ from typing import Any, TextIO
 import av
 
 from improv_capture.recorder.files import describe_error, write_json_atomic
+from improv_capture.recorder.opus import packet_samples
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,13 @@ MATROSKA_LIVE = {"live": "1", "flush_packets": "1", "cluster_time_limit": "1000"
 BATCH_WAIT_S = 0.02
 #: Nominal size in the capture file's header; the archive takes the real one from keyframes.
 NOMINAL_VIDEO = (640, 480)
+#: Audio is held this much media time before it is written, so that a lost packet the sender
+#: sent again (the server asks for it for 0.2 s: media/aiortc_hooks.py, AUDIO_REPAIR_S) still
+#: goes in its place: a Matroska track takes its packets in order only.
+AUDIO_REORDER_S = 0.3
+#: ... and never more packets than this (0.3 s is 15 of Opus's usual 20 ms: a sender whose
+#: timestamps stand still cannot make the recorder hold its audio for ever)
+AUDIO_HELD_MAX = 64
 
 TrackKey = tuple[str, str, str]  # performer_id, segment, kind
 
@@ -104,6 +113,11 @@ class SessionWriter:
         self._thread.start()
 
     # called from the event loop
+
+    @property
+    def queued(self) -> int:
+        """Items waiting for the writer thread (the queue's approximate size, for /metrics)."""
+        return self._queue.qsize()
 
     def submit(self, item: tuple[Any, ...]) -> bool:
         try:
@@ -189,7 +203,9 @@ class SessionWriter:
 
 class TrackRecorder:
     """The recorder's view of one published track: drops to the next keyframe after any
-    loss (a queue overflow or a broken frame upstream), and records every such hole."""
+    loss (a queue overflow or a broken frame upstream), and records every such hole. Audio
+    is put in pts order first (a repaired packet comes late), and a hole the sender's
+    numbering says was lost, and that no retransmission filled, is recorded too."""
 
     def __init__(
         self, writer: SessionWriter, key: TrackKey, request_keyframe: Callable[[], None]
@@ -202,38 +218,78 @@ class TrackRecorder:
         self._gap: tuple[float, str] | None = None
         self._gap_dropped = 0
         self.packets = 0
+        #: audio waiting for its place: (pts, arrival order, data, follows a loss, arrival)
+        self._held: list[tuple[int, int, bytes, bool, float]] = []
+        self._held_order = 0
+        self._newest_pts: int | None = None
+        #: audio: (pts, samples, arrival) of the latest packet written
+        self._last_audio: tuple[int, int | None, float] | None = None
+        self._last_arrival = 0.0
         if self.waiting_for_keyframe:
             request_keyframe()
 
-    def _lost(self, arrival: float, reason: str) -> None:
+    def _lost(self, arrival: float, reason: str, frames: int = 1) -> None:
         if self._gap is None:
             self._gap = (arrival, reason)
-        self._gap_dropped += 1
+        self._gap_dropped += frames
         if self.kind == "video" and not self.waiting_for_keyframe:
             self.waiting_for_keyframe = True
             self._request_keyframe()
 
     def packet(self, packet: av.Packet, arrival: float) -> None:
         keyframe = bool(packet.is_keyframe)
-        if self.kind == "video":
-            if packet.is_corrupt and not keyframe:
-                self._lost(arrival, "lost upstream")
+        if self.kind == "audio":
+            self._hold(int(packet.pts), bytes(packet), bool(packet.is_corrupt), arrival)
+            return
+        if packet.is_corrupt and not keyframe:
+            self._lost(arrival, "lost upstream")
+            return
+        if packet.is_corrupt and self.packets and self._gap is None:
+            # a keyframe right after frames lost upstream: it decodes, but they are gone
+            # (none of them reached the recorder: nothing dropped here)
+            self._gap = (self._last_arrival, "lost upstream")
+        if self.waiting_for_keyframe:
+            if not keyframe:
+                if self.packets:
+                    self._gap_dropped += 1
                 return
-            if self.waiting_for_keyframe:
-                if not keyframe:
-                    if self.packets:
-                        self._gap_dropped += 1
-                    return
-                self.waiting_for_keyframe = False
+            self.waiting_for_keyframe = False
+        self._write(bytes(packet), int(packet.pts), keyframe, arrival)
+
+    def _hold(self, pts: int, data: bytes, after_loss: bool, arrival: float) -> None:
+        heapq.heappush(self._held, (pts, self._held_order, data, after_loss, arrival))
+        self._held_order += 1
+        self._newest_pts = pts if self._newest_pts is None else max(self._newest_pts, pts)
+        horizon = self._newest_pts - AUDIO_REORDER_S * CLOCK_RATES["audio"]
+        while self._held and (self._held[0][0] <= horizon or len(self._held) > AUDIO_HELD_MAX):
+            self._release_audio(*heapq.heappop(self._held))
+
+    def _release_audio(
+        self, pts: int, _order: int, data: bytes, after_loss: bool, arrival: float
+    ) -> None:
+        if self._last_audio is not None:
+            last_pts, samples, last_arrival = self._last_audio
+            if pts <= last_pts:
+                return  # a duplicate, or a retransmission later than the window
+            missing = pts - last_pts - samples if samples else 0
+            if after_loss and samples and missing >= samples // 2:
+                # (a retransmission written last may have come after this packet)
+                self._lost(min(last_arrival, arrival), "lost upstream",
+                           max(1, round(missing / samples)))
+        self._last_audio = (pts, packet_samples(data), arrival)
+        self._write(data, pts, True, arrival)
+
+    def _write(self, data: bytes, pts: int, keyframe: bool, arrival: float) -> None:
         if self._gap is not None:
             start, reason = self._gap
             if not self.writer.submit(("gap", self.key, start, arrival, reason, self._gap_dropped)):
                 self._lost(arrival, reason)
                 return
             self._gap, self._gap_dropped = None, 0
-        item = ("p", self.key, bytes(packet), int(packet.pts), keyframe, arrival)
+        item = ("p", self.key, data, pts, keyframe, arrival)
         if self.writer.submit(item):
             self.packets += 1
+            self._last_arrival = arrival
         else:
             self._lost(arrival, "recorder queue full")
 
@@ -241,6 +297,8 @@ class TrackRecorder:
         self.writer.submit(("sr", self.key, pts, ntp_s, arrival))
 
     def close(self) -> None:
+        while self._held:
+            self._release_audio(*heapq.heappop(self._held))
         if self._gap is not None:
             start, reason = self._gap
             self.writer.submit(("gap", self.key, start, time.time(), reason, self._gap_dropped))

@@ -7,7 +7,9 @@ stream-copied into performers/<performer_id>.webm at its position on the session
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import json
 import logging
 import os
@@ -41,6 +43,15 @@ MS = Fraction(1, 1000)
 HOLE_S = {"video": 1.0, "audio": 0.25}
 #: Gaps that mean media was lost (the session cannot be `complete`).
 LOSSES = {"recorder queue full", "lost upstream", "write failed"}
+#: Nothing at all from a performer for longer than this (no packet of either track, no
+#: sender report) means their connection was down: an outage it rode out is `reconnected`,
+#: not `no media`. A sender whose media merely stopped still reports (Chrome's video about
+#: every second, aiortc every 0.5 to 1.5 s per track), so it is never this quiet.
+DARK_S = 2.0
+#: Frames lost as the connection came back (video waits for the keyframe the recorder asks
+#: for) are the outage's, not a loss of their own: `lost upstream` gaps that start this soon
+#: after the connection came back join its `reconnected` gap.
+AFTER_DARK_S = 1.0
 
 
 def read_clock_log(path: Path, clock_rate: int) -> ClockLog:
@@ -143,6 +154,64 @@ class Source:
             yield t, self.kind, self.segment, data, keyframe
 
 
+def dark_stretches(logs: dict[str, ClockLog]) -> list[tuple[float, float]]:
+    """(last arrival before, first arrival after) of every stretch longer than DARK_S in
+    which nothing of one segment arrived: no packet of any track, no sender report."""
+    arrivals = sorted(
+        [arrival for log in logs.values() for _, arrival in log.packets]
+        + [arrival for log in logs.values() for _, _, arrival in log.reports]
+    )
+    return [(a, b) for a, b in itertools.pairwise(arrivals) if b - a > DARK_S]
+
+
+def outage_gaps(
+    log: ClockLog, dark: list[tuple[float, float]]
+) -> list[tuple[float, float, str, int]]:
+    """The track's gaps (arrival times) with each outage it spans as one `reconnected`
+    gap, which takes in the `lost upstream` gaps across it and of its aftermath (audio that
+    came back after a jump, video until its keyframe)."""
+    gaps = list(log.gaps)
+    arrivals = [arrival for _, arrival in log.packets]
+    if not arrivals:
+        return gaps
+    first, last = min(arrivals), max(arrivals)
+    for start, end in dark:
+        if not first <= start < end <= last:
+            continue  # the track had not begun, or had ended
+        aftermath = [g for g in gaps if g[2] == "lost upstream"
+                     and g[0] <= end + AFTER_DARK_S and g[1] >= start]
+        gaps = [g for g in gaps if g not in aftermath]
+        gaps.append((min([start] + [g[0] for g in aftermath]),
+                     max([end] + [g[1] for g in aftermath]), "reconnected",
+                     sum(g[3] for g in aftermath)))
+    return sorted(gaps)
+
+
+class HoleSpan:
+    """Where a gap the recorder noted (in arrival times) lies on the session timeline: from
+    the last packet that arrived by its start to the first that arrived from its end on, each
+    placed as the file places it, so the gap is the hole it leaves in the file (arrivals and
+    placed times differ by the network's delay and the sender's own errors: a bot starved of
+    CPU stamps its reports late). Arrival time where there is no such packet."""
+
+    def __init__(self, log: ClockLog, mapping: TrackMapping, started_unix: float) -> None:
+        ordered = sorted((arrival, pts) for pts, arrival in log.packets)
+        self._arrivals = [arrival for arrival, _ in ordered]
+        self._pts = [pts for _, pts in ordered]
+        self._mapping = mapping
+        self._started = started_unix
+
+    def __call__(self, start: float, end: float) -> tuple[float, float]:
+        # the sidecar keeps arrivals to the microsecond; a gap's ends are a packet's arrival
+        before = bisect.bisect_right(self._arrivals, start + 1e-5) - 1
+        after = bisect.bisect_left(self._arrivals, end - 1e-5)
+        start_s = (self._mapping(self._pts[before]) if before >= 0
+                   else start - self._started)
+        end_s = (self._mapping(self._pts[after]) if after < len(self._pts)
+                 else end - self._started)
+        return start_s, max(start_s, end_s)
+
+
 def _segments(capture_dir: Path) -> list[str]:
     return sorted({p.name.split(".")[0] for p in capture_dir.glob("*.clock.jsonl")})
 
@@ -164,16 +233,19 @@ def finalise_performer(
             if (capture_dir / f"{segment}.{kind}.clock.jsonl").exists()
         }
         mappings = track_mappings(logs, rtt, started_unix)
+        dark = dark_stretches(logs)
         for kind, mapping in mappings.items():
             summary = summaries[kind]
             summary.methods.add(mapping.method)
             summary.reports += len(logs[kind].reports)
             if mapping.method == "sender_reports":
                 offsets.append(mapping.offset_s)
-            for start, end, reason, dropped in logs[kind].gaps:
+            span = HoleSpan(logs[kind], mapping, started_unix)
+            for start, end, reason, dropped in outage_gaps(logs[kind], dark):
+                start_s, end_s = span(start, end)
                 summary.gaps.append({
-                    "start_s": round(start - started_unix, 3),
-                    "end_s": round(end - started_unix, 3),
+                    "start_s": round(start_s, 3),
+                    "end_s": round(end_s, 3),
                     "reason": reason,
                     "dropped_frames": dropped,
                 })

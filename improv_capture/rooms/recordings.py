@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
+from improv_capture.observability.logs import log_ids
 from improv_capture.rooms.factory import MediaFactory
 from improv_capture.rooms.hq_uploads import HqUploads, upload_url
 from improv_capture.rooms.media_wiring import MediaWiring
@@ -81,17 +82,17 @@ class Recordings:
         if room.recording is not None:
             raise RecordingStateError("already recording")
         recording = self.factory.recording(self.settings, room)
-        room.recording = recording
-        recording.start()
-        self.media.resync(room)
-        self.fanout.changed()
-        asyncio.ensure_future(
-            self.sessions.session_started(recording.session_id, room.room_id, recording.started_at)
-        )
-        self.uploads.recording_started(room, recording.session_id)
-        for member in room.members.values():
-            asyncio.ensure_future(member.send(recording_message(member)))
-        logger.info("room %s recording session %s", room.room_id, recording.session_id)
+        with log_ids(room_id=room.room_id, session_id=recording.session_id):
+            room.recording = recording
+            recording.start()
+            self.media.resync(room)
+            self.fanout.changed()
+            asyncio.ensure_future(self.sessions.session_started(
+                recording.session_id, room.room_id, recording.started_at))
+            self.uploads.recording_started(room, recording.session_id)
+            for member in room.members.values():
+                asyncio.ensure_future(member.send(recording_message(member)))
+            logger.info("room %s recording session %s", room.room_id, recording.session_id)
         return recording
 
     async def stop(self, room: Room) -> dict[str, Any]:
@@ -99,6 +100,10 @@ class Recordings:
         recording = room.recording
         if recording is None:
             raise RecordingStateError("not recording")
+        with log_ids(room_id=room.room_id, session_id=recording.session_id):
+            return await self._stop(room, recording)
+
+    async def _stop(self, room: Room, recording: LiveRecording) -> dict[str, Any]:
         self.uploads.recording_stopping(room, recording)
         room.recording = None
         room.broadcast(recording_stopped_message(recording.session_id))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,9 @@ def assert_placed_on_truth(part: dict[str, Any], truth: dict[str, float]) -> Non
     assert part["coarse_s"] == pytest.approx(truth["video_offset_s"] + CLOCK_ERROR_S, abs=1e-6)
 
 
-def shifted_copy(source: Path, target: Path, kind: str, shift_ms: int) -> None:
-    """``source`` with one stream's packets moved by ``shift_ms`` (stream copy)."""
+def restamped_copy(source: Path, target: Path, restamp: Callable[[str, int], int | None]) -> None:
+    """``source`` stream-copied with each packet's time (ms) given by ``restamp(kind, ms)``,
+    or left out where it says None."""
     with av.open(str(source)) as inp, av.open(str(target), "w", format="webm") as out:
         streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
         for s in streams.values():
@@ -99,30 +101,31 @@ def shifted_copy(source: Path, target: Path, kind: str, shift_ms: int) -> None:
         for packet in inp.demux():
             if packet.pts is None:
                 continue
-            if packet.stream.type == kind:
-                packet.pts = packet.dts = packet.pts + shift_ms
+            ms = restamp(packet.stream.type, int(packet.pts * packet.time_base * 1000))
+            if ms is None:
+                continue
+            packet.pts = packet.dts = ms
+            packet.time_base = Fraction(1, 1000)
             packet.stream = streams[packet.stream.index]
             out.mux(packet)
+
+
+def shifted_copy(source: Path, target: Path, kind: str, shift_ms: int) -> None:
+    """``source`` with one stream's packets moved by ``shift_ms``."""
+    restamped_copy(source, target, lambda k, ms: ms + shift_ms if k == kind else ms)
 
 
 def slipped_copy(source: Path, target: Path, start_ms: int, end_ms: int, slip_ms: int) -> None:
     """``source`` as a browser's recorder that lost ``slip_ms`` of sound at ``start_ms``, went on
     counting samples, and caught up with its microphone at ``end_ms``: the sound between is
-    early by ``slip_ms`` (stream copy; the stamps stay increasing)."""
-    with av.open(str(source)) as inp, av.open(str(target), "w", format="webm") as out:
-        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
-        for s in streams.values():
-            s.time_base = Fraction(1, 1000)
-        for packet in inp.demux():
-            if packet.pts is None:
-                continue
-            t_ms = int(packet.pts * packet.time_base * 1000)
-            if packet.stream.type == "audio" and start_ms <= t_ms < end_ms:
-                if t_ms < start_ms + slip_ms:
-                    continue  # lost
-                packet.pts = packet.dts = packet.pts - slip_ms
-            packet.stream = streams[packet.stream.index]
-            out.mux(packet)
+    early by ``slip_ms`` (the stamps stay increasing)."""
+
+    def restamp(kind: str, ms: int) -> int | None:
+        if kind != "audio" or not start_ms <= ms < end_ms:
+            return ms
+        return None if ms < start_ms + slip_ms else ms - slip_ms  # lost, then early
+
+    restamped_copy(source, target, restamp)
 
 
 def test_the_copy_lands_on_the_live_copy(studio: tuple[Path, UploadStore], media: dict[str, Any], tmp_path: Path) -> None:

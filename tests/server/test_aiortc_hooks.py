@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from fractions import Fraction
 from importlib.metadata import version
@@ -12,6 +13,9 @@ from importlib.metadata import version
 import av
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, rtcrtpreceiver
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
 
 from improv_capture.media import aiortc_hooks
 from improv_capture.media.connections import rtc_configuration
@@ -167,3 +171,103 @@ async def test_sender_rtt_comes_from_receiver_reports(pair: Pair) -> None:
                          "a receiver report")
     rtt = aiortc_hooks.sender_rtt(pair.sender)
     assert rtt is not None and 0 <= rtt < 0.5
+
+
+async def test_ice_path_is_the_remote_candidate_type_of_the_selected_pair(pair: Pair) -> None:
+    """Loopback host candidates here; `relay` through coturn: tests/network/test_turn.py."""
+    assert aiortc_hooks.ice_path(pair.rx) is None
+    await pair.connect()
+    await wait_for_async(lambda: aiortc_hooks.ice_path(pair.rx) is not None, 6, "a selected pair")
+    assert aiortc_hooks.ice_path(pair.rx) == aiortc_hooks.ice_path(pair.tx) == "host"
+
+
+def _rtp(seq: int) -> RtpPacket:
+    packet = RtpPacket(payload_type=97, sequence_number=seq, timestamp=seq * 3000)
+    packet.ssrc = 1234
+    return packet
+
+
+def test_relay_nack_generator_asks_again_until_it_gives_up() -> None:
+    """Hook: ``_RTCRtpReceiver__nack_generator`` (installed by enable_passthrough and
+    skip_lost_video). aiortc's own asks once; a lost NACK or retransmission lost the frame."""
+    nacks = aiortc_hooks.RelayNackGenerator(retry_s=0.05, give_up_s=0.3, max_gap=128)
+    assert nacks.add(_rtp(1)) is False
+    assert nacks.add(_rtp(3)) is True and nacks.missing == {2}  # seen missing: asked
+    assert nacks.add(_rtp(4)) is False  # asked a moment ago
+    time.sleep(0.06)
+    assert nacks.add(_rtp(5)) is True and nacks.missing == {2}  # still missing: asked again
+    time.sleep(0.3)
+    assert nacks.add(_rtp(6)) is False and nacks.missing == set()  # too late to repair
+    # an outage: more lost at once than the jitter buffer holds is not asked for at all
+    assert nacks.add(_rtp(6 + 500)) is False and nacks.missing == set()
+    assert nacks.add(_rtp(6 + 502)) is True and nacks.missing == {6 + 501}
+
+
+async def test_passthrough_receivers_get_the_relay_nack_generator(pair: Pair) -> None:
+    await pair.connect()
+    assert pair.receiver is not None
+    generator = pair.receiver._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
+    assert isinstance(generator, aiortc_hooks.RelayNackGenerator)
+    await asyncio.wait_for(pair.receiver.track.recv(), 5)  # and media flows through it
+
+
+async def test_late_audio_reaches_the_track_at_its_own_pts() -> None:
+    """``InlinePassthrough.put_late``: the pts comes from the caller (``rtp_to_pts``), never
+    from aiortc's timestamp mapper, which would take the step back for a wrap."""
+    output: asyncio.Queue[av.Packet] = asyncio.Queue()
+    passthrough = aiortc_hooks.InlinePassthrough(output)
+    opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2)
+    passthrough.put((opus, JitterFrame(data=b"\x78\x01", timestamp=1920)))
+    passthrough.put_late(JitterFrame(data=b"\x78\x02", timestamp=123456), pts=960)
+    first, late = output.get_nowait(), output.get_nowait()
+    assert (first.pts, late.pts, bytes(late)) == (1920, 960, b"\x78\x02")
+    assert late.time_base == Fraction(1, 48000)
+
+
+async def test_receiver_reports_reach_the_downlink_hook(pair: Pair) -> None:
+    losses: list[float] = []
+    aiortc_hooks.on_receiver_report(pair.sender, losses.append)
+    await pair.connect()
+    await wait_for_async(lambda: losses, 6, "a receiver report")
+    assert all(0.0 <= loss <= 1.0 for loss in losses)
+    # aiortc's own handling still runs: the RTT comes from the same reports
+    await wait_for_async(lambda: aiortc_hooks.sender_rtt(pair.sender) is not None, 6, "an RTT")
+
+
+async def test_skip_lost_video_gives_a_decoding_receiver_the_relay_buffer(pair: Pair) -> None:
+    pair.passthrough = False
+
+    @pair.rx.on("track")
+    def on_track(track: object) -> None:
+        aiortc_hooks.skip_lost_video(pair.rx.getTransceivers()[0].receiver)
+
+    await pair.connect()
+    assert pair.receiver is not None
+    buffer = pair.receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
+    assert isinstance(buffer, aiortc_hooks.RelayJitterBuffer) and buffer.keyframe_after_loss
+    assert isinstance(pair.receiver._RTCRtpReceiver__nack_generator,  # type: ignore[attr-defined]
+                      aiortc_hooks.RelayNackGenerator)
+    frame = await asyncio.wait_for(pair.receiver.track.recv(), 5)  # still decoding
+    assert (frame.width, frame.height) == (320, 240)
+
+
+async def test_dtls_bytes_received_counts_a_data_channel_s_datagrams() -> None:
+    """The network check's wire count (api/network_probe.py)."""
+    tx, rx = RTCPeerConnection(rtc_configuration([])), RTCPeerConnection(rtc_configuration([]))
+    try:
+        channel = tx.createDataChannel("probe")
+        got: list[bytes] = []
+        rx.on("datachannel", lambda c: c.on("message", got.append))
+        await tx.setLocalDescription(await tx.createOffer())
+        await rx.setRemoteDescription(tx.localDescription)
+        await rx.setLocalDescription(await rx.createAnswer())
+        await tx.setRemoteDescription(rx.localDescription)
+        await wait_for_async(lambda: channel.readyState == "open", 10, "the channel")
+        assert rx.sctp is not None
+        before = aiortc_hooks.dtls_bytes_received(rx.sctp.transport)
+        channel.send(b"\0" * 50_000)
+        await wait_for_async(lambda: got, 10, "the message")
+        assert 50_000 < aiortc_hooks.dtls_bytes_received(rx.sctp.transport) - before < 60_000
+    finally:
+        await tx.close()
+        await rx.close()

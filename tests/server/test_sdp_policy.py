@@ -51,3 +51,23 @@ async def test_filtered_offers_lose_candidates_and_end_of_candidates() -> None:
     assert "end-of-candidates" not in filtered
     with pytest.raises(NegotiationError):
         policy.answer(offer, ["audio", "video", "video"])
+
+
+async def test_the_candidate_cap_counts_what_the_server_could_check() -> None:
+    """Firefox lists, per address, a UDP and a TCP candidate for RTP and for RTCP (component 2,
+    until rtcp-mux is agreed): 4 lines per address. 12 addresses pass a cap of 32, since only
+    the UDP component-1 candidates can make the server send checks; 33 of those do not."""
+    policy = SdpPolicy(16384, 256, 32)
+    firefox = [
+        line
+        for i in range(12)
+        for component in (1, 2)
+        for line in (f"{i} {component} UDP 2122187007 8.8.{i}.8 {5000 + component} typ host",
+                     f"{i} {component} TCP 2105458943 8.8.{i}.8 9 typ host tcptype active")
+    ]
+    filtered = policy.publish_offer(with_candidates(await offer_sdp(), *firefox))
+    kept = re.findall(r"a=candidate:\S+ (\d) (\S+) \d+ (\S+)", filtered)
+    assert len(kept) == 2 * 2 * 12 and all(transport == "UDP" for _, transport, _ in kept)
+    too_many = [f"{i} 1 udp 2130706431 8.8.{i}.8 9 typ host" for i in range(33)]
+    with pytest.raises(NegotiationError, match="33 ICE candidates"):
+        policy.publish_offer(with_candidates(await offer_sdp(), *too_many))

@@ -25,6 +25,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from improv_capture.media import aiortc_hooks
 from improv_capture.media.connections import rtc_configuration
 from improv_capture.tools.bot.media import (
     BeepAudioTrack,
@@ -71,6 +72,32 @@ def msid_by_mid(sdp: str) -> dict[str, str]:
     return streams
 
 
+def one_turn_url(ice_servers: list[dict[str, Any]],
+                 transport: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """The welcome's ICE servers for aiortc, and the TURN URL it will use. aiortc uses one
+    TURN URL, the first listed, while the welcome lists every transport (a browser tries
+    them all): keep the first TURN URL reached over ``transport`` (udp, tcp or tls; None:
+    the first of any), drop the other TURN URLs, keep STUN. BotError when none matches."""
+    from improv_capture.media.turn import turn_transport
+
+    servers, chosen = [], None
+    for server in ice_servers:
+        urls = server.get("urls") or []
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        kept = []
+        for url in urls:
+            if not url.startswith("turn"):
+                kept.append(url)
+            elif chosen is None and (transport is None or turn_transport(url) == transport):
+                kept.append(url)
+                chosen = url
+        if kept:
+            servers.append({**server, "urls": kept})
+    if transport is not None and chosen is None:
+        raise BotError(f"the server's welcome has no TURN URL over {transport}")
+    return servers, chosen
+
+
 class TrackStats:
     """What arrived of one remote track; the bot's clock is the ground truth."""
 
@@ -110,8 +137,13 @@ class Bot:
         video: MediaStreamTrack | None = None,
         audio: MediaStreamTrack | None = None,
         studio: StudioOptions | None = None,
+        turn_transport: str | None = None,
     ) -> None:
         self.ws_url, self.token = parse_invite(invite_url)
+        #: which of the welcome's TURN URLs to use (aiortc uses one): udp, tcp, tls or any
+        self.turn_transport = turn_transport
+        self.turn_url: str | None = None
+        self.sent_before_leave: dict[str, int | None] | None = None
         #: in a studio room, the local full-quality recording and its upload
         self.studio = Studio(invite_origin(invite_url), self.token, studio or StudioOptions(),
                              publish_pc=lambda: self.pub)
@@ -167,6 +199,7 @@ class Bot:
                         reader.result()
                         raise BotError("the server closed the connection")
                 self.studio.stop()  # the local recording ends as the bot leaves
+                self.sent_before_leave = self._sent()
                 await self.send({"type": "leave"})
                 with contextlib.suppress(asyncio.TimeoutError, Exception):
                     await asyncio.wait_for(reader, 5)
@@ -197,7 +230,9 @@ class Bot:
 
     async def _on_welcome(self, message: dict[str, Any]) -> None:
         self.performer_id = message["performer_id"]
-        self._config = rtc_configuration(message.get("ice_servers") or [])
+        servers, self.turn_url = one_turn_url(message.get("ice_servers") or [],
+                                              self.turn_transport)
+        self._config = rtc_configuration(servers)
         self.studio.welcome(message)
         if self.studio.is_studio and self.pub is None:
             await self._studio_media(message["media"])
@@ -267,6 +302,7 @@ class Bot:
     def _on_track(self, track: MediaStreamTrack) -> None:
         assert self.sub is not None
         transceiver = next(t for t in self.sub.getTransceivers() if t.receiver.track is track)
+        aiortc_hooks.skip_lost_video(transceiver.receiver)  # as a browser does
         stream_id = self._offer_streams.get(transceiver.mid or "")
         performer = next(
             (pid for pid, p in self.peers.items() if p.get("stream_id") == stream_id),
@@ -290,6 +326,11 @@ class Bot:
     async def _on_error(self, message: dict[str, Any]) -> None:
         logger.warning("server error: %s %s", message.get("code"), message.get("message"))
 
+    def _sent(self) -> dict[str, int | None]:
+        return {"video_frames": getattr(self.video, "frames_sent", None),
+                "audio_frames": getattr(self.audio, "frames_sent", None),
+                "flashes": getattr(self.video, "flashes_sent", None)}
+
     def report(self) -> dict[str, Any]:
         received = {}
         for performer, kinds in self.received.items():
@@ -306,12 +347,12 @@ class Bot:
             }
         report: dict[str, Any] = {
             "performer_id": self.performer_id,
-            "sent": {
-                "video_frames": getattr(self.video, "frames_sent", None),
-                "audio_frames": getattr(self.audio, "frames_sent", None),
-                "flashes": getattr(self.video, "flashes_sent", None),
-            },
+            "sent": self._sent(),
+            # what a recording of the whole stay can hold: frames sent after the leave
+            # message (until the server closes the socket) arrive after the seat is gone
+            "sent_before_leave": self.sent_before_leave,
             "received": received,
+            "turn_url": self.turn_url,
         }
         hq = self.studio.report()
         if hq is not None:
@@ -326,6 +367,7 @@ async def run_bot(
     pause: tuple[float, float] | None = None,
     preencoded: bool = False,
     studio: StudioOptions | None = None,
+    turn_transport: str | None = None,
 ) -> int:
     from improv_capture.media import aiortc_hooks
     from improv_capture.settings import Settings
@@ -334,9 +376,9 @@ async def run_bot(
     aiortc_hooks.restrict_ice_addresses(Settings().ice_addresses)
     if preencoded:
         bot = Bot(invite_url, video=PreencodedFlashVideoTrack(), audio=PreencodedBeepAudioTrack(),
-                  studio=studio)
+                  studio=studio, turn_transport=turn_transport)
     else:
-        bot = Bot(invite_url, studio=studio)
+        bot = Bot(invite_url, studio=studio, turn_transport=turn_transport)
     if pause is not None:
         bot.pause_media(*pause)
     status = 0

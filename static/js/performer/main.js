@@ -10,13 +10,15 @@ import { resumeAudio } from '../common/meter.js';
 import { ReconnectingSocket, socketUrl } from '../common/socket.js';
 import { RemoteMedia } from '../common/subscribe.js';
 import { acceptance, consentMessage, hideConsent, sameText, showConsent, textVerified } from './consent.js';
+import { blocking, browserProblems, showBrowserProblems } from './browser_support.js';
 import { LocalMedia } from './devices.js';
+import { NetworkCheck } from './network_check.js';
 import { PublishConnection } from './publish.js';
 import { store } from './store.js';
 import { CallBudget } from './studio/budget.js';
 import { StudioCapture } from './studio/capture.js';
 import { ChunkStore } from './studio/chunk_store.js';
-import { captureConfig, liveEncoding, needsHeadphones } from './studio/profile.js';
+import { captureConfig, liveEncoding, needsHeadphones, studioProfile } from './studio/profile.js';
 import { showUpload } from './studio/progress.js';
 import { Uploader } from './studio/uploader.js';
 import { RemoteTiles } from './tiles.js';
@@ -80,6 +82,12 @@ function iceServers() {
 }
 
 const tiles = new RemoteTiles(ui.grid);
+
+const networkCheck = new NetworkCheck({
+  send,
+  iceServers,
+  videoBitrate: () => app.welcome?.media?.max_video_bitrate ?? null,
+});
 
 const remote = new RemoteMedia({
   send,
@@ -161,6 +169,8 @@ const improv = {
    * counts over its parts, each part, the error being retried or that stopped a part.
    */
   get upload() { return { ...uploader.summary(), warning: studio.warning }; },
+  /** The pre-join network check: state, path (udp, relay, none), uplinkKbps, verdict, advice. */
+  get networkCheck() { return networkCheck.result; },
 };
 /** @type {any} */ (window).improv = improv;
 
@@ -184,6 +194,7 @@ function fail(text) {
   setReconnecting(false);
   app.wantJoin = false;
   store.setJoined(false);
+  networkCheck.cancel();
   teardownConnections();
   local.stop();
   app.socket?.close();
@@ -239,6 +250,7 @@ async function handleMessage(msg) {
       updateControls();
       return maybePublish();
     case 'publish_answer': return publisher.answer(msg.sdp);
+    case 'probe_answer': return networkCheck.onAnswer(msg);
     case 'subscribe_offer':
     case 'peers':
       return remote.handle(msg);
@@ -248,6 +260,7 @@ async function handleMessage(msg) {
       return;
     case 'prompt': return showPrompt(msg);
     case 'error':
+      if (networkCheck.onError(msg)) return; // the network check says it itself
       // Non-fatal: the connection stays open, and so does the page state.
       setStatus(`Server: ${msg.message || msg.code}`);
       return;
@@ -264,6 +277,7 @@ async function onWelcome(msg) {
   tiles.selfId = msg.performer_id;
   showRoom(msg);
   showHeadphones(needsHeadphones(msg));
+  showBrowserProblems(browserProblems({ studio: !!studioProfile(msg) }));
   studio.onWelcome(msg, app.resumed, first);
   setReconnecting(false);
   clearError();
@@ -293,6 +307,8 @@ async function onWelcome(msg) {
     if (pageState() === 'joining') setState('lobby');
   }
 
+  // before the camera and the join: does media reach the server, and how fast can we send
+  if (first && pageState() === 'lobby') networkCheck.start();
   if (app.accepted && !local.stream) await local.start();
   else if (local.stream) send(captureReport(local.stream));
   updateControls();
@@ -354,6 +370,7 @@ function teardownConnections() {
 async function onJoinClick() {
   resumeAudio();
   clearError();
+  networkCheck.cancel(); // its bytes would compete with the call's
   app.wantJoin = true;
   if (pageState() === 'left') {
     // Rejoin: a fresh socket and seat; consent and media follow from the new welcome.
@@ -394,8 +411,11 @@ function init() {
   ui.mic.addEventListener('change', () => { local.switchDevice('audio', ui.mic.value); });
   navigator.mediaDevices?.addEventListener('devicechange', () => { if (local.stream) local.fillDeviceLists(); });
 
-  if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
-    fail('This page needs HTTPS (or localhost) to use the camera and microphone');
+  const problems = browserProblems();
+  const stop = blocking(problems);
+  showBrowserProblems(problems.filter((p) => p !== stop));
+  if (stop) {
+    fail(stop.message);
     return;
   }
   app.token = store.readInvite();
