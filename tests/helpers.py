@@ -391,3 +391,14 @@ def with_candidates(offer: str, *candidates: str) -> str:
 
 #: The `bots` fixture: start(invite_url, duration, *extra flags) -> a running bot.
 BotFactory = Callable[..., BotProcess]
+
+
+def server_paths(session_dir: Path) -> dict[str, set[str]]:
+    """The server's own view of how each performer reached it: the remote candidate type of
+    its ICE pair, in every per-second stats event of the session."""
+    paths: dict[str, set[str]] = {}
+    for line in (session_dir / "events.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        if event["type"] == "stats" and event.get("path"):
+            paths.setdefault(event["performer_id"], set()).add(event["path"])
+    return paths

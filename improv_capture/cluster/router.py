@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
@@ -43,6 +44,7 @@ from improv_capture.close_codes import (
     CLOSE_TRY_LATER,
 )
 from improv_capture.cluster.workers import Worker, WorkerPool
+from improv_capture.observability.merge import merge_expositions
 from improv_capture.rooms.invites import InviteError, InviteSigner
 from improv_capture.settings import WS_MAX_BYTES, Settings
 
@@ -184,6 +186,8 @@ class Router:
                 return await self._gather(request, self._merge_rooms)
         if path == "/api/v1/status" and method == "GET":
             return await self._gather(request, self._merge_status)
+        if path == "/metrics" and method == "GET":
+            return await self._metrics(request)
         if room:
             worker = self.owner(room.group(1))
             response = await self._call(worker, request, body)
@@ -278,6 +282,25 @@ class Router:
                 return self._buffered(worker, response)
         return JSONResponse(merge([r.json() for r in responses if r is not None]))
 
+    async def _metrics(self, request: Request) -> Response:
+        """Every worker's /metrics in one, each sample labelled with its worker
+        (observability/merge.py), in the text format. The first refusal (no token or a wrong
+        one) is the answer; a worker that is restarting is left out of this scrape."""
+        headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
+        headers["accept"] = "text/plain"
+        responses = await asyncio.gather(
+            *(self._call(w, request, b"", headers=headers) for w in self.pool.workers))
+        parts = []
+        for worker, response in zip(self.pool.workers, responses):
+            if response is None:
+                continue
+            if response.status_code != 200:
+                return self._buffered(worker, response)
+            parts.append((str(worker.index), response.text))
+        if not parts:
+            return _unavailable(self.pool.primary)
+        return Response(merge_expositions(parts), media_type=CONTENT_TYPE_LATEST)
+
     @staticmethod
     def _merge_rooms(parts: list[dict[str, Any]]) -> dict[str, Any]:
         items = [item for part in parts for item in part["items"]]
@@ -341,7 +364,7 @@ class Router:
     async def _first_message(self, websocket: WebSocket) -> dict[str, Any] | None:
         try:
             event = await asyncio.wait_for(websocket.receive(), self.settings.hello_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await websocket.close(CLOSE_HELLO_TIMEOUT, "no hello received")
             return None
         return None if event["type"] == "websocket.disconnect" else event

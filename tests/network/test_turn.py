@@ -39,6 +39,7 @@ from tests.helpers import (
     manifest,
     operator_ws,
     room_state,
+    server_paths,
     start_recording,
     stop_recording,
     verify,
@@ -219,17 +220,6 @@ def assert_whole_and_in_sync(session_dir: Path, reports: dict[str, Any]) -> None
             reports[pid]["turn_url"], offsets)
 
 
-def server_paths(session_dir: Path) -> dict[str, set[str]]:
-    """The server's own view of how each performer reached it: the remote candidate type of
-    its ICE pair, in every per-second stats event of the session."""
-    paths: dict[str, set[str]] = {}
-    for line in (session_dir / "events.jsonl").read_text().splitlines():
-        event = json.loads(line)
-        if event["type"] == "stats" and event.get("path"):
-            paths.setdefault(event["performer_id"], set()).add(event["path"])
-    return paths
-
-
 def relayed_for(site: Site, performer_id: str) -> list[TurnSession]:
     """coturn's closed allocations of ``performer_id`` (its bot left: they close at once)."""
     return wait_for(lambda: [s for s in site.coturn.sessions()
@@ -263,10 +253,10 @@ def test_a_performer_whose_network_drops_all_udp_records_through_turn_over_tcp(
     assert server_paths(session_dir) == {relayed_id: {"relay"}, direct_id: {"host"}}
     # coturn relayed the blocked performer's two connections over TCP, from its host
     assert_relayed_both_ways(relayed_for(site, relayed_id), "tcp", blocked.public_address)
-    # the other performer's bot took a TURN/UDP allocation too (as a browser would), but the
-    # server's checks found the direct path first: nothing but ICE checks went through it
-    for session in relayed_for(site, direct_id):
-        assert session.to_peer < 50 and session.from_peer < 50, session
+    # (the other performer's bot took a TURN/UDP allocation too, as a browser would; its
+    # publish connection went direct, above, but which pair ICE nominates first for the
+    # connection the server sends on depends on which check answers first: on a busy
+    # machine the relay pair sometimes does, and carries that connection. Not asserted.)
 
 
 def test_turn_over_udp_and_over_tls(site: Site) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import httpx
 import pytest
 
 from improv_capture.rooms.invites import Invite
@@ -111,6 +112,14 @@ async def test_studio_copies_upload_through_the_router_to_the_rooms_worker(
     shown = wait_for(lambda: under_way(uploads_of(cluster, room)), 10, "both uploads under way",
                      every=0.25)
     assert all(e["session_id"] == session for e in shown.values()), shown
+    # one scrape of the router shows every worker's rooms, each sample with its worker
+    scraped = httpx.get(f"{cluster.url}/metrics", timeout=10,
+                        headers={"Authorization": f"Bearer {cluster.token}"})
+    assert scraped.status_code == 200, scraped.text
+    for line in ('improv_rooms{worker="0"} 1.0', 'improv_rooms{worker="1"} 1.0',
+                 'improv_performers{state="joined",worker="1"} 2.0', 'improv_recordings{worker="1"} 1.0'):
+        assert line in scraped.text.splitlines(), (line, scraped.text[:2000])
+    assert httpx.get(f"{cluster.url}/metrics", timeout=10).status_code == 401
     # a chunk admitted by the owner comes through as it arrives, bounded in time: one that
     # stalls ends in 408 (the take goes on meanwhile: a few chunks long)
     stalled = f"{base(room, session, ann['performer_id'])}/parts/0/chunks/900"
