@@ -34,6 +34,10 @@ SEARCH_S = 1.5
 #: Window lengths (s): sound correlates well over long stretches; frames are costlier to decode.
 WINDOW_S = {"audio": 20.0, "video": 10.0}
 MAX_WINDOWS = 3
+#: Shortest window a short take is cut into.
+MIN_WINDOW_S = 4.0
+#: Audio windows within this much of each other agree: the copy is placed where most agree.
+AUDIO_AGREE_S = 0.002
 MIN_OVERLAP_S = 1.0
 RATE = 48000
 #: Opus keeps state across packets: decoding starts this much before a window.
@@ -472,9 +476,15 @@ def _summary(kind: str, windows: list[tuple[float, float]], per_window: list[Any
         return None
     if kind == "audio":
         values = [m for _, m in measured]
-        offset = float(np.median(values))
-        error_s = max(max(abs(v - offset) for v in values), 1 / RATE)
+        # where most windows agree: a browser's recorder may slip mid-take (it stops to catch
+        # up with its microphone), and a median of two sides would be right on neither;
+        # `verify` names the stretch that disagrees
+        agreeing = max(([v for v in values if abs(v - u) <= AUDIO_AGREE_S] for u in values), key=len)
+        offset = float(np.median(agreeing))
+        error_s = max(max(abs(v - offset) for v in agreeing), 1 / RATE)
         entry: dict[str, Any] = {"offset_s": round(offset, 6)}
+        if len(agreeing) < len(values):
+            entry["disagreeing_windows"] = len(values) - len(agreeing)
     else:
         pooled = np.concatenate([m for _, m in measured])
         values = [float(np.median(m)) for _, m in measured]
@@ -515,7 +525,11 @@ def measure(
         end = min(hq_spans[kind][1], live_spans[kind][1] - coarse_s)
         if hq_span is not None:
             start, end = max(start, hq_span[0]), min(end, hq_span[1])
-        hq_windows[kind] = windows_of(start, end, WINDOW_S[kind])
+        # a short take's sound is measured in thirds, so that one stretch the recorder
+        # slipped in leaves the others to agree (see _summary)
+        length = WINDOW_S[kind] if kind == "video" else \
+            min(WINDOW_S[kind], max(MIN_WINDOW_S, (end - start) / MAX_WINDOWS))
+        hq_windows[kind] = windows_of(start, end, length)
     if not any(hq_windows.values()):
         return result
     margin = SEARCH_S + 0.1
