@@ -123,3 +123,14 @@ def wait_playing(page: Any, performer_id: str, timeout: float = 20) -> dict[str,
                 return video
         time.sleep(0.2)
     raise AssertionError(f"remote video of {performer_id} did not play: {remote_video(page, performer_id)}")
+
+
+def max_level(page: Any, performer_id: str, above: float, seconds: float = 4) -> float:
+    """The loudest level of a remote performer a Chromium page measured, watched until it is
+    ``above`` or for a few seconds (the fake microphone beeps about once a second)."""
+    best = 0.0
+    deadline = time.time() + seconds
+    while time.time() < deadline and best <= above:
+        best = max(best, float(page.evaluate("(p) => window.improv.analyserLevel(p)", performer_id)))
+        time.sleep(0.05)
+    return best

@@ -28,7 +28,13 @@ from tests.helpers import (
     stop_recording,
     verify,
 )
-from tests.static.pages import accept_and_join, join, open_invite, wait_playing
+from tests.static.pages import (
+    accept_and_join,
+    join,
+    max_level,
+    open_invite,
+    wait_playing,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -88,16 +94,6 @@ def firefox(browser_required: bool, tmp_path: Path) -> Iterator[FirefoxPerformer
     with FirefoxPerformer(log_dir=tmp_path) as performer:
         yield performer
 
-
-def max_level(page: Any, performer_id: str, above: float, seconds: float = 4) -> float:
-    """The loudest level of a remote performer a Chromium page measured, watched until it is
-    ``above`` or for a few seconds."""
-    best = 0.0
-    deadline = time.time() + seconds
-    while time.time() < deadline and best <= above:
-        best = max(best, float(page.evaluate("(p) => window.improv.analyserLevel(p)", performer_id)))
-        time.sleep(0.05)
-    return best
 
 
 def test_a_firefox_and_a_chromium_performer_play_each_other_and_record_complete(

@@ -14,22 +14,12 @@ from tests.helpers import (
     stop_recording,
     verify,
 )
-from tests.static.pages import join, wait_playing
+from tests.static.pages import join, max_level, wait_playing
 
 pytestmark = pytest.mark.browser
 
 SCREENSHOTS = "test-artifacts"
 
-
-def max_level(page: Any, performer_id: str, above: float, seconds: float = 4) -> float:
-    """The loudest level of the other performer's sound until it is ``above`` (Chromium's fake
-    microphone beeps about once a second: watched for up to a few seconds)."""
-    best = 0.0
-    deadline = time.time() + seconds
-    while time.time() < deadline and best <= above:
-        best = max(best, float(page.evaluate("(p) => window.improv.analyserLevel(p)", performer_id)))
-        time.sleep(0.05)
-    return best
 
 
 def test_two_browsers_see_and_hear_each_other(server: ServerProcess, browser: Any) -> None:
