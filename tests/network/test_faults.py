@@ -65,7 +65,13 @@ def kept(entry: dict[str, Any], report: dict[str, Any], kind: str) -> float:
     """Frames of ``kind`` in the archive over frames the bot sent while it had its seat (the
     few it sends between its leave message and the server's close have nowhere to go)."""
     sent = report.get("sent_before_leave") or report["sent"]
-    return float(track(entry, kind)["frames"]) / sent[f"{kind}_frames"]
+    frames = sent[f"{kind}_frames"]
+    if kind == "video":
+        # a lost first keyframe is asked for again: the frames before the one that came are
+        # no loss in the take but a later start, in the manifest as the video's start_s
+        late_s = track(entry, "video")["start_s"] - track(entry, "audio")["start_s"]
+        frames -= max(0, round(late_s * 30))
+    return float(track(entry, kind)["frames"]) / frames
 
 
 #: a hole in a track: no packet for longer than this (video 3 frames, audio 2 packets)
