@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 import websockets
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
@@ -38,6 +39,10 @@ LOOPBACK_ENV = {
     "IMPROV_ICE_ADDRESSES": '["127.0.0.1"]',
     "IMPROV_ICE_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
 }
+
+#: For a module whose bots all send ``--preencoded`` media (next to no CPU) and whose checks
+#: are not timed: it runs beside the media tests, on the other worker (tests/conftest.py).
+PREENCODED_BOTS = pytest.mark.xdist_group("preencoded bots")
 
 
 def cli() -> list[str]:

@@ -36,8 +36,8 @@ from tests.static.pages import CHROMIUM, join
 pytestmark = pytest.mark.network
 
 CAP = 600_000  # bit/s, link layer (tbf)
-UPLINK_TAKE_S = 14.0
-DOWNLINK_TAKE_S = 14.0
+UPLINK_TAKE_S = 12.0
+DOWNLINK_TAKE_S = 11.0
 #: the browser's estimate starts at its own guess and settles: measured after this
 SETTLE_S = 4.0
 LATENCY_P95_S = 0.3

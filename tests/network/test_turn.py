@@ -61,7 +61,7 @@ pytestmark = pytest.mark.network
 SECRET = secrets.token_hex(16)
 TTL_S = 3600
 #: seconds each bot stays: a short take, long enough for the A/V offset to be measured
-TAKE_S = 10.0
+TAKE_S = 7.0
 
 
 @dataclass

@@ -10,6 +10,7 @@ import pytest
 
 from improv_capture.rooms.invites import Invite
 from tests.helpers import (
+    PREENCODED_BOTS,
     BotFactory,
     BotProcess,
     ServerProcess,
@@ -20,7 +21,7 @@ from tests.helpers import (
     welcomed,
 )
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, PREENCODED_BOTS]
 
 
 
@@ -33,7 +34,7 @@ async def signal_close(server: ServerProcess, *messages: str | bytes) -> tuple[i
 def busy_room(server: ServerProcess, bots: BotFactory) -> list[BotProcess]:
     """Two bots performing in another room, both publishing before the test starts."""
     room = server.create_room("busy")
-    running = [bots(server.invite(room, f"busy {i}")["url"], 30) for i in range(2)]
+    running = [bots(server.invite(room, f"busy {i}")["url"], 30, "--preencoded") for i in range(2)]
     wait_for(lambda: publishing(server, room, 2), 20, "both busy performers")
     return running
 

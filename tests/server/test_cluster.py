@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.helpers import (
+    PREENCODED_BOTS,
     BotFactory,
     ServerProcess,
     close_code,
@@ -29,7 +30,7 @@ from tests.helpers import (
     worker_pids,
 )
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, PREENCODED_BOTS]
 
 
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.helpers import (
+    PREENCODED_BOTS,
     BotFactory,
     ServerProcess,
     fetch,
@@ -28,7 +29,7 @@ from tests.helpers import (
 )
 from tests.webhooks import SECRET, Receiver
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, PREENCODED_BOTS]
 
 
 
@@ -57,7 +58,7 @@ def record(server: ServerProcess, bots: BotFactory, names: list[str], seconds: f
     room = server.create_room()
     session = start_recording(server, room)
     invites = [server.invite(room, n) for n in names]
-    running = [bots(inv["url"], 30) for inv in invites]
+    running = [bots(inv["url"], 30, "--preencoded") for inv in invites]
     wait_for(lambda: publishing(server, room, len(names)), 20, "every performer")
     time.sleep(seconds)
     for bot in running:

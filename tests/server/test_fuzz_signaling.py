@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.helpers import (
+    PREENCODED_BOTS,
     BotFactory,
     ServerProcess,
     publishing,
@@ -24,7 +25,7 @@ from tests.helpers import (
     wait_for,
 )
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, PREENCODED_BOTS]
 
 
 TYPES = ["hello", "consent", "capture", "publish", "subscribe_answer", "leave", "ping", "dance", ""]
@@ -138,7 +139,7 @@ def test_fuzzed_signaling_never_breaks_the_server(server: ServerProcess, bots: B
     # the server still relays and records
     other = server.create_room("after the fuzz")
     session = start_recording(server, other)
-    running = [bots(server.invite(other, n)["url"], 30) for n in ("A", "B")]
+    running = [bots(server.invite(other, n)["url"], 30, "--preencoded") for n in ("A", "B")]
     wait_for(lambda: publishing(server, other, 2), 20, "both performers")
     time.sleep(2)  # two seconds relayed and recorded
     for bot in running:

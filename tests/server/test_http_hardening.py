@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.helpers import (
+    PREENCODED_BOTS,
     BotFactory,
     ServerProcess,
     publishing,
@@ -25,7 +26,7 @@ from tests.helpers import (
     wait_for_async,
 )
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, PREENCODED_BOTS]
 
 MIB = 1024 * 1024
 

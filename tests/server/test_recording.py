@@ -29,7 +29,7 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.process
 
-TAKE_S = 15
+TAKE_S = 10
 
 
 

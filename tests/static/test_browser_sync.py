@@ -25,7 +25,7 @@ import pytest
 from improv_capture.recorder.verify import decode_file
 from tests.helpers import ServerProcess, start_recording, stop_recording, verify
 from tests.static.clip import Clip, write_clip
-from tests.static.pages import chromium_playing, join
+from tests.static.pages import chromium_playing, join, leave
 
 pytestmark = pytest.mark.browser
 
@@ -45,12 +45,12 @@ TOLERANCE_MS = 10.0
 #: then the archive may vary as much as the local file did, plus SPREAD_SLACK_MS, and no more.
 SPREAD_MS = 25.0
 SPREAD_SLACK_MS = 10.0
-RECORD_S = 14.0
+RECORD_S = 10.0
 #: The clip flashes and beeps once a second, and the fake devices start their loops at unrelated
 #: instants, so an A/V offset is only defined modulo a second: verify pairs each flash with the
 #: nearest beep, and an offset near +-500 ms can pair either way. Offsets are compared unwrapped.
 PERIOD_MS = 1000.0
-#: of about 13 pairs in RECORD_S; a flash frame that the fake camera drops under load makes no pair
+#: of about 9 pairs in RECORD_S; a flash frame that the fake camera drops under load makes no pair
 MIN_PAIRS = 5
 
 #: Records the first stream getUserMedia returns with MediaRecorder, alongside what the page does.
@@ -167,6 +167,7 @@ def test_archive_av_offset_follows_the_browser_capture_timeline(
     time.sleep(RECORD_S)
     saved = {pid: save_local_recording(page, tmp_path / f"{pid}-local.webm") for pid, page in pages.items()}
     assert stop_recording(server, room)["state"] == "complete"
+    leave(*pages.values())
     local = {pid: decode_file(path) for pid, path in saved.items()}
     status, report = verify(server.session_dir(session["session_id"]))
 

@@ -11,7 +11,7 @@ import pytest
 
 from improv_capture.clock import parse_utc
 from tests.helpers import ServerProcess, manifest, verify
-from tests.static.pages import join, wait_playing
+from tests.static.pages import join, leave, wait_playing
 
 pytestmark = pytest.mark.browser
 
@@ -140,6 +140,7 @@ def test_console_runs_a_session(server: ServerProcess, browser: Any) -> None:
     console.get_by_test_id("record-toggle").click()
     for page in performers.values():
         page.get_by_test_id("rec-indicator").wait_for(state="hidden", timeout=10000)
+    leave(*performers.values())
     deadline = time.time() + 30
     while manifest(server.session_dir(session_id))["state"] == "recording":
         assert time.time() < deadline

@@ -22,6 +22,7 @@ from tests.static.pages import (
     CHROMIUM_ARGS,
     accept_and_join,
     chromium,
+    leave,
     open_invite,
     upload_state,
 )
@@ -58,6 +59,7 @@ def test_a_camera_changed_mid_take_starts_a_new_part_and_loses_nothing(
     done = wait_for(lambda: (lambda u: u if u["state"] == "complete" else None)(upload_state(page)), 60,
                     "every chunk acknowledged")
     assert [p["reason"] for p in done["parts"]] == ["start", "device_change"], done
+    leave(page)
 
     session_dir = server.session_dir(session)
     hq = wait_for(lambda: (lambda h: h if h.get("state") not in (None, "uploading") else None)(

@@ -1,7 +1,7 @@
 """A studio room in real browsers: each performer's page records its own camera and microphone
 at 1280x720 (MediaRecorder) while the server records the call, uploads it in chunks during the
 take and the rest after the stop; the archive then holds the high-quality copy next to the
-scaled-down live copy, aligned within the issue's targets. A page whose network drops for 5 s
+scaled-down live copy, aligned within the issue's targets. A page whose network drops for 3 s
 and which is then reloaded mid-take loses no chunk it had recorded: its copy has two parts (the
 drop makes none) and is still complete.
 
@@ -32,6 +32,7 @@ from tests.static.clip import HD, write_clip
 from tests.static.pages import (
     accept_and_join,
     chromium_playing,
+    leave,
     open_invite,
     upload_state,
 )
@@ -165,6 +166,7 @@ def test_studio_room_archives_both_copies_aligned(server: ServerProcess, hd_brow
         assert done[pid]["pending"] == 0 and done[pid]["acked"] == done[pid]["recorded"], done[pid]
         assert [p["reason"] for p in done[pid]["parts"]] == ["start"], done[pid]
         assert "complete" in page.get_by_test_id("upload").inner_text()
+    leave(*pages.values())
 
     session_dir = server.session_dir(session["session_id"])
     archive = wait_settled(session_dir, list(pages))
@@ -225,8 +227,8 @@ def test_a_drop_and_a_reload_mid_take_lose_no_chunk(server: ServerProcess, hd_br
         session = start_recording(server, room)
         wait_upload(page, lambda u: u["state"] == "recording" and u["acked"] >= 2, 15,
                     "the first part uploading")
-        # a 5 s drop: uploads fail, the page keeps its chunks and retries; the recorder goes on
-        proxy.drop(5)
+        # a 3 s drop: uploads fail, the page keeps its chunks and retries; the recorder goes on
+        proxy.drop(3)
         wait_upload(page, lambda u: u["error"] is not None and u["pending"] > 0, 8,
                     "uploads failing during the drop")
         wait_upload(page, lambda u: u["error"] is None and u["pending"] == 0
@@ -243,6 +245,7 @@ def test_a_drop_and_a_reload_mid_take_lose_no_chunk(server: ServerProcess, hd_br
 
         done = wait_upload(page, lambda u: u["state"] == "complete", UPLOAD_TIMEOUT_S,
                            "every chunk of both parts acknowledged")
+        leave(page)
     print("before the reload:", before, "\nafter:", done)
     first, second = done["parts"]
     assert (first["part"], second["part"]) == (0, 1), done

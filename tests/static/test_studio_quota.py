@@ -31,6 +31,7 @@ from tests.static.clip import write_clip
 from tests.static.pages import (
     accept_and_join,
     chromium_playing,
+    leave,
     open_invite,
     upload_state,
 )
@@ -184,6 +185,8 @@ def test_refused_storage_keeps_the_take_in_memory_and_loses_nothing(
     assert [p["ended"] for p in done["parts"]] == [True], done
     # nothing waits in this tab any more: the notice to keep it open goes
     page.get_by_test_id("upload-warning").wait_for(state="hidden", timeout=5000)
+    cdp.detach()
+    leave(page)
     performer = wait_settled(server.session_dir(session), invite["performer_id"])
     hq = performer["hq"]
     assert hq["state"] == "complete", hq
@@ -193,7 +196,6 @@ def test_refused_storage_keeps_the_take_in_memory_and_loses_nothing(
     assert frames["size"] == (1280, 720) and frames["video"] > 30 and frames["audio"] > 50, frames
     # the copy covers the take: it ends where the live copy does, within the stop's latency
     assert live_end_s(performer) - hq["coverage"][0]["end_s"] < 1.5, (hq["coverage"], performer)
-    cdp.detach()  # (the browser's close would end it too)
 
 
 def test_past_the_memory_bound_the_copy_stops_and_the_live_recording_goes_on(
@@ -236,6 +238,8 @@ def test_past_the_memory_bound_the_copy_stops_and_the_live_recording_goes_on(
     page.unroute(UPLOADS)
     done = wait_for(lambda: (u := upload_state(page))["state"] == "complete" and u, UPLOAD_TIMEOUT_S,
                     "what the page kept acknowledged")
+    cdp.detach()
+    leave(page)
     assert done["acked"] == done["recorded"] == part["recorded"] and done["pending"] == 0, done
     performer = wait_settled(server.session_dir(session), invite["performer_id"])
     hq = performer["hq"]
@@ -253,4 +257,3 @@ def test_past_the_memory_bound_the_copy_stops_and_the_live_recording_goes_on(
     assert abs(frames["end_s"] - covered["end_s"]) < 0.5, (frames, covered)  # session timeline
     # the live copy went on for the 3 s after the copy stopped (its audio: placed to 0.1 ms)
     assert live_end_s(performer) - frames["audio_end_s"] > 3, (frames, performer["tracks"])
-    cdp.detach()
