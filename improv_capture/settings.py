@@ -211,6 +211,12 @@ class Settings(BaseSettings):
     #: multicast, broadcast, unspecified and reserved addresses and hostnames (.local) are
     #: always dropped; a peer behind them still connects through peer-reflexive candidates.
     ice_allowed_networks: list[str] = Field(default_factory=list)
+    #: Pre-join network checks (`probe`) one invite may start in a minute; more: `probe_limited`
+    #: with `retry_after_s` (improv_capture/api/network_probe.py, docs/signaling.md).
+    probes_per_minute: int = Field(default=4, ge=1, le=60)
+    #: Network checks running at once in one server process (each is a peer connection
+    #: counting up to 2 MiB); more: `probe_busy` with `retry_after_s`.
+    max_probes: int = Field(default=8, ge=1, le=256)
 
     # --- Downstream and store hardening (caps, tokens, webhooks, files) ---
     #: Rooms one server process keeps (in a cluster: per worker). Creating one more answers

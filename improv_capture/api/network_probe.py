@@ -66,9 +66,10 @@ class ProbeLimits:
     timeout_s: float = 15.0
     #: After the result is sent, how long the page has to read it and close its side.
     linger_s: float = 2.0
-    #: Probes one invite (performer) may start in a minute; more: `probe_limited`.
+    #: Probes one invite (performer) may start in a minute; more: `probe_limited`
+    #: (IMPROV_PROBES_PER_MINUTE).
     per_minute: int = 4
-    #: Probes running at once in this process; more: `probe_busy`.
+    #: Probes running at once in this process; more: `probe_busy` (IMPROV_MAX_PROBES).
     max_running: int = 8
     #: How often the bytes on the wire are read (:attr:`max_wire_bytes`).
     watch_interval_s: float = 0.25
@@ -221,7 +222,8 @@ class NetworkProbes:
         # the server's own side of a relayed path: never through TURN (media/turn.py)
         self._ice_servers = settings.ice_servers
         self._policy = SdpPolicy.from_settings(settings)
-        self.limits = limits or ProbeLimits()
+        self.limits = limits or ProbeLimits(per_minute=settings.probes_per_minute,
+                                            max_running=settings.max_probes)
         self._running: dict[str, Probe] = {}
         self._starts: dict[str, deque[float]] = {}
 

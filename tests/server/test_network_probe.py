@@ -127,7 +127,9 @@ async def test_the_count_stops_at_its_byte_limit_and_at_the_window(
 async def test_one_at_a_time_a_few_a_minute_and_a_cap_per_process(
     tmp_path: Path, pages: list[Page]
 ) -> None:
-    probes = probes_with(tmp_path, per_minute=2, max_running=1)
+    settings = Settings(data_dir=tmp_path, ice_allowed_networks=["127.0.0.0/8"],
+                        probes_per_minute=2, max_probes=1)  # IMPROV_PROBES_PER_MINUTE, IMPROV_MAX_PROBES
+    probes = NetworkProbes(settings)
     pages.append(first := Page())
     await first.connect(probes, "p_a", owner="socket 1")
     pages.append(second := Page())
