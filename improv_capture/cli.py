@@ -1,4 +1,4 @@
-"""The ``improv-capture`` command line: serve, bot, verify, recover, fetch (README.md)."""
+"""The ``improv-capture`` command line: serve, bot, verify, recover, fetch, export (README.md)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ import sys
 from pathlib import Path
 
 from improv_capture.settings import Settings
+
+#: ``export`` prints at most this many names of rewritten (or removed) files; export.json
+#: lists every file.
+EXPORT_LISTED_FILES = 50
 
 
 def private_files(data_dir: Path) -> None:
@@ -97,7 +101,7 @@ def _bot(args: argparse.Namespace) -> int:
                            max_pending_bytes=int(args.hq_max_pending_mb * 2**20),
                            record=not args.no_hq, grain=args.hq_grain)
     return asyncio.run(run_bot(args.invite, args.duration, args.report, pause, args.preencoded,
-                               studio, args.turn_transport))
+                               studio, args.turn_transport, args.voice, args.leak_gain))
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -139,6 +143,32 @@ def _fetch(args: argparse.Namespace) -> int:
         return 2
 
 
+def _export(args: argparse.Namespace) -> int:
+    from improv_capture.recorder.export import ExportError
+    from improv_capture.recorder.export.run import Options, default_progress, parse_skip_flagged, run_export
+
+    formats = tuple(f.strip() for value in args.format for f in value.split(",") if f.strip())
+    bound = {"shard_max_mb": args.shard_max_mb} if args.shard_max_mb is not None else {}
+    options = Options(formats=formats, copy=args.copy, skip_flagged=parse_skip_flagged(args.skip_flagged),
+                      display_names=args.display_names, vad=not args.no_vad, **bound)
+    try:
+        report = run_export(args.src, args.dest, options, default_progress(args.quiet, args.progress))
+    except (ExportError, OSError) as exc:  # OSError: DEST not writable, disk full
+        print(f"export: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        for note in report.notes:
+            print(f"note: {note}")
+        print(f"export: {report.sessions} session(s), {report.takes} take(s), {report.samples} "
+              f"sample(s) ({report.left_out} left out, {report.flagged} flagged) in {args.dest}")
+        for what, names in (("rewritten", report.changes.rewritten), ("removed", report.changes.removed)):
+            shown = names[:EXPORT_LISTED_FILES]
+            more = f" ... and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
+            print(f"{what}: {len(names)}" + "".join(f"\n  {n}" for n in shown) + more)
+        print(f"unchanged: {report.changes.unchanged}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="improv-capture")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -164,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     bot.add_argument("--pause-at", type=float, default=0.0, help="stop sending media after S s")
     bot.add_argument("--pause-for", type=float, default=0.0, help="... for S s, then resume")
     bot.add_argument("--preencoded", action="store_true",
-                     help="loop media encoded once (a cheap bot for load tests)")
+                     help="loop media encoded once (a cheap bot for load tests; with "
+                          "--voice or --leak-gain, the video only)")
     bot.add_argument("--hq-size", metavar="WxH",
                      help="studio rooms: size of the local full-quality recording "
                           "(default: the room profile's capture size, e.g. 1280x720)")
@@ -187,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="use the welcome's TURN URL over this transport (aiortc uses one "
                           "TURN URL; default: the first listed). tls verifies the TURN "
                           "server's certificate against the system's CAs (or SSL_CERT_FILE)")
+    bot.add_argument("--voice", type=int, metavar="SEED",
+                     help="send a speech-like sound (bursts and pauses from SEED, on the wall "
+                          "clock) instead of the beeps; the report's sent.speech lists its "
+                          "intervals (tools/bot/voice.py; not for studio rooms)")
+    bot.add_argument("--leak-gain", type=float, default=0.0, metavar="G",
+                     help="mix the audio received from the others into what the bot sends, "
+                          "times G, a frame or more later (a loudspeaker heard by the "
+                          "microphone: cross-talk)")
     bot.set_defaults(func=_bot)
 
     verify = commands.add_parser("verify", help="check a session archive")
@@ -205,6 +244,25 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--include-partial", action="store_true", help="also mirror partial sessions")
     fetch.add_argument("--quiet", action="store_true", help="no progress output")
     fetch.set_defaults(func=_fetch)
+
+    export = commands.add_parser("export", help="cut sessions into takes, in dataset formats (docs/export.md)")
+    export.add_argument("src", type=Path, help="a session directory, a data dir or a fetch mirror")
+    export.add_argument("--dest", required=True, type=Path, help="output directory")
+    export.add_argument("--format", action="append", required=True, metavar="FMT",
+                        help="lhotse, hf, webdataset or rttm (repeat, or FMT,FMT)")
+    export.add_argument("--copy", default="auto", metavar="auto|hq|live",
+                        help="which copy of a studio performer (default auto: the high-quality "
+                             "copy where it covers the take, the live copy elsewhere)")
+    export.add_argument("--skip-flagged", metavar="FLAG[,FLAG]|all",
+                        help="leave out samples with any of these quality flags")
+    export.add_argument("--display-names", action="store_true",
+                        help="include performers' display names (default: pseudonymous ids only)")
+    export.add_argument("--shard-max-mb", type=float, metavar="N",
+                        help="webdataset: bound of a shard, default 1 GiB (a larger sample gets its own)")
+    export.add_argument("--no-vad", action="store_true", help="no speech turns (and no cross-talk check)")
+    export.add_argument("--progress", action="store_true", help="progress on stderr even when not a terminal")
+    export.add_argument("--quiet", action="store_true", help="no progress, no summary")
+    export.set_defaults(func=_export)
     return parser
 
 

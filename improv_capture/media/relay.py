@@ -151,6 +151,13 @@ class KeyframeRequester:
         else:
             self._pending = loop.call_later(wait, self._fire)
 
+    def now(self) -> None:
+        """Send a request at once, past the interval (a take marker: the export cuts the take's
+        video at the keyframe this brings, so it must not wait up to ``interval``). A request
+        pending for later goes now instead."""
+        self.cancel()
+        self._fire()
+
     def _fire(self) -> None:
         self._pending = None
         self._last = asyncio.get_running_loop().time()
@@ -200,6 +207,11 @@ class Publication:
     def request_keyframe(self) -> None:
         if self._request_keyframe is not None:
             self._request_keyframe()
+
+    def request_keyframe_now(self) -> None:
+        """Ask for a keyframe past the coalescing interval (KeyframeRequester.now)."""
+        if self._request_keyframe is not None:
+            self._request_keyframe.now()
 
     def subscribe(self) -> RelayTrack:
         track = self._new_track()

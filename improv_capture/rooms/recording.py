@@ -19,6 +19,9 @@ from improv_capture.rooms.model import Member, Room
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+#: markers that open a take: every publisher is asked for a keyframe at once, so that the
+#: take's video can be cut by stream copy within a frame or two of the mark (export)
+KEYFRAME_MARKERS = frozenset({"take", "scene"})
 
 
 def new_session_id(now: float) -> str:
@@ -157,6 +160,10 @@ class Recording:
 
     def marker(self, kind: str, label: str, data: Any) -> dict[str, Any]:
         marker = {"t_s": self.now_s(), "kind": kind, "label": label, "data": data}
+        if kind in KEYFRAME_MARKERS:
+            for publication, _ in self._tracks.values():
+                if publication.kind == "video":
+                    publication.request_keyframe_now()
         self.manifest["markers"].append(marker)
         self.event("marker", **{k: v for k, v in marker.items() if k != "t_s"})
         self.writer.manifest(self.manifest)

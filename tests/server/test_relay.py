@@ -91,3 +91,22 @@ async def test_keyframe_requests_are_coalesced() -> None:
     assert len(sent) == 1  # the first goes out at once, the rest wait for the interval
     await asyncio.sleep(0.3)
     assert len(sent) == 2 and sent[1] - sent[0] >= 0.19
+
+
+async def test_a_keyframe_request_now_goes_past_the_interval() -> None:
+    """A take marker's request (rooms/recording.py) does not wait for the interval, and the
+    request that was waiting goes with it."""
+    sent: list[float] = []
+
+    async def send() -> None:
+        sent.append(asyncio.get_running_loop().time())
+
+    request = KeyframeRequester(send, interval=0.2)
+    request()
+    request()  # waits for the interval
+    await asyncio.sleep(0.02)
+    request.now()
+    await asyncio.sleep(0.02)
+    assert len(sent) == 2 and sent[1] - sent[0] < 0.1
+    await asyncio.sleep(0.3)
+    assert len(sent) == 2  # the waiting one went with it

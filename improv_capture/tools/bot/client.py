@@ -30,6 +30,8 @@ from improv_capture.media.connections import rtc_configuration
 from improv_capture.tools.bot.media import (
     BeepAudioTrack,
     FlashVideoTrack,
+    Loudspeaker,
+    MicAudioTrack,
     PreencodedBeepAudioTrack,
     PreencodedFlashVideoTrack,
 )
@@ -138,8 +140,11 @@ class Bot:
         audio: MediaStreamTrack | None = None,
         studio: StudioOptions | None = None,
         turn_transport: str | None = None,
+        speaker: Loudspeaker | None = None,
     ) -> None:
         self.ws_url, self.token = parse_invite(invite_url)
+        #: --leak-gain: the audio received plays here and leaks into ``audio`` (media.py)
+        self.speaker = speaker
         #: which of the welcome's TURN URLs to use (aiortc uses one): udp, tcp, tls or any
         self.turn_transport = turn_transport
         self.turn_url: str | None = None
@@ -309,9 +314,9 @@ class Bot:
             stream_id.rsplit(".", 1)[0] if stream_id else "unknown",
         )
         stats = self.received.setdefault(performer, {}).setdefault(track.kind, TrackStats())
-        self._tasks.append(asyncio.ensure_future(self._consume(track, stats)))
+        self._tasks.append(asyncio.ensure_future(self._consume(track, stats, performer)))
 
-    async def _consume(self, track: MediaStreamTrack, stats: TrackStats) -> None:
+    async def _consume(self, track: MediaStreamTrack, stats: TrackStats, performer: str) -> None:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
@@ -319,6 +324,8 @@ class Bot:
                     stats.video_frame(frame, time.time())
                 else:
                     stats.add(time.time())
+                    if self.speaker is not None:
+                        self.speaker.play(performer, frame, time.time())
 
     async def _on_recording(self, message: dict[str, Any]) -> None:
         self.studio.recording(message)
@@ -326,10 +333,19 @@ class Bot:
     async def _on_error(self, message: dict[str, Any]) -> None:
         logger.warning("server error: %s %s", message.get("code"), message.get("message"))
 
-    def _sent(self) -> dict[str, int | None]:
-        return {"video_frames": getattr(self.video, "frames_sent", None),
-                "audio_frames": getattr(self.audio, "frames_sent", None),
-                "flashes": getattr(self.video, "flashes_sent", None)}
+    def _sent(self) -> dict[str, Any]:
+        sent: dict[str, Any] = {"video_frames": getattr(self.video, "frames_sent", None),
+                                "audio_frames": getattr(self.audio, "frames_sent", None),
+                                "flashes": getattr(self.video, "flashes_sent", None)}
+        if isinstance(self.audio, MicAudioTrack):
+            speech = self.audio.sent_speech()
+            if speech is not None:
+                # wall-clock [start, end] of the speech sent (--voice): the ground truth
+                sent["speech"] = speech
+        if self.speaker is not None:
+            sent["leak"] = {"gain": self.speaker.gain, "frames": self.speaker.frames_mixed,
+                            "late_s": round(self.speaker.late_s, 3)}
+        return sent
 
     def report(self) -> dict[str, Any]:
         received = {}
@@ -368,13 +384,21 @@ async def run_bot(
     preencoded: bool = False,
     studio: StudioOptions | None = None,
     turn_transport: str | None = None,
+    voice: int | None = None,
+    leak_gain: float = 0.0,
 ) -> int:
     from improv_capture.media import aiortc_hooks
     from improv_capture.settings import Settings
 
     # the bot gathers candidates where the server does (IMPROV_ICE_ADDRESSES)
     aiortc_hooks.restrict_ice_addresses(Settings().ice_addresses)
-    if preencoded:
+    if voice is not None or leak_gain:
+        # the sound is made frame by frame (it mixes what is received); video may be looped
+        speaker = Loudspeaker(leak_gain) if leak_gain else None
+        bot = Bot(invite_url, video=PreencodedFlashVideoTrack() if preencoded else None,
+                  audio=MicAudioTrack(voice, speaker), studio=studio,
+                  turn_transport=turn_transport, speaker=speaker)
+    elif preencoded:
         bot = Bot(invite_url, video=PreencodedFlashVideoTrack(), audio=PreencodedBeepAudioTrack(),
                   studio=studio, turn_transport=turn_transport)
     else:

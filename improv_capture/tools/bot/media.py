@@ -5,13 +5,17 @@ In a studio room each second also carries its number modulo SECOND_CODES (where 
 sits in the picture, the beep's pitch), so no two seconds within SECOND_CODES s look or sound
 alike: the server places a studio copy against the live copy by their content, and a pattern
 that repeats every second would let it slip by whole seconds. Flash and beep onset stay on
-every whole second."""
+every whole second.
+
+With ``--voice`` the microphone sends voice.py's speech-like sound instead of the beeps, and
+with ``--leak-gain`` it also picks up what the bot receives (MicAudioTrack, Loudspeaker)."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import time
+from collections import deque
 from fractions import Fraction
 
 import av
@@ -19,9 +23,10 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
+from improv_capture.tools.bot.voice import AUDIO_RATE, speech_intervals, voice_samples
+
 VIDEO_RATE = 30
 VIDEO_CLOCK = 90000
-AUDIO_RATE = 48000
 AUDIO_PTIME = 0.020
 BEEP_HZ = 1000.0
 BEEP_S = 0.100
@@ -180,11 +185,144 @@ class BeepAudioTrack(WallClockTrack):
         index, elapsed = await self.next_slot()
         return self.frame(index, elapsed * self._samples)
 
+    def samples(self, index: int) -> np.ndarray:
+        """The int16 samples of slot ``index`` since the epoch."""
+        return beep_samples(index * self._samples, self._samples, self.coded)
+
     def frame(self, index: int, pts: int) -> AudioFrame | av.Packet:
-        samples = beep_samples(index * self._samples, self._samples, self.coded).reshape(1, -1)
+        samples = self.samples(index).reshape(1, -1)
         frame = AudioFrame.from_ndarray(samples, format="s16", layout="mono")
         frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, pts, Fraction(1, AUDIO_RATE)
         return frame
+
+
+#: --leak-gain: the room's audio plays this many frames after the earliest it could have
+#: arrived (a playout buffer; one frame of it absorbs network jitter) and is captured by the
+#: microphone, never sooner than a frame after it arrived
+LEAK_DELAY_FRAMES = 2
+#: received audio kept per source behind the newest frame; older is dropped (a source whose
+#: audio is never captured, before the bot's microphone starts, holds no more than this)
+LEAK_MAX_QUEUED_S = 0.5
+
+
+class _Playout:
+    """One source's received audio on its own sample timeline (the frames' pts, which aiortc
+    counts from 0 without wrapping), played at a fixed delay: sample ``p`` plays at
+    ``origin + p / AUDIO_RATE + LEAK_DELAY_FRAMES * AUDIO_PTIME``, where ``origin`` is the
+    earliest arrival seen less its pts time (the path without jitter). A chunk that arrived
+    less than a frame before it would be captured is not heard (silence, as a playout buffer
+    gives for a late packet)."""
+
+    def __init__(self) -> None:
+        self.origin = math.inf
+        #: (pts, arrival, mono float samples) in arrival order
+        self.chunks: deque[tuple[int, float, np.ndarray]] = deque()
+        #: samples not heard: due before they had been in the room a frame
+        self.late_samples = 0
+
+    def add(self, pts: int, arrival: float, samples: np.ndarray) -> None:
+        self.origin = min(self.origin, arrival - pts / AUDIO_RATE)
+        self.chunks.append((pts, arrival, samples))
+        while self.chunks[0][0] + len(self.chunks[0][2]) < pts - LEAK_MAX_QUEUED_S * AUDIO_RATE:
+            self.chunks.popleft()
+
+    def take(self, at: float, count: int) -> np.ndarray | None:
+        """The ``count`` samples playing from wall-clock ``at``; None when none are due."""
+        start = round((at - LEAK_DELAY_FRAMES * AUDIO_PTIME - self.origin) * AUDIO_RATE)
+        while self.chunks and self.chunks[0][0] + len(self.chunks[0][2]) <= start:
+            self.chunks.popleft()  # played (or too late to be)
+        out, heard = np.zeros(count), False
+        for pts, arrival, samples in self.chunks:
+            lo, hi = max(pts, start), min(pts + len(samples), start + count)
+            if lo < hi and arrival <= at - AUDIO_PTIME:
+                out[lo - start : hi - start] = samples[lo - pts : hi - pts]
+                heard = True
+            elif lo < hi:
+                self.late_samples += hi - lo
+        return out if heard else None
+
+
+class Loudspeaker:
+    """The room the bot sits in: the audio it receives from the other performers plays, and
+    its microphone picks it up at ``gain`` (cross-talk, for tests that must find it)."""
+
+    def __init__(self, gain: float) -> None:
+        self.gain = gain
+        self._sources: dict[str, _Playout] = {}
+        #: frames sent with some of the room's audio in them
+        self.frames_mixed = 0
+
+    def play(self, source: str, frame: AudioFrame, arrival: float) -> None:
+        """A decoded frame received from ``source``. aiortc decodes Opus to 48 kHz s16; a
+        frame at another rate, or without a pts, is not played."""
+        if frame.sample_rate != AUDIO_RATE or frame.pts is None:
+            return
+        pcm = frame.to_ndarray().astype(np.float64)
+        channels = len(frame.layout.channels)
+        mono = pcm.mean(axis=0) if frame.format.is_planar else pcm.reshape(-1, channels).mean(axis=1)
+        self._sources.setdefault(source, _Playout()).add(int(frame.pts), arrival, mono)
+
+    def capture(self, at: float, count: int) -> np.ndarray | None:
+        """What the microphone hears of the room in the frame captured at ``at`` (wall
+        clock): every source's samples playing then, summed, times ``gain``; None when
+        nothing plays."""
+        mixed: np.ndarray | None = None
+        for playout in self._sources.values():
+            heard = playout.take(at, count)
+            if heard is not None:
+                mixed = heard if mixed is None else mixed + heard
+        if mixed is None:
+            return None
+        self.frames_mixed += 1
+        return self.gain * mixed
+
+    @property
+    def late_s(self) -> float:
+        """Received audio not heard because it came too late to play (jitter past the
+        playout margin), in seconds over every source."""
+        return sum(p.late_samples for p in self._sources.values()) / AUDIO_RATE
+
+
+class MicAudioTrack(BeepAudioTrack):
+    """The bot's microphone when it speaks (``voice``: a seed of voice.py; None: the beeps)
+    and/or hears the room (``speaker``: the others' audio mixed in). Keeps the wall-clock
+    stretches it sent, so the report can say where its speech is."""
+
+    def __init__(self, voice: int | None, speaker: Loudspeaker | None) -> None:
+        super().__init__()
+        self.voice = voice
+        self.speaker = speaker
+        #: [first slot, last slot] of each unbroken run of frames sent
+        self._runs: list[list[int]] = []
+        if voice is not None:
+            voice_samples(voice, 0, 1)  # the cycle is computed now, not at the first frame
+
+    def frame(self, index: int, pts: int) -> AudioFrame | av.Packet:
+        if self._runs and self._runs[-1][1] == index - 1:
+            self._runs[-1][1] = index
+        else:
+            self._runs.append([index, index])
+        return super().frame(index, pts)
+
+    def samples(self, index: int) -> np.ndarray:
+        """The sound of slot ``index``; what the loudspeaker plays then is used up (one call
+        a frame)."""
+        if self.voice is None:
+            own = super().samples(index)
+        else:
+            own = voice_samples(self.voice, index * self._samples, self._samples)
+        heard = None if self.speaker is None else self.speaker.capture(index * AUDIO_PTIME, len(own))
+        if heard is None:
+            return own
+        return np.clip(np.round(own + heard), -32768, 32767).astype(np.int16)
+
+    def sent_speech(self) -> list[list[float]] | None:
+        """The wall-clock intervals of speech sent (voice.py's pattern, clipped to the runs
+        of frames sent); None without a voice."""
+        if self.voice is None:
+            return None
+        return [[round(a, 6), round(b, 6)] for first, last in self._runs
+                for a, b in speech_intervals(self.voice, first * AUDIO_PTIME, (last + 1) * AUDIO_PTIME)]
 
 
 class PreencodedFlashVideoTrack(FlashVideoTrack):
