@@ -41,14 +41,21 @@ def vp8_loop(width: int = 640, height: int = 480, frames: int = 60, bitrate: int
     return out
 
 
-def opus_loop(packets: int = 50) -> list[bytes]:
+def opus_loop(packets: int = 50, sound: np.ndarray | None = None) -> list[bytes]:
+    """Opus packets of 20 ms: a 440 Hz tone, or ``sound`` (mono int16 at 48 kHz, its whole
+    20 ms frames: ``packets`` is then ignored)."""
     codec = av.CodecContext.create("libopus", "w")
     codec.sample_rate, codec.layout, codec.format = 48000, "mono", "s16"
     codec.time_base = Fraction(1, 48000)
     out: list[bytes] = []
     t = np.arange(960) / 48000
+    if sound is not None:
+        packets = sound.size // 960
     for i in range(packets):
-        tone = (0.3 * np.sin(2 * np.pi * 440 * (t + i * 0.02)) * 32767).astype(np.int16)
+        if sound is not None:
+            tone = np.ascontiguousarray(sound[i * 960 : (i + 1) * 960], dtype=np.int16)
+        else:
+            tone = (0.3 * np.sin(2 * np.pi * 440 * (t + i * 0.02)) * 32767).astype(np.int16)
         frame = av.AudioFrame.from_ndarray(tone.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate, frame.pts = 48000, i * 960
         out += [bytes(p) for p in codec.encode(frame)]
@@ -58,10 +65,13 @@ def opus_loop(packets: int = 50) -> list[bytes]:
 def write_session(
     session_dir: Path, performers: int, seconds: float, started_unix: float | None = None,
     video_size: tuple[int, int] = (640, 480),
+    sounds: list[np.ndarray] | None = None,
 ) -> Path:
-    """A session in state `recording` with ``performers`` x ``seconds`` of capture."""
+    """A session in state `recording` with ``performers`` x ``seconds`` of capture.
+    ``sounds``: performer n's microphone is ``sounds[n]`` looped (mono int16, 48 kHz), else
+    every performer sends the same 440 Hz tone."""
     started = started_unix if started_unix is not None else time.time() - seconds - 1
-    video, audio = vp8_loop(*video_size), opus_loop()
+    video, tone = vp8_loop(*video_size), opus_loop()
     manifest = {
         "schema_version": 1, "session_id": session_dir.name, "room_id": "room_synthetic",
         "state": "recording", "reason": None, "started_at": utc_iso(started),
@@ -77,6 +87,7 @@ def write_session(
             "tracks": [], "sync": {"method": None, "rtt_s": 0.001},
         })
         clock_offset = 0.25 * n  # each sender's clock is off the server's by a different amount
+        audio = opus_loop(sound=sounds[n]) if sounds else tone
         for kind, packets, rate, step in (("video", video, 90000, 3000), ("audio", audio, 48000, 960)):
             key: TrackKey = (pid, "s001", kind)
             count = int(seconds * rate / step)

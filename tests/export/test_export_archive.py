@@ -28,6 +28,7 @@ from improv_capture.recorder.finalise import finalise_session
 from improv_capture.recorder.hq.entry import hq_entry
 from improv_capture.recorder.manifest import rewrite_manifest
 from improv_capture.recorder.synthetic import Scene, write_scene_webm, write_session, write_studio_session
+from improv_capture.recorder.export.takes import PROMPT_GRACE_S, session_takes
 from improv_capture.recorder.withdraw import withdraw_performer
 
 pytestmark = pytest.mark.unit
@@ -65,14 +66,14 @@ def expected_takes(markers: list[dict[str, Any]], prompts: list[dict[str, Any]],
                    ) -> list[tuple[float, float, str, dict[str, Any]]]:
     """(start, end, label, prompt) of the fixtures' takes: each take/scene marker opens one,
     the next marker of take/scene/cut or the end closes it; its prompt is the last pushed
-    before its end."""
+    before its start or within PROMPT_GRACE_S after it."""
     cuts = [m for m in markers if m["kind"] in ("take", "scene", "cut")]
     takes = []
     for n, marker in enumerate(cuts):
         if marker["kind"] == "cut":
             continue
         end = cuts[n + 1]["t_s"] if n + 1 < len(cuts) else duration
-        prompt = [p for p in prompts if p["t_s"] < end][-1]
+        prompt = [p for p in prompts if p["t_s"] < min(marker["t_s"] + PROMPT_GRACE_S, end)][-1]
         takes.append((marker["t_s"], end, marker["label"], prompt))
     return takes
 
@@ -223,6 +224,18 @@ def test_takes_and_performers_follow_the_manifest(archive: Path, exported: Path)
             assert meta["take"]["prompt_text"] == row["prompt_text"]
             assert meta["consent"] == CONSENT and "display_name" not in meta
             assert meta["audio"]["start_s"] == float(row["start_s"])
+
+
+def test_a_prompt_belongs_to_the_take_it_was_pushed_for() -> None:
+    """Pushed before the take, or just after its mark; one pushed late in a take (the operator
+    preparing the next without a cut) is the next take's."""
+    prompts = [{"t_s": t, "text": text, "target_emotion": None, "intensity": None}
+               for t, text in ((0.5, "before the first"), (8.0, "late in the first"),
+                               (20.0 + PROMPT_GRACE_S / 2, "just after the third's mark"))]
+    markers = [{"t_s": t, "kind": "take", "label": None, "data": None} for t in (1.0, 10.0, 20.0)]
+    takes = session_takes({"session_id": "ses_x", "duration_s": 30.0, "markers": markers, "prompts": prompts})
+    assert [t.prompt_text for t in takes] == ["before the first", "late in the first",
+                                              "just after the third's mark"]
 
 
 def test_a_performer_without_media_in_a_take_has_no_sample(exported: Path) -> None:

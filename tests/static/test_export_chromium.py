@@ -52,8 +52,8 @@ def test_chromium_takes_export_on_their_keyframes_sample_exact(
     archive = manifest(session_dir)
     marks = [m["t_s"] for m in archive["markers"]]
     takes = list(csv.DictReader((dest / "takes.csv").read_text().splitlines()))
-    assert [(float(t["start_s"]), float(t["end_s"])) for t in takes] == pytest.approx(
-        [(marks[0], marks[1]), (marks[1], archive["duration_s"])], abs=1e-6)
+    assert [float(t[edge]) for t in takes for edge in ("start_s", "end_s")] == pytest.approx(
+        [marks[0], marks[1], marks[1], archive["duration_s"]], abs=1e-6)
     assert {t["prompt_text"] for t in takes} == {prompt["text"]}  # pushed before the first, in force after
 
     metas = sample_metas(dest)

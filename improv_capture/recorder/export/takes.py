@@ -2,8 +2,10 @@
 
 A ``take`` or ``scene`` marker opens a take (closing the one open), ``cut`` closes it, the
 session's end closes the last; a session without take or scene markers is one take. Each take
-carries the last prompt pushed before it ended: the prompt on the performers' screens as they
-played it (a prompt stays there until the next one replaces it, across takes)."""
+carries the prompt on the performers' screens as it started: the last one pushed before its
+start, or up to PROMPT_GRACE_S after it (an operator who marks the take, then pushes its
+prompt); a prompt stays on the screens until the next replaces it, across takes. A prompt
+pushed later in a take belongs to the next one (an operator preparing it without a cut)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ OPENING_KINDS = ("take", "scene")
 CLOSING_KINDS = ("cut",)
 #: marker_kind of the one take of a session without take or scene markers
 WHOLE_SESSION = "session"
+#: a prompt pushed this soon after a take's start is that take's (mark, then push)
+PROMPT_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,8 @@ def session_takes(manifest: dict[str, Any]) -> list[Take]:
     takes: list[Take] = []
     for index, (start, end, marker) in enumerate(_spans(manifest.get("markers") or [], duration), 1):
         chosen = None
-        for prompt in prompts:  # the last one pushed before the take's end
-            if float(prompt["t_s"]) < end:
+        for prompt in prompts:  # the last one pushed before the start, or just after it
+            if float(prompt["t_s"]) < min(start + PROMPT_GRACE_S, end):
                 chosen = prompt
         takes.append(Take(
             take_id=take_id(session_id, index), session_id=session_id, index=index,

@@ -130,7 +130,7 @@ class VideoTrack:
 
     def clip(self, start_s: float, end_s: float) -> Clip | None:
         """The packets of [start_s, end_s) from the keyframe that opens the clip; None when
-        the take has no video of this file (or none decodable: no keyframe)."""
+        the take has no video of this file (none inside it, or none decodable: no keyframe)."""
         if self._packets is None:
             return None
         window = self._held
@@ -166,6 +166,8 @@ class VideoTrack:
         else:
             return None
         packets = window[opening:]
+        if packets[-1].t_s < start_s:
+            return None  # the video ended before the take (the performer left): no clip
         size = frame_size(packets[0].data) if self.codec == "vp8" else None
         width, height = size or self.size
         return Clip(self.codec, self.time_base, width, height, packets,

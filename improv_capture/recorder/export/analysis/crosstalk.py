@@ -53,6 +53,10 @@ MIN_WINDOWS = 4
 #: control of 0.2-0.35; a copy of A at -30 dB in -50 dBFS noise 0.21-0.29, at -20 dB in
 #: -60 dBFS noise 0.37-0.45, at -6 dB (B's own voice in most windows) 0.23-0.29
 MIN_COHERENCE = 0.15
+#: a copy of A weaker than this in B's microphone (relative to A's own track) is not flagged,
+#: whatever its coherence: below it nobody hears it, and a microphone that is all but silent
+#: (a codec's decoding of digital silence, +-1 LSB) can be "coherent" with anything
+MIN_LEVEL_DB = -50.0
 #: the thirds of the take agree when their lags are within this of the whole take's
 LAG_TOLERANCE_S = 0.002
 #: levels are compared on a LEVEL_FRAME_S grid, over blocks of LEVEL_BLOCK_S; B is silent in
@@ -175,7 +179,8 @@ def _pair(a: np.ndarray, b: np.ndarray, blocks_a: np.ndarray, blocks_b: np.ndarr
     result: dict[str, Any] = {
         "windows": int(speech.size), "coherence": 0.0, "control": None, "control_windows": 0,
         "correlation": 0.0, "lag_ms": None, "level_db": None, "lags_ms": [],
-        "min_coherence": MIN_COHERENCE, "max_lag_ms": CROSS_TALK_MAX_LAG_S * 1000, "flagged": False,
+        "min_coherence": MIN_COHERENCE, "min_level_db": MIN_LEVEL_DB,
+        "max_lag_ms": CROSS_TALK_MAX_LAG_S * 1000, "flagged": False,
     }
     if speech.size < MIN_WINDOWS:
         return result
@@ -202,7 +207,8 @@ def _pair(a: np.ndarray, b: np.ndarray, blocks_a: np.ndarray, blocks_b: np.ndarr
         lag_ms=rounded(lag * 1000 / CROSS_TALK_RATE, 3),
         level_db=rounded(20 * np.log10(gain), 2) if gain > 0 else None,
         lags_ms=[rounded(t * 1000 / CROSS_TALK_RATE, 3) for t in thirds],
-        flagged=bool(coherence - max(control or 0.0, 0.0) >= MIN_COHERENCE and agree >= 2),
+        flagged=bool(coherence - max(control or 0.0, 0.0) >= MIN_COHERENCE and agree >= 2
+                     and gain > 0 and 20 * np.log10(gain) >= MIN_LEVEL_DB),
     )
     return result
 
