@@ -45,6 +45,10 @@ AUDIO_REORDER_S = 0.3
 #: ... and never more packets than this (0.3 s is 15 of Opus's usual 20 ms: a sender whose
 #: timestamps stand still cannot make the recorder hold its audio for ever)
 AUDIO_HELD_MAX = 64
+#: Video waiting for a keyframe asks for one again this often (arrival time) while frames keep
+#: coming without one; the publication's requester spaces the PLIs it sends further still
+#: (IMPROV_PLI_INTERVAL_S).
+KEYFRAME_REASK_S = 0.5
 
 TrackKey = tuple[str, str, str]  # performer_id, segment, kind
 
@@ -225,6 +229,8 @@ class TrackRecorder:
         #: audio: (pts, samples, arrival) of the latest packet written
         self._last_audio: tuple[int, int | None, float] | None = None
         self._last_arrival = 0.0
+        #: arrival time of the latest keyframe request while waiting (None: not yet timed)
+        self._asked_at: float | None = None
         if self.waiting_for_keyframe:
             request_keyframe()
 
@@ -234,6 +240,7 @@ class TrackRecorder:
         self._gap_dropped += frames
         if self.kind == "video" and not self.waiting_for_keyframe:
             self.waiting_for_keyframe = True
+            self._asked_at = arrival
             self._request_keyframe()
 
     def packet(self, packet: av.Packet, arrival: float) -> None:
@@ -252,9 +259,22 @@ class TrackRecorder:
             if not keyframe:
                 if self.packets:
                     self._gap_dropped += 1
+                self._ask_again(arrival)
                 return
             self.waiting_for_keyframe = False
+            self._asked_at = None
         self._write(bytes(packet), int(packet.pts), keyframe, arrival)
+
+    def _ask_again(self, arrival: float) -> None:
+        """While frames come that cannot start the file, ask for a keyframe again every
+        KEYFRAME_REASK_S: a request lost on the way, or sent before the sender's encoder ran
+        (a browser that just published ignores it), must not leave the video unrecorded until
+        something else asks."""
+        if self._asked_at is None:
+            self._asked_at = arrival
+        elif arrival - self._asked_at >= KEYFRAME_REASK_S:
+            self._asked_at = arrival
+            self._request_keyframe()
 
     def _hold(self, pts: int, data: bytes, after_loss: bool, arrival: float) -> None:
         heapq.heappush(self._held, (pts, self._held_order, data, after_loss, arrival))

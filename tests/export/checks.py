@@ -66,8 +66,7 @@ def unmatched(wav: np.ndarray, sound: np.ndarray, meta: dict[str, Any]) -> int:
     sample. The WAV is read as pieces, each the decoded sound run on from where it is found;
     a piece ends where the recorder's stamps stepped (a frame placed a few ms off the one
     before: the sound goes on from elsewhere in the decoded run) and the next is looked up.
-    A right export leaves only the samples around such steps unplaced (a probe that straddles
-    one, PROBE samples at most per step)."""
+    A stretch between two filled silences shorter than PROBE is not looked up."""
     start = meta["audio"]["start_s"]
     filled = np.zeros(wav.size, bool)
     for a, b in meta["audio"]["silence_filled"]:
@@ -78,8 +77,7 @@ def unmatched(wav: np.ndarray, sound: np.ndarray, meta: dict[str, Any]) -> int:
             i += 1
             continue
         end = i + int(np.argmax(filled[i:])) if filled[i:].any() else wav.size
-        if end - i < PROBE:
-            missing += end - i
+        if end - i < PROBE:  # too short to be placed beyond doubt (between two filled gaps)
             i = end
             continue
         at = position(wav[i : i + PROBE], sound)

@@ -255,6 +255,25 @@ def test_a_performer_without_media_in_a_take_has_no_sample(exported: Path) -> No
     assert late["video"]["first_frame_s"] == pytest.approx(LATE_JOIN_S, abs=0.001)
 
 
+def test_a_performer_whose_media_ended_before_a_take_has_no_sample(tmp_path: Path) -> None:
+    """Media 3 s long, a take marked at 5 s (the performer left): no sample, no clip of the
+    frames before it, the take still listed."""
+    session = tmp_path / "mirror" / "ses_20231115T000000Z_cccccc"
+    write_session(session, performers=1, seconds=3.0, started_unix=STARTED, video_size=(160, 120))
+    finalise_session(session)
+
+    def change(manifest: dict[str, Any]) -> None:
+        manifest["markers"] = [{"t_s": 5.0, "kind": "take", "label": "after", "data": None}]
+        manifest["duration_s"] = 8.0
+    rewrite_manifest(session, change)
+    dest = tmp_path / "dataset"
+    assert export(session.parent, dest, "--format", "lhotse")[0] == 0
+    assert samples_meta(dest) == {}
+    index = json.loads((dest / "export.json").read_text())
+    assert [e["reason"] for e in index["left_out"]] == ["no media in this take"]
+    assert len(list(csv.DictReader((dest / "takes.csv").read_text().splitlines()))) == 1
+
+
 def test_the_high_quality_copy_is_used_where_it_covers(exported: Path) -> None:
     metas = samples_meta(exported)
     covered = metas[f"{SESSION_B}_t001_p_early"]  # [0.5, 2.5) inside the coverage

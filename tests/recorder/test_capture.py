@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import pytest
 
-from improv_capture.recorder.capture import SessionWriter
+from improv_capture.recorder.capture import KEYFRAME_REASK_S, SessionWriter
 from improv_capture.recorder.synthetic import vp8_loop
 
 pytestmark = pytest.mark.unit
@@ -49,3 +49,31 @@ def test_overflow_becomes_a_gap_and_video_restarts_at_a_keyframe(tmp_path: Path)
     before = written.index(30 * 3000)  # 8 queued, plus the one in the writer's hands if taken
     assert before in (8, 9) and written[:before] == [i * 3000 for i in range(before)]
     assert written[before:] == [i * 3000 for i in range(30, 40)]  # from the next keyframe on
+
+
+def test_video_waiting_for_a_keyframe_asks_again_until_one_comes(tmp_path: Path) -> None:
+    """A first request lost (or sent before the browser's encoder ran): the recorder asks
+    again every KEYFRAME_REASK_S of frames that cannot start the file, and stops once one can."""
+    writer = SessionWriter(tmp_path / "ses", queue_size=64)
+    requests: list[float] = []
+    frames = vp8_loop(64, 48, frames=30)
+    arrival = [100.0]
+    recorder = writer.track(("p1", "s001", "video"), lambda: requests.append(arrival[0]))
+    for i in range(1, 61):  # two seconds of inter frames, their keyframe never sent
+        arrival[0] = 100.0 + i / 30
+        packet = av.Packet(frames[i % 30 or 1])
+        packet.pts, packet.time_base = i * 3000, Fraction(1, 90000)
+        recorder.packet(packet, arrival[0])
+    asked = requests[1:]
+    assert len(asked) == int(2.0 // KEYFRAME_REASK_S) - 1, requests  # the first frame starts the clock
+    assert all(b - a >= KEYFRAME_REASK_S - 1e-9 for a, b in zip(asked, asked[1:])), requests
+    key = av.Packet(frames[0])
+    key.pts, key.time_base, key.is_keyframe = 61 * 3000, Fraction(1, 90000), True
+    recorder.packet(key, 102.1)
+    for i in range(62, 92):  # the keyframe came: no more requests
+        packet = av.Packet(frames[i % 30 or 1])
+        packet.pts, packet.time_base = i * 3000, Fraction(1, 90000)
+        recorder.packet(packet, 100.0 + i / 30)
+    assert len(requests) == 1 + len(asked) and not recorder.waiting_for_keyframe
+    recorder.close()
+    writer.close()

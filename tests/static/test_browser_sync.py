@@ -45,12 +45,12 @@ TOLERANCE_MS = 10.0
 #: then the archive may vary as much as the local file did, plus SPREAD_SLACK_MS, and no more.
 SPREAD_MS = 25.0
 SPREAD_SLACK_MS = 10.0
-RECORD_S = 10.0
+RECORD_S = 14.0
 #: The clip flashes and beeps once a second, and the fake devices start their loops at unrelated
 #: instants, so an A/V offset is only defined modulo a second: verify pairs each flash with the
 #: nearest beep, and an offset near +-500 ms can pair either way. Offsets are compared unwrapped.
 PERIOD_MS = 1000.0
-#: of about 9 pairs in RECORD_S; a flash frame that the fake camera drops under load makes no pair
+#: of about 13 pairs in RECORD_S; a flash frame that the fake camera drops under load makes no pair
 MIN_PAIRS = 5
 
 #: Records the first stream getUserMedia returns with MediaRecorder, alongside what the page does.
