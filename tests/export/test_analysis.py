@@ -256,7 +256,19 @@ def test_voices_at_overlapping_times_are_not_cross_talk() -> None:
     result = analyse({"A": voice(1) + noise(5, -60), "B": voice(2) + noise(6, -60)})
     for mic, sources in result.items():
         for source, found in sources.items():
-            assert not found["flagged"] and found["coherence"] < crosstalk.MIN_COHERENCE / 3, (mic, source, found)
+            # (each third read at its own peak near the whole's: a little above 0 by chance)
+            assert not found["flagged"] and found["coherence"] < crosstalk.MIN_COHERENCE / 2, (mic, source, found)
+
+
+def test_a_copy_whose_delay_drifts_is_still_cross_talk() -> None:
+    """The path's delay moves over a take (a jitter buffer adapting, a sender re-placed by a
+    few ms): 120, then 127, then 134 ms, a third of the take each."""
+    a = voice(1)
+    thirds = np.array_split(np.arange(a.size), 3)
+    copy = np.concatenate([delayed(a, lag)[part] for lag, part in zip((0.120, 0.127, 0.134), thirds)])
+    result = analyse({"A": a + noise(5, -60), "B": voice(2) * 0.1 + 10 ** (-10 / 20) * copy + noise(6, -60)})
+    assert result["B"]["A"]["flagged"], result["B"]["A"]
+    assert not result["A"]["B"]["flagged"], result["A"]["B"]
 
 
 @pytest.mark.parametrize("voice_db", [0.0, -10.0])

@@ -82,7 +82,9 @@ def test_recorded_takes_export_with_their_prompts_turns_and_cross_talk(
     invites = {name: [server.invite(room, f"{name} {who}") for who in ("A", "B")]
                for name, room in rooms.items()}
     voices = {("clean", 0): ["--voice", "1"], ("clean", 1): ["--voice", "2"],
-              ("leaky", 0): ["--voice", "3"], ("leaky", 1): ["--voice", "4", "--leak-gain", LEAK_GAIN]}
+              ("leaky", 0): ["--voice", "3"], ("leaky", 1): ["--leak-gain", LEAK_GAIN]}
+    # (the leaking performer listens, beeping once a second: a performer who speaks over the
+    # other all the time leaves few windows to find the copy in, the measure's blind spot)
     # their pictures looped (--preencoded): four bots encoding video at once starve each other
     running = {key: bots(invites[key[0]][key[1]]["url"], 40, "--preencoded", *flags)
                for key, flags in voices.items()}
@@ -153,14 +155,15 @@ def test_recorded_takes_export_with_their_prompts_turns_and_cross_talk(
         # speech, and its sound in the take shows where that wall clock lies on the session's
         # (a bot starved of CPU sends late and stamps late)
         take = meta["take"]
-        seed = int(voices[(name, who)][1])
-        placed = epoch(archives[name]["started_at"]) + content_delay(wav, seed, epoch(
-            archives[name]["started_at"]) + meta["audio"]["start_s"])
-        spoken = [(a - placed, b - placed) for a, b in reports[(name, who)]["sent"]["speech"]]
-        inside = [(a, b) for a, b in spoken if take["start_s"] + 0.3 < a and b < take["end_s"] - 0.3]
-        if inside and not (name, who) == ("leaky", 1):  # the leaking mic also carries the other's voice
-            errors = boundary_errors_ms(meta["turns"], inside)
-            assert statistics.median(errors) <= TURN_ERROR_MS, (key, meta["turns"], inside, errors)
+        if voices[(name, who)][0] == "--voice":
+            seed = int(voices[(name, who)][1])
+            placed = epoch(archives[name]["started_at"]) + content_delay(wav, seed, epoch(
+                archives[name]["started_at"]) + meta["audio"]["start_s"])
+            spoken = [(a - placed, b - placed) for a, b in reports[(name, who)]["sent"]["speech"]]
+            inside = [(a, b) for a, b in spoken if take["start_s"] + 0.3 < a and b < take["end_s"] - 0.3]
+            if inside:
+                errors = boundary_errors_ms(meta["turns"], inside)
+                assert statistics.median(errors) <= TURN_ERROR_MS, (key, meta["turns"], inside, errors)
         assert not meta["quality"]["gaps"]["flagged"] and not meta["quality"]["av_offset"]["flagged"], meta["quality"]
 
     # cross-talk: the leaking performer's microphone carries the other's voice, and only there

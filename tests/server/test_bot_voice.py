@@ -53,7 +53,7 @@ MIN_HEARD_S = 0.5
 LEAK_CORRELATION = 0.7
 #: the path's delay moves by no more than this within a take (the bot's playout adapts to
 #: the fastest packet; the archive places each sender within a few ms)
-LAG_SPREAD_S = 0.03
+LAG_SPREAD_S = 0.06
 #: silence, decoded (the voice is exact zeros between its bursts): far below any leak (the
 #: gain's -10 dB under speech at about -20 dBFS)
 SILENT_DBFS = -80.0

@@ -71,7 +71,9 @@ def test_chromium_takes_export_on_their_keyframes_sample_exact(
         with av.open(str(dest / "media" / meta["session_id"] / video["file"])) as container:
             frames = list(container.decode(video=0))
         assert frames[0].key_frame and len(frames) == video["frames"] > 20, (key, video)
-        assert (frames[0].width, frames[0].height) == (640, 480)
+        # the camera's 640x480, or less where the browser scaled its encoding down (a busy CPU)
+        assert (frames[0].width, frames[0].height) == (video["width"], video["height"])
+        assert video["width"] <= 640 and video["height"] <= 480
         wav = read_wav(dest / "media" / meta["session_id"] / meta["audio"]["file"])
         take = meta["take"]
         assert wav.size == round(take["end_s"] * RATE) - round(take["start_s"] * RATE)

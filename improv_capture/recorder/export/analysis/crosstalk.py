@@ -57,8 +57,11 @@ MIN_COHERENCE = 0.15
 #: whatever its coherence: below it nobody hears it, and a microphone that is all but silent
 #: (a codec's decoding of digital silence, +-1 LSB) can be "coherent" with anything
 MIN_LEVEL_DB = -50.0
-#: the thirds of the take agree when their lags are within this of the whole take's
-LAG_TOLERANCE_S = 0.002
+#: the thirds of the take agree when their lags are within this of the whole take's: the
+#: path's delay drifts (a jitter buffer adapting, each sender re-placed a few ms now and then),
+#: so each third is read at its own peak within this of the whole's, and the coherence is
+#: their mean (pooling all windows at one lag would cancel a drifting copy's higher bands)
+LAG_TOLERANCE_S = 0.02
 #: levels are compared on a LEVEL_FRAME_S grid, over blocks of LEVEL_BLOCK_S; B is silent in
 #: the windows whose loudest block of B, relative to A's, is within QUIET_SPREAD_DB of the
 #: MIN_WINDOWS-th quietest window's (not the quietest: one odd window must not set the bar):
@@ -187,8 +190,15 @@ def _pair(a: np.ndarray, b: np.ndarray, blocks_a: np.ndarray, blocks_b: np.ndarr
     spectra = _Spectra(a, b, speech)
     values = spectra.coherence()
     lag = int(np.argmax(values))
-    thirds = [int(np.argmax(spectra.coherence(part))) for part in np.array_split(np.arange(speech.size), 3)]
-    agree = sum(abs(t - lag) <= LAG_TOLERANCE_S * CROSS_TALK_RATE for t in thirds)
+    reach = int(LAG_TOLERANCE_S * CROSS_TALK_RATE)
+    thirds, peaks = [], []
+    for part in np.array_split(np.arange(speech.size), 3):
+        curve = spectra.coherence(part)
+        low = max(lag - reach, 0)
+        near = low + int(np.argmax(curve[low : lag + reach + 1]))
+        thirds.append(int(np.argmax(curve)))
+        peaks.append(float(curve[near]))
+    agree = sum(abs(t - lag) <= reach for t in thirds)
     control_starts = _quiet(_window_starts(_silences(turns_a, frames), frames), blocks_a, blocks_b)
     control = None
     if control_starts.size >= MIN_CONTROL_WINDOWS:  # read at the speech's lag, not searched
@@ -198,7 +208,7 @@ def _pair(a: np.ndarray, b: np.ndarray, blocks_a: np.ndarray, blocks_b: np.ndarr
     dot = float(np.sum(spectra.a * shifted))
     energy_a, energy_b = float(np.sum(spectra.a**2)), float(np.sum(shifted**2))
     gain = abs(dot) / energy_a
-    coherence = float(values[lag])
+    coherence = max(float(values[lag]), float(np.mean(peaks)))
     result.update(
         coherence=rounded(coherence, 4),
         control=None if control is None else rounded(control, 4),
