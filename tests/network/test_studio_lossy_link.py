@@ -28,7 +28,7 @@ pytestmark = pytest.mark.network
 
 LOSS_UP = 0.3
 RATE_UP = 3_000_000
-RECORD_S = 8.0
+RECORD_S = 10.0
 
 
 @contextmanager

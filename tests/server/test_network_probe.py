@@ -49,6 +49,8 @@ class Page:
     async def send(self, chunks: int, stop: Callable[[], bool] = lambda: False) -> None:
         """``chunks`` messages, as fast as SCTP takes them (until ``stop()``)."""
         for _ in range(chunks):
+            if stop() or self.channel.readyState != "open":
+                return  # the server cut it off (between two sends, on a busy machine)
             self.channel.send(CHUNK)
             while self.channel.bufferedAmount > 256 * 1024:
                 if stop() or self.channel.readyState != "open":
