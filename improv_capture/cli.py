@@ -43,6 +43,7 @@ def _banner(settings: Settings, operator_token: str, routing: bool) -> str:
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import ValidationError
 
     from improv_capture.api.http_guard import guard
     from improv_capture.api.http_server import server_config, tls_files
@@ -53,8 +54,20 @@ def _serve(args: argparse.Namespace) -> int:
                                    ("data_dir", args.data_dir), ("workers", args.workers),
                                    ("tls_cert", args.tls_cert), ("tls_key", args.tls_key))
                  if v is not None}
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:  # one line per setting that cannot work, no traceback
+        raise SystemExit("\n".join(
+            f"improv-capture: {'IMPROV_' + str(e['loc'][0]).upper() + ': ' if e['loc'] else ''}"
+            f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())) from None
     tls_files(settings)  # a certificate that cannot work stops the start here, said plainly
+    if settings.s3_url:  # the store's credentials too, before any process starts
+        from improv_capture.storage.s3_client import StoreConfigError, credentials
+
+        try:
+            credentials()
+        except StoreConfigError as exc:
+            raise SystemExit(f"improv-capture: {exc}") from None
     private_files(settings.data_dir)
     routing = settings.workers > 1 and settings.worker_index is None
     configure_logging(settings)  # text or JSON lines (IMPROV_LOG_FORMAT)

@@ -39,6 +39,31 @@ CREATE TABLE IF NOT EXISTS revocations (
 );
 """
 
+#: Columns added after a table first shipped, as (table, column, declaration): each is added
+#: once to a database that lacks it (SQLite's ALTER TABLE ADD COLUMN; CREATE TABLE IF NOT
+#: EXISTS leaves an existing table as it was). Append only.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # where a session's current copy is in S3-compatible storage (improv_capture/storage/)
+    ("sessions", "s3_bucket", "TEXT"),
+    ("sessions", "s3_key", "TEXT"),
+    ("sessions", "s3_revision", "INTEGER"),
+    ("sessions", "s3_stored_at", "TEXT"),
+    ("sessions", "s3_error", "TEXT"),
+    # 1 once the media files were removed from the data dir after a verified upload
+    ("sessions", "local_removed", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def add_columns(conn: sqlite3.Connection, added: tuple[tuple[str, str, str], ...]) -> None:
+    for table, column, declaration in added:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if have and column not in have:
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            except sqlite3.OperationalError as exc:  # another process of a cluster was first
+                if "duplicate column" not in str(exc):
+                    raise
+
 
 class Database:
     """One SQLite file in WAL mode: a write appends the pages it changes, so its cost does not
@@ -53,6 +78,8 @@ class Database:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._conn.executescript(schema)
+        if schema is SCHEMA:
+            add_columns(self._conn, ADDED_COLUMNS)
         self._lock = threading.Lock()
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -247,6 +247,53 @@ class Settings(BaseSettings):
             check_webhook_url(url, self.webhook_allow_private)
         return self
 
+    # --- Archives in S3-compatible storage (improv_capture/storage/; docs/deploy.md) ---
+    #: The store's endpoint, e.g. http://127.0.0.1:9000 (MinIO) or https://s3.eu-west-1.amazonaws.com.
+    #: Unset: no store, sessions stay in the data dir only. Credentials are exactly
+    #: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the environment (never a setting here).
+    s3_url: str | None = None
+    #: The bucket sessions go to (it must exist); required with s3_url.
+    s3_bucket: str | None = None
+    #: Key prefix: a session is stored under <prefix><session_id>/<path of each file>.
+    s3_prefix: str = "sessions/"
+    s3_region: str = "us-east-1"
+    #: True: the local copy stays after upload. False: a session's media files (not its
+    #: manifest.json and SHA256SUMS, which the catalog is rebuilt from) are removed once its
+    #: current revision is stored and verified; the files API then redirects to the store.
+    s3_keep_local: bool = True
+    #: Multipart part size (the store's minimum is 5 MiB; a smaller file goes in one request).
+    #: Each upload holds one part in memory: s3_concurrency parts at most.
+    s3_part_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024, le=512 * 1024 * 1024)
+    #: Sessions uploaded at once by the background uploader.
+    s3_concurrency: int = Field(default=2, ge=1, le=16)
+    #: First retry delay of a failed upload, doubling up to s3_retry_max_s between tries;
+    #: a session is retried forever (it stays local until it is stored).
+    s3_retry_min_s: float = Field(default=1.0, gt=0, le=3600)
+    s3_retry_max_s: float = Field(default=300.0, gt=0, le=24 * 3600)
+    #: Connect and read timeout of one request to the store.
+    s3_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    #: How long a presigned URL the files API redirects to stays valid.
+    s3_presign_ttl_s: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+
+    @model_validator(mode="after")
+    def _s3_complete(self) -> Settings:
+        """A store that cannot work stops the start, said in one line."""
+        if self.s3_url is None:
+            return self
+        from urllib.parse import urlsplit
+
+        url = urlsplit(self.s3_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"IMPROV_S3_URL must be an http:// or https:// URL, not {self.s3_url!r}")
+        if not self.s3_bucket:
+            raise ValueError("IMPROV_S3_URL needs IMPROV_S3_BUCKET (the bucket sessions go to)")
+        if self.s3_prefix.startswith("/") or (self.s3_prefix and not self.s3_prefix.endswith("/")):
+            raise ValueError("IMPROV_S3_PREFIX must be empty or end with / (and not start with /),"
+                             f" not {self.s3_prefix!r}")
+        if self.s3_retry_min_s > self.s3_retry_max_s:
+            raise ValueError("IMPROV_S3_RETRY_MIN_S must not be above IMPROV_S3_RETRY_MAX_S")
+        return self
+
     log_level: str = "info"
     #: text (a line per record, for a terminal) or json (one object per line: ts, level,
     #: logger, message and the room_id, session_id and performer_id it is about, for a log

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from improv_capture.api.auth import (
@@ -20,6 +21,8 @@ from improv_capture.api.auth import (
 )
 from improv_capture.downstream.events import TooManyStreams, sse
 from improv_capture.rooms.invites import tokens_equal
+from improv_capture.storage.local_copy import local_media_missing
+from improv_capture.storage.s3_archive import read_sums, store_sums
 
 #: Matched with ``fullmatch``: `$` alone would let a trailing newline through.
 #: Event and revocation ids are SQLite integers: a larger one is bad input, not a 500.
@@ -54,21 +57,30 @@ async def get_session(request: Request, session_id: str) -> dict[str, Any]:
     return json.loads(await asyncio.to_thread(path.read_text))  # type: ignore[no-any-return]
 
 
-@router.get("/sessions/{session_id}/files/{file_path:path}")
-async def get_file(request: Request, session_id: str, file_path: str) -> FileResponse:
+@router.get("/sessions/{session_id}/files/{file_path:path}", response_model=None,
+            responses={307: {"description": "the file is in S3-compatible storage only: a "
+                                            "presigned URL, valid for a few minutes"}})
+async def get_file(request: Request, session_id: str, file_path: str) -> Response:
     session_dir = await session_dir_or_404(request, session_id)
     if "\x00" in file_path or file_path.startswith("/") or "\\" in file_path:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid file path")
     parts = file_path.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "file not found")
-    manifest = json.loads(await asyncio.to_thread((session_dir / "manifest.json").read_text))
+    manifest_bytes = await asyncio.to_thread((session_dir / "manifest.json").read_bytes)
+    manifest = json.loads(manifest_bytes)
     entries = {f["path"]: f for f in manifest.get("files", [])}
     entries.update({n: {} for n in ("manifest.json", "SHA256SUMS")})
     target = session_dir / file_path
+    if file_path not in entries:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "file not found")
+    archive = request.app.state.downstream.archive
+    if archive is not None:
+        stored = await from_store(request, session_dir, file_path, manifest_bytes, manifest)
+        if stored is not None:
+            return stored
     # every component, not only the last: a symlinked directory must not serve what it points to
-    if file_path not in entries or not await asyncio.to_thread(
-            lambda: unaliased(target) and target.is_file()):
+    if not await asyncio.to_thread(lambda: unaliased(target) and target.is_file()):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "file not found")
     headers = {}
     digest = entries[file_path].get("sha256")
@@ -77,6 +89,32 @@ async def get_file(request: Request, session_id: str, file_path: str) -> FileRes
         headers["ETag"] = f'"{digest}"'
     media_type = "video/webm" if file_path.endswith(".webm") else None
     return FileResponse(target, headers=headers, media_type=media_type)
+
+
+async def from_store(request: Request, session_dir: Path, file_path: str, manifest_bytes: bytes,
+                     manifest: dict[str, Any]) -> Response | None:
+    """A file whose local copy was removed after upload (IMPROV_S3_KEEP_LOCAL=false): a
+    redirect to the stored object, or for SHA256SUMS the store's version of it (the local one
+    no longer lists removed files once a later revision rewrote it). None: serve it locally."""
+    downstream = request.app.state.downstream
+    if file_path == "manifest.json":
+        return None
+    missing = await asyncio.to_thread(local_media_missing, session_dir, manifest)
+    if not missing:
+        return None
+    if file_path == "SHA256SUMS":
+        sums = await asyncio.to_thread(lambda: store_sums(
+            read_sums(session_dir), manifest_bytes,
+            {f["path"]: f for f in manifest.get("files", [])}, session_dir))
+        return Response(sums, media_type="text/plain; charset=utf-8")
+    if await asyncio.to_thread((session_dir / file_path).is_file):
+        return None
+    storage = await downstream.catalog.storage_of(session_dir.name)
+    if not storage or storage["s3"] is None:
+        return None  # never stored: a 404 as before
+    url = await downstream.archive.presigned(storage["s3"]["key"], file_path)
+    return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT,
+                            headers={"Cache-Control": "no-store"})
 
 
 class EventStreamResponse(StreamingResponse):

@@ -17,7 +17,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from improv_capture.clock import parse_utc, utc_iso
+from improv_capture.clock import parse_utc, utc_iso, utc_now_iso
 from improv_capture.db import Database, rows
 
 
@@ -37,6 +37,23 @@ def summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "prompts": len(manifest.get("prompts", [])),
         "files": len(manifest.get("files", [])),
     }
+
+
+def storage(row: dict[str, Any]) -> dict[str, Any]:
+    """Where a session's files are: ``local`` (its media in the data dir), ``s3`` (the
+    bucket, the key prefix of its objects and the manifest revision stored there) and
+    ``s3_error`` (why the last try to store it failed; null once a try succeeds), from the
+    catalog's columns."""
+    return {
+        "local": not row.get("local_removed"),
+        "s3": {"bucket": row["s3_bucket"], "key": row["s3_key"], "revision": row["s3_revision"],
+               "stored_at": row["s3_stored_at"]} if row.get("s3_revision") else None,
+        "s3_error": row.get("s3_error"),
+    }
+
+
+#: the catalog's columns that ``storage`` reads
+STORAGE_COLUMNS = "s3_bucket, s3_key, s3_revision, s3_stored_at, s3_error, local_removed"
 
 
 def encode_cursor(started_at: str, session_id: str) -> str:
@@ -121,14 +138,14 @@ class Catalog:
             started_at, session_id = decode_cursor(after)
             where.append("(started_at, session_id) > (?, ?)")
             args += [started_at, session_id]
-        sql = "SELECT started_at, session_id, summary FROM sessions"
+        sql = f"SELECT started_at, session_id, summary, {STORAGE_COLUMNS} FROM sessions"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at, session_id LIMIT ?"
         found = await self._db.call(lambda c: rows(c.execute(sql, (*args, limit + 1))))
         page = found[:limit]
         return {
-            "items": [json.loads(r["summary"]) for r in page],
+            "items": [{**json.loads(r["summary"]), "storage": storage(r)} for r in page],
             "next": encode_cursor(page[-1]["started_at"], page[-1]["session_id"])
             if len(found) > limit else None,
         }
@@ -138,3 +155,39 @@ class Catalog:
         found = await self._db.call(lambda c: rows(c.execute(
             "SELECT session_id FROM sessions WHERE summary LIKE ? ORDER BY started_at", (pattern,))))
         return [r["session_id"] for r in found]
+
+    # archives in S3-compatible storage (improv_capture/storage/)
+
+    async def storage_of(self, session_id: str) -> dict[str, Any] | None:
+        found = await self._db.call(lambda c: rows(c.execute(
+            f"SELECT {STORAGE_COLUMNS} FROM sessions WHERE session_id=?", (session_id,))))
+        return storage(found[0]) if found else None
+
+    async def to_store(self, limit: int) -> list[str]:
+        """Finalised sessions whose current revision is not in the store yet, oldest first."""
+        found = await self._db.call(lambda c: rows(c.execute(
+            "SELECT session_id FROM sessions WHERE state IS NOT NULL AND state != 'recording'"
+            " AND (s3_revision IS NULL OR s3_revision < json_extract(summary, '$.revision'))"
+            " ORDER BY started_at, session_id LIMIT ?", (limit,))))
+        return [r["session_id"] for r in found]
+
+    async def to_remove_locally(self, limit: int) -> list[tuple[str, int]]:
+        """Stored sessions (current revision) whose media is still in the data dir."""
+        found = await self._db.call(lambda c: rows(c.execute(
+            "SELECT session_id, s3_revision FROM sessions WHERE local_removed = 0"
+            " AND s3_revision = json_extract(summary, '$.revision')"
+            " ORDER BY started_at, session_id LIMIT ?", (limit,))))
+        return [(r["session_id"], int(r["s3_revision"])) for r in found]
+
+    async def mark_stored(self, session_id: str, bucket: str, key: str, revision: int) -> None:
+        await self._db.call(lambda c: c.execute(
+            "UPDATE sessions SET s3_bucket=?, s3_key=?, s3_revision=?, s3_stored_at=?, s3_error=NULL"
+            " WHERE session_id=?", (bucket, key, revision, utc_now_iso(), session_id)))
+
+    async def mark_store_error(self, session_id: str, error: str) -> None:
+        await self._db.call(lambda c: c.execute(
+            "UPDATE sessions SET s3_error=? WHERE session_id=?", (error[:500], session_id)))
+
+    async def mark_local_removed(self, session_id: str) -> None:
+        await self._db.call(lambda c: c.execute(
+            "UPDATE sessions SET local_removed=1 WHERE session_id=?", (session_id,)))

@@ -19,6 +19,7 @@ from improv_capture.downstream.tokens import TokenStore
 from improv_capture.downstream.webhooks import Deliverer
 from improv_capture.recorder.withdraw import withdraw_performer
 from improv_capture.settings import Settings
+from improv_capture.storage.uploader import ArchiveUploader
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +41,29 @@ class Downstream:
             self.db, self.events, webhook_secret, settings.webhook_backoff_s,
             settings.webhook_give_up_s, settings.webhook_allow_private,
         )
+        #: sessions into S3-compatible storage (IMPROV_S3_URL), None without a store (boto3 is
+        #: imported only then)
+        self.archive: ArchiveUploader | None = None
+        if settings.s3_url and settings.is_primary:
+            self.archive = ArchiveUploader(settings, self.catalog)
 
     async def start(self) -> None:
         changes = await asyncio.to_thread(self.catalog.sync)
         if changes:
             logger.info("session catalog: %d sessions indexed from disk", changes)
         self.deliverer.start()
+        if self.archive is not None:
+            await self.archive.start()
 
     async def stop(self) -> None:
+        if self.archive is not None:
+            await self.archive.stop()
         await self.deliverer.stop()
+
+    def _stored_again(self, session_dir: Path) -> None:
+        """A new revision of the session is due in the store (when there is one)."""
+        if self.archive is not None:
+            self.archive.wake(session_dir.name)
 
     async def session_started(self, session_id: str, room_id: str, started_at: str) -> None:
         await self.events.publish(
@@ -64,6 +79,7 @@ class Downstream:
             "state": manifest["state"], "reason": manifest.get("reason"),
             "duration_s": manifest.get("duration_s"),
         })
+        self._stored_again(session_dir)
 
     async def session_updated(self, session_dir: Path, detail: dict[str, Any]) -> None:
         """A finalised session changed (its manifest was rewritten: a new revision): index it
@@ -72,6 +88,7 @@ class Downstream:
         await self.catalog.index(session_dir)
         manifest = json.loads(await asyncio.to_thread((session_dir / "manifest.json").read_text))
         await self.events.publish("session.updated", {**detail, **updated_fields(manifest)})
+        self._stored_again(session_dir)
 
     async def revoke(self, performer_id: str, reason: str | None) -> dict[str, Any]:
         revoked_at = utc_now_iso()
@@ -82,6 +99,8 @@ class Downstream:
                 # a new revision: its summary (revision, updated_at) is what mirrors compare;
                 # the change is announced once, by consent.revoked (its ``sessions``)
                 await self.catalog.index(session_dir)
+                # the store loses the performer's objects with the next upload, at once
+                self._stored_again(session_dir)
                 touched.append(session_id)
 
         def insert(c: sqlite3.Connection) -> int:

@@ -99,6 +99,10 @@ class Mirror:
             base_url=server.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(30, read=120),
+            # a file kept in S3-compatible storage only answers 307 to a presigned URL; httpx
+            # drops the Authorization header when a redirect leaves the server's origin, and
+            # keeps Range, so resuming works the same there
+            follow_redirects=True,
         )
         self.failures: list[str] = []
         self.fetched: list[str] = []

@@ -1,0 +1,1 @@
+"""Where sessions are kept besides the data dir: S3-compatible object storage (server side)."""
