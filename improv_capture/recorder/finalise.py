@@ -310,6 +310,12 @@ def finalise_performer(
             pass
         tmp_path.unlink(missing_ok=True)
         raise
+    if not tmp_path.exists():
+        # not one packet of this performer was captured (they joined but their media never
+        # reached the recorder): PyAV wrote nothing, and there is no file to keep
+        return {"file": None, "tracks": [], "sync": {
+            "method": "none", "offset_s": None, "rtt_s": rtt, "sender_reports": {},
+            "segments": len(_segments(capture_dir))}}
     with open(tmp_path, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp_path, out_path)
@@ -339,6 +345,8 @@ def finalise_session(session_dir: Path, reason: str | None = None) -> dict[str, 
     for performer in manifest["performers"]:
         try:
             performer.update(finalise_performer(session_dir, performer, started_unix))
+            if performer["file"] is None:
+                problems.append(f"{performer['performer_id']}: no media")  # joined, never recorded
         except Exception as exc:  # keep going: the others' media must not be lost
             logger.exception("finalising %s failed", performer["performer_id"])
             problems.append(f"{performer['performer_id']}: {describe_error(exc)}")

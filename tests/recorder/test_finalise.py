@@ -93,3 +93,24 @@ def test_recover_command(tmp_path: Path) -> None:
     assert done.returncode == 0 and "ses_cut: partial (interrupted)" in done.stdout
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert "no interrupted sessions" in done.stdout
+
+
+def test_a_performer_without_one_captured_packet_has_no_file_and_no_error(tmp_path: Path) -> None:
+    """They joined, and their media never reached the recorder (a connection that did not come
+    up): finalising gives them no file and no tracks, and the others' files as usual."""
+    session = tmp_path / "ses_20231114T221320Z_eeeeee"
+    write_session(session, performers=1, seconds=2.0, video_size=(160, 120))
+    manifest_path = session / "manifest.json"
+    data = json.loads(manifest_path.read_text())
+    silent = {**data["performers"][0], "performer_id": "p_silent", "display_name": "Silent"}
+    data["performers"].append(silent)
+    manifest_path.write_text(json.dumps(data))
+    (session / "capture" / "p_silent").mkdir()
+    final = finalise_session(session)
+    entries = {p["performer_id"]: p for p in final["performers"]}
+    assert entries["p_silent"]["file"] is None and entries["p_silent"]["tracks"] == []
+    assert entries["p_silent"]["sync"]["method"] == "none"
+    assert entries[data["performers"][0]["performer_id"]]["file"] is not None
+    assert final["state"] == "partial" and final["reason"] == "p_silent: no media", final["reason"]
+    status, report = verify(session)  # every file decodes; the performer's media is missing
+    assert report["defects"] == ["p_silent: no media file"], report["defects"]
