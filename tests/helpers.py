@@ -177,6 +177,15 @@ def publishing(server: ServerProcess, room_id: str, performers: int) -> bool:
     return sum(1 for p in members if len(p["publishing"]) == 2) == performers
 
 
+def arriving(server: ServerProcess, room_id: str, performers: int, packets: int) -> bool:
+    """Whether ``performers`` members of the room have each sent the server ``packets`` packets
+    of both audio and video: `publishing` is said by signaling alone, packets need ICE and DTLS
+    to have come up too (slow on a lossy link)."""
+    members = room_state(server, room_id)["performers"]
+    return sum(1 for p in members if len(p["tracks"]) == 2
+               and all(t["packets"] >= packets for t in p["tracks"].values())) == performers
+
+
 def member_state(server: ServerProcess, room_id: str, performer_id: str) -> str | None:
     """A member's state as the room reports it ("joined", "reconnecting"), None if absent."""
     members = room_state(server, room_id)["performers"]

@@ -170,15 +170,18 @@ def test_recorded_takes_export_with_their_prompts_turns_and_cross_talk(
     # (in at least one of its two 5 s takes: a copy whose delay drifts within so short a take
     # may read under the bar, docs/export.md; never a clean microphone)
     leaky_a, leaky_b = (i["performer_id"] for i in invites["leaky"])
-    heard = []
+    heard, clean = [], []
     for key, meta in metas.items():
         flagged = meta["quality"]["cross_talk"]["flagged"]
         if meta["performer_id"] == leaky_b:
             heard.append(meta["quality"]["cross_talk"]["from"][leaky_a])
-            assert heard[-1]["correlation"] > 0.3, (key, meta["quality"]["cross_talk"])
+            assert heard[-1]["correlation"] > 0.2, (key, meta["quality"]["cross_talk"])
         else:
             assert not flagged, (key, meta["quality"]["cross_talk"])
+            clean += [abs(c["correlation"]) for c in meta["quality"]["cross_talk"]["from"].values()]
     assert any(h["flagged"] for h in heard), heard
+    # the copy stands out: every take of the leaking microphone correlates more than any clean one
+    assert min(h["correlation"] for h in heard) > max(clean), (heard, clean)
 
     # each format loads with its own library
     import lhotse

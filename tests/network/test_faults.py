@@ -25,8 +25,8 @@ import av
 import pytest
 
 from tests.helpers import (
+    arriving,
     manifest,
-    publishing,
     room_state,
     server_paths,
     start_recording,
@@ -114,14 +114,16 @@ def record_take(server: NetnsServer, room: str, hosts_and_names: list[tuple[Any,
                 seconds: float, burst: Any = None) -> tuple[str, list[dict[str, Any]],
                                                             list[dict[str, Any]]]:
     """Start the recording, then a bot per host for ``seconds``, until they have left; with
-    ``burst`` (a host), its link drops everything for BURST_S once all publish for 3 s.
+    ``burst`` (a host), its link drops everything for BURST_S once the media of all has
+    reached the server for 2 s (a burst while DTLS still shakes hands on a lossy link would
+    put the call off past the take: its retransmissions back off to seconds).
     Returns (session_id, invites, bot reports)."""
     session = start_recording(server, room)["session_id"]
     invites = [server.invite(room, name) for _, name in hosts_and_names]
     bots = [host.bot(invite["url"], seconds) for (host, _), invite in zip(hosts_and_names, invites)]
     if burst is not None:
-        wait_for(lambda: publishing(server, room, len(bots)), 20, "everyone publishing")
-        time.sleep(3)
+        wait_for(lambda: arriving(server, room, len(bots), 30), 20, "everyone's media arriving")
+        time.sleep(1)
         burst.link_down()
         time.sleep(BURST_S)
         burst.link_up()
@@ -219,8 +221,8 @@ def test_an_outage_resumes_by_itself_with_a_reconnected_gap(
                       if p["performer_id"] == away_id)
         return int(member["tracks"]["video"]["packets"]) if member["tracks"] else 0
 
-    wait_for(lambda: publishing(shared_server, room, 2) and video_packets() > 60, 20,
-             "both performers publishing for two seconds")
+    wait_for(lambda: arriving(shared_server, room, 2, 60), 20,
+             "both performers' media arriving for two seconds")
     away.link_down()
     down_at = time.time() - started
     time.sleep(OUTAGE_S)
