@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import wave
@@ -36,9 +37,10 @@ def read_wav(path: Path) -> np.ndarray:
         return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
 
 
+@functools.lru_cache(maxsize=8)
 def decoded_sound(path: Path) -> np.ndarray:
     """Every decoded audio frame of an archive file, end to end, as s16 (what a player hears,
-    without the timeline)."""
+    without the timeline); kept for the file's next sample (a file is read-only here)."""
     with av.open(str(path)) as container:
         frames = [f.to_ndarray().mean(axis=0) for f in container.decode(audio=0)]
     return np.clip(np.rint(np.concatenate(frames) * 32768), -32768, 32767).astype(np.int16)

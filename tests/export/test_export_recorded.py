@@ -56,9 +56,12 @@ def content_delay(wav: np.ndarray, seed: int, wall_s: float) -> float:
     """How much later than its wall-clock time the bot's speech (voice.py, ``seed``) lies in
     ``wav``, whose first sample is at ``wall_s`` on the server's clock: the lag of the best
     match within DELAY_SEARCH_S."""
-    search = round(DELAY_SEARCH_S * RATE)
-    reference = voice_samples(seed, round(wall_s * RATE) - search, wav.size + 2 * search).astype(np.float64)
-    scores = np.correlate(reference, wav[: 2 * RATE].astype(np.float64), mode="valid")
+    search, probe = round(DELAY_SEARCH_S * RATE), wav[: 2 * RATE].astype(np.float64)
+    reference = voice_samples(seed, round(wall_s * RATE) - search, probe.size + 2 * search).astype(np.float64)
+    # scores[k] = sum_j reference[k + j] * probe[j], k in 0..2 * search (by FFT: a direct
+    # correlation of 2 s against seconds of sound took seconds)
+    n = reference.size + probe.size
+    scores = np.fft.irfft(np.fft.rfft(reference, n) * np.conj(np.fft.rfft(probe, n)), n)[: 2 * search + 1]
     return float(search - int(np.argmax(scores))) / RATE
 
 
