@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return len(MEDIA_ORDER) + (module not in own_group)
 
     items.sort(key=rank)  # stable: modules and tests keep their order within a rank
+
+
+#: beside the media group, the other worker's tests (and the servers they start) yield the CPU:
+#: they are judged by their answers, the media tests by the wall clock. Root only (scripts/test
+#: is run as root): a process may not lower its niceness back otherwise.
+NICE_BESIDE_MEDIA = 10
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if not getattr(item.config.option, "loadgroup", False) or os.geteuid() != 0:
+        return
+    groups = {str(m.args[0]) for m in item.iter_markers("xdist_group")}
+    os.setpriority(os.PRIO_PROCESS, 0, 0 if groups == {MEDIA_GROUP} else NICE_BESIDE_MEDIA)
 
 
 @pytest.fixture
