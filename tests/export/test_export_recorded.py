@@ -171,14 +171,14 @@ def test_recorded_takes_export_with_their_prompts_turns_and_cross_talk(
 
     # cross-talk: the leaking performer's microphone carries the other's voice, and only there
     # (in at least one of its two 5 s takes: a copy whose delay drifts within so short a take
-    # may read under the bar, docs/export.md; never a clean microphone)
+    # may read under the bar, docs/export.md; never a clean microphone: a bot starved of CPU
+    # drifts most, its copy's correlation seen from 0.13 to 0.4)
     leaky_a, leaky_b = (i["performer_id"] for i in invites["leaky"])
     heard, clean = [], []
     for key, meta in metas.items():
         flagged = meta["quality"]["cross_talk"]["flagged"]
         if meta["performer_id"] == leaky_b:
             heard.append(meta["quality"]["cross_talk"]["from"][leaky_a])
-            assert heard[-1]["correlation"] > 0.2, (key, meta["quality"]["cross_talk"])
         else:
             assert not flagged, (key, meta["quality"]["cross_talk"])
             clean += [abs(c["correlation"]) for c in meta["quality"]["cross_talk"]["from"].values()]
