@@ -1,7 +1,5 @@
-"""The server's SQLite index in the data dir: reader tokens, the session catalog, events,
-webhook deliveries and revocations. Session directories stay the source of truth for
-sessions: the catalog is rebuilt from them when it is missing or stale. Every call runs in
-a worker thread (sqlite3 blocks)."""
+"""A SQLite file in the data dir, opened in WAL mode: the rooms store's (rooms/store.py) and
+the embedded index's (database/sqlite.py). Calls block: run them in a worker thread."""
 
 from __future__ import annotations
 
@@ -14,47 +12,11 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tokens (
-    id TEXT PRIMARY KEY, role TEXT NOT NULL, label TEXT NOT NULL, token_sha256 TEXT UNIQUE NOT NULL,
-    created_at TEXT NOT NULL, revoked_at TEXT
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    session_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, room_id TEXT, state TEXT,
-    summary TEXT NOT NULL, manifest_mtime_ns INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sessions_order ON sessions (started_at, session_id);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, data TEXT NOT NULL, created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, event_id INTEGER NOT NULL, url TEXT NOT NULL,
-    status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL,
-    last_status INTEGER, last_error TEXT, created REAL NOT NULL, delivered_at TEXT
-);
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt);
-CREATE TABLE IF NOT EXISTS revocations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, performer_id TEXT NOT NULL, reason TEXT,
-    revoked_at TEXT NOT NULL, sessions TEXT NOT NULL
-);
-"""
-
-#: Columns added after a table first shipped, as (table, column, declaration): each is added
-#: once to a database that lacks it (SQLite's ALTER TABLE ADD COLUMN; CREATE TABLE IF NOT
-#: EXISTS leaves an existing table as it was). Append only.
-ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    # where a session's current copy is in S3-compatible storage (improv_capture/storage/)
-    ("sessions", "s3_bucket", "TEXT"),
-    ("sessions", "s3_key", "TEXT"),
-    ("sessions", "s3_revision", "INTEGER"),
-    ("sessions", "s3_stored_at", "TEXT"),
-    ("sessions", "s3_error", "TEXT"),
-    # 1 once the media files were removed from the data dir after a verified upload
-    ("sessions", "local_removed", "INTEGER NOT NULL DEFAULT 0"),
-)
-
 
 def add_columns(conn: sqlite3.Connection, added: tuple[tuple[str, str, str], ...]) -> None:
+    """Columns added after a table first shipped, as (table, column, declaration): each is
+    added once to a database that lacks it (SQLite's ALTER TABLE ADD COLUMN; CREATE TABLE IF
+    NOT EXISTS leaves an existing table as it was)."""
     for table, column, declaration in added:
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         if have and column not in have:
@@ -68,9 +30,11 @@ def add_columns(conn: sqlite3.Connection, added: tuple[tuple[str, str, str], ...
 class Database:
     """One SQLite file in WAL mode: a write appends the pages it changes, so its cost does not
     grow with the database. ``durable`` syncs every commit (synchronous=FULL), for what must
-    survive a power cut; otherwise a crash may lose the last commits, never consistency."""
+    survive a power cut; otherwise a crash may lose the last commits, never consistency.
+    Every call holds the connection's lock: one thread at a time uses it."""
 
-    def __init__(self, path: Path, schema: str = SCHEMA, durable: bool = False) -> None:
+    def __init__(self, path: Path, schema: str, durable: bool = False,
+                 added: tuple[tuple[str, str, str], ...] = ()) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -78,8 +42,7 @@ class Database:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._conn.executescript(schema)
-        if schema is SCHEMA:
-            add_columns(self._conn, ADDED_COLUMNS)
+        add_columns(self._conn, added)
         self._lock = threading.Lock()
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -96,6 +59,32 @@ class Database:
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.to_thread(self.run, fn)
+
+    # a transaction spread over several calls (database/sqlite.py: its statements are awaited
+    # one by one), kept one at a time by its caller
+
+    def begin(self) -> None:
+        with self._lock:
+            if self._conn.in_transaction:  # one whose rollback was cut short
+                self._conn.execute("ROLLBACK")
+            self._conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        with self._lock:
+            self._conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        with self._lock:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+
+    def fetch(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+        with self._lock:
+            return rows(self._conn.execute(sql, args))
+
+    def execute(self, sql: str, args: tuple[Any, ...]) -> int:
+        with self._lock:
+            return self._conn.execute(sql, args).rowcount
 
     def close(self) -> None:
         with self._lock:

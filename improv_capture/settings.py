@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -292,6 +293,42 @@ class Settings(BaseSettings):
                              f" not {self.s3_prefix!r}")
         if self.s3_retry_min_s > self.s3_retry_max_s:
             raise ValueError("IMPROV_S3_RETRY_MIN_S must not be above IMPROV_S3_RETRY_MAX_S")
+        return self
+
+    # --- Past one machine (docs/architecture.md "Many machines"; docs/deploy.md) ---
+    #: This node's name among several: where its sessions are (the catalog's node_id), in
+    #: logs and metrics. Defaults to the machine's host name; nodes that share a machine
+    #: (tests, a staging box) each need their own.
+    node_id: str = Field(default_factory=socket.gethostname,
+                         min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    #: PostgreSQL shared by every node (postgresql://user:password@host:port/db): the catalog,
+    #: events, webhook deliveries, reader tokens and revocations of all of them; the schema is
+    #: migrated at start (improv_capture/database/migrations/postgres/). Unset: SQLite in the
+    #: data dir, for one machine.
+    database_url: SecretStr | None = None
+    #: Connections one node keeps to PostgreSQL at most.
+    database_pool_size: int = Field(default=10, ge=1, le=100)
+    #: Connect (and take a pooled connection) within this, else the database counts as
+    #: unavailable: catalog writes and events wait in the outbox, reads answer 503.
+    database_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    #: How long a starting node waits for PostgreSQL to answer before it gives up.
+    database_start_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    #: Catalog writes and events kept in the data dir (outbox.jsonl) while the database is
+    #: unavailable, replayed in order when it is back. Past this size new ones are refused
+    #: (logged; a session's catalog row is rebuilt from its directory at the next start).
+    outbox_max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024, le=2**34)
+    #: How often the outbox tries the database again.
+    outbox_retry_s: float = Field(default=2.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _database_url_is_postgres(self) -> Settings:
+        if self.database_url is not None:
+            from urllib.parse import urlsplit
+
+            url = urlsplit(self.database_url.get_secret_value())
+            if url.scheme not in ("postgresql", "postgres") or not url.hostname:
+                raise ValueError("IMPROV_DATABASE_URL must be a postgresql://user:password@host:port/db"
+                                 f" URL (scheme {url.scheme!r})")
         return self
 
     log_level: str = "info"

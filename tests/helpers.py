@@ -208,6 +208,21 @@ def stop_recording(server: ServerProcess, room_id: str) -> dict[str, Any]:
     return dict(response.json())
 
 
+def record_session(server: ServerProcess, bots: BotFactory, names: list[str],
+                   seconds: float = 1.5) -> tuple[str, list[dict[str, Any]]]:
+    """A complete session of ``names`` performing for ``seconds`` once they all publish."""
+    room = server.create_room()
+    session = start_recording(server, room)
+    invites = [server.invite(room, n) for n in names]
+    running = [bots(inv["url"], 30, "--preencoded") for inv in invites]
+    wait_for(lambda: publishing(server, room, len(names)), 20, "every performer")
+    time.sleep(seconds)
+    for bot in running:
+        assert bot.finish()[0] == 0
+    assert stop_recording(server, room)["state"] == "complete"
+    return session["session_id"], invites
+
+
 def fetch(server: ServerProcess, token: str, dest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """Run `improv-capture fetch` into ``dest`` as a downstream job would."""
     return subprocess.run(

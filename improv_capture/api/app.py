@@ -17,13 +17,14 @@ from improv_capture import secrets_store
 from improv_capture.api.console_socket import ConsoleSocket
 from improv_capture.api.docs_page import add_api_docs
 from improv_capture.api.http_guard import error_response
-from improv_capture.api.operator_routes import router
 from improv_capture.api.network_probe import NetworkProbes
+from improv_capture.api.operator_routes import router
 from improv_capture.api.performer_socket import PerformerSocket
 from improv_capture.api.reader_routes import router as sessions_router
 from improv_capture.api.upload_routes import router as uploads_router
 from improv_capture.cluster.internal_api import PrimaryNotifier
 from improv_capture.cluster.internal_api import router as internal_router
+from improv_capture.database.base import DatabaseUnavailable
 from improv_capture.downstream.service import Downstream
 from improv_capture.media import aiortc_hooks
 from improv_capture.media.sdp_policy import server_gathering_addresses
@@ -85,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
         if notifier is None:
             await downstream.start()
         else:
+            await downstream.open()
             notifier.start()
         for manifest in recovered:
             logger.warning("recovered interrupted session %s as %s",
@@ -98,7 +100,8 @@ def create_app(settings: Settings) -> FastAPI:
             await downstream.stop()
         else:
             await notifier.stop()
-        downstream.db.close()
+            await downstream.tokens.stop()
+        await downstream.close()
 
     # every route whose path names a room, session or performer tags its log lines with them
     app = FastAPI(title="improv-capture", version="0.1.0", lifespan=lifespan,
@@ -125,6 +128,13 @@ def create_app(settings: Settings) -> FastAPI:
             for e in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def database_unavailable(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        # PostgreSQL restarting or cut off: what was asked can be asked again shortly
+        logger.warning("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "the database is unavailable; retry later"},
+                            status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 
 from improv_capture.api.http_guard import bearer_of
+from improv_capture.database.base import DatabaseUnavailable
 from improv_capture.rooms.invites import InviteError, InviteSigner, tokens_equal
 
 #: Anchored for pydantic's `pattern=` (Rust regex: `$` is the end of the text); Python's `$`
@@ -54,19 +55,28 @@ def _invite_or_unknown(request: Request, token: str) -> HTTPException:
     )
 
 
-def require_operator(request: Request, token: Annotated[str, Depends(bearer_token)]) -> None:
+async def is_reader(request: Request, token: str) -> bool:
+    """A reader token's check; 503 when the index cannot say (the database unavailable)."""
+    try:
+        return await request.app.state.downstream.tokens.is_reader(token)  # type: ignore[no-any-return]
+    except DatabaseUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the database is unavailable;"
+                            " retry later", headers={"Retry-After": "5"}) from exc
+
+
+async def require_operator(request: Request, token: Annotated[str, Depends(bearer_token)]) -> None:
     if tokens_equal(token, request.app.state.operator_token):
         return
-    if request.app.state.downstream.tokens.is_reader(token):
+    if await is_reader(request, token):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "a reader token can only read sessions")
     raise _invite_or_unknown(request, token)
 
 
-def require_reader(request: Request, token: Annotated[str, Depends(bearer_token)]) -> None:
+async def require_reader(request: Request, token: Annotated[str, Depends(bearer_token)]) -> None:
     """Operator or reader: listing and fetching sessions, events and revocations."""
     if tokens_equal(token, request.app.state.operator_token):
         return
-    if request.app.state.downstream.tokens.is_reader(token):
+    if await is_reader(request, token):
         return
     raise _invite_or_unknown(request, token)
 

@@ -10,15 +10,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.types import Receive, Scope, Send
 
 from improv_capture.api.auth import (
+    SESSION_ID,
     bearer_token,
+    real_session_dir,
     require_reader,
-    session_dir_or_404,
     unaliased,
 )
+from improv_capture.api.node_proxy import FORWARDED_HEADER, forward
 from improv_capture.downstream.events import TooManyStreams, sse
 from improv_capture.rooms.invites import tokens_equal
 from improv_capture.storage.local_copy import local_media_missing
@@ -51,17 +58,34 @@ async def list_sessions(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
 
 
-@router.get("/sessions/{session_id}")
-async def get_session(request: Request, session_id: str) -> dict[str, Any]:
-    path = await session_dir_or_404(request, session_id) / "manifest.json"
-    return json.loads(await asyncio.to_thread(path.read_text))  # type: ignore[no-any-return]
+async def local_session(request: Request, session_id: str) -> Path | Response:
+    """The session's directory in this node's data dir, or the answer of the node that holds
+    it (the catalog says which); 404 when neither."""
+    path = await asyncio.to_thread(real_session_dir, request.app.state.settings.sessions_dir, session_id)
+    if path is not None:
+        return path
+    if SESSION_ID.fullmatch(session_id) and FORWARDED_HEADER not in request.headers:
+        holder = await request.app.state.downstream.catalog.holder_of(session_id)
+        if holder is not None:
+            return await forward(request, holder)
+    raise HTTPException(status.HTTP_404_NOT_FOUND, "session not found")
+
+
+@router.get("/sessions/{session_id}", response_model=None)
+async def get_session(request: Request, session_id: str) -> dict[str, Any] | Response:
+    session_dir = await local_session(request, session_id)
+    if isinstance(session_dir, Response):
+        return session_dir
+    return json.loads(await asyncio.to_thread((session_dir / "manifest.json").read_text))  # type: ignore[no-any-return]
 
 
 @router.get("/sessions/{session_id}/files/{file_path:path}", response_model=None,
             responses={307: {"description": "the file is in S3-compatible storage only: a "
                                             "presigned URL, valid for a few minutes"}})
 async def get_file(request: Request, session_id: str, file_path: str) -> Response:
-    session_dir = await session_dir_or_404(request, session_id)
+    session_dir = await local_session(request, session_id)
+    if isinstance(session_dir, Response):
+        return session_dir
     if "\x00" in file_path or file_path.startswith("/") or "\\" in file_path:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid file path")
     parts = file_path.split("/")

@@ -1,8 +1,10 @@
-"""The session catalog: a SQLite index over the session directories, for fast cursor paging.
+"""The session catalog: an index over the session directories, for fast cursor paging (SQLite
+in the data dir, or PostgreSQL shared by every node: improv_capture/database/).
 
-The directories are the source of truth. At start the index is brought up to date with them
-(new, changed and vanished sessions, by manifest mtime), and every change the server makes
-to a session is indexed as it happens.
+The directories are the source of truth. At start the index is brought up to date with this
+node's (new, changed and vanished sessions, by manifest mtime; other nodes' rows are theirs),
+and every change the server makes to a session is indexed as it happens. Each row says which
+node holds the session and at which public URL.
 
 A finalised session still changes (a high-quality copy joins, a performer withdraws): each
 change bumps its manifest's ``revision``, which the summary carries with ``updated_at``, so a
@@ -11,14 +13,15 @@ mirror compares one number per listed session to know what to fetch again.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from improv_capture.clock import parse_utc, utc_iso, utc_now_iso
-from improv_capture.db import Database, rows
+from improv_capture.database.base import Connection, Database, execute, fetch
 
 
 def summary(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -68,49 +71,89 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
         raise ValueError("invalid cursor") from exc
 
 
+def like_literal(text: str) -> str:
+    """``text`` matched as itself by LIKE ... ESCAPE '\\' (ids hold ``_``, a LIKE wildcard)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True)
+class Node:
+    """The node this catalog indexes the session directories of."""
+
+    node_id: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """A manifest read from disk, ready to be written to the index."""
+
+    session_id: str
+    started_at: str
+    room_id: str | None
+    state: str | None
+    summary: dict[str, Any]
+    mtime_ns: int
+
+
+def read_manifest(manifest_path: Path) -> Indexed:
+    """Blocking (a file read): call it in a worker thread."""
+    manifest = json.loads(manifest_path.read_text())
+    listed = summary(manifest)
+    return Indexed(manifest["session_id"], manifest["started_at"], manifest.get("room_id"),
+                   manifest.get("state"), listed, manifest_path.stat().st_mtime_ns)
+
+
 class Catalog:
-    def __init__(self, db: Database, sessions_dir: Path) -> None:
+    def __init__(self, db: Database, sessions_dir: Path, node: Node) -> None:
         self._db = db
         self.sessions_dir = sessions_dir
+        self.node = node
 
-    def _upsert(self, c: sqlite3.Connection, manifest_path: Path) -> None:
-        manifest = json.loads(manifest_path.read_text())
-        c.execute(
-            "INSERT INTO sessions (session_id, started_at, room_id, state, summary, manifest_mtime_ns)"
-            " VALUES (?,?,?,?,?,?) ON CONFLICT(session_id) DO UPDATE SET started_at=excluded.started_at,"
+    async def _upsert(self, c: Connection, found: Indexed) -> None:
+        await c.execute(
+            "INSERT INTO sessions (session_id, started_at, room_id, state, summary, manifest_mtime_ns,"
+            " revision, node_id, node_url) VALUES (?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(session_id) DO UPDATE SET started_at=excluded.started_at,"
             " room_id=excluded.room_id, state=excluded.state, summary=excluded.summary,"
-            " manifest_mtime_ns=excluded.manifest_mtime_ns",
-            (manifest["session_id"], manifest["started_at"], manifest.get("room_id"),
-             manifest.get("state"), json.dumps(summary(manifest)), manifest_path.stat().st_mtime_ns),
+            " manifest_mtime_ns=excluded.manifest_mtime_ns, revision=excluded.revision,"
+            " node_id=excluded.node_id, node_url=excluded.node_url",
+            found.session_id, found.started_at, found.room_id, found.state,
+            json.dumps(found.summary), found.mtime_ns, found.summary["revision"],
+            self.node.node_id, self.node.url,
         )
 
-    def sync(self) -> int:
-        """Bring the index up to date with the directories (blocking); returns changes."""
-        def work(c: sqlite3.Connection) -> int:
-            # a summary indexed before revisions existed is indexed again, whatever its mtime
-            known = {r["session_id"]: r["manifest_mtime_ns"] if r["current"] else None for r in rows(
-                c.execute("SELECT session_id, manifest_mtime_ns,"
-                          " json_extract(summary, '$.revision') IS NOT NULL AS current FROM sessions"))}
-            changes = 0
-            seen = set()
+    async def sync(self) -> int:
+        """Bring the index up to date with this node's directories; returns changes. A row
+        of no node (indexed before nodes were named) is this node's."""
+        known = {r["session_id"]: r["manifest_mtime_ns"] if r["current"] else None for r in await fetch(
+            self._db, "SELECT session_id, manifest_mtime_ns, revision IS NOT NULL AND node_id = ?"
+            " AS current FROM sessions WHERE node_id = ? OR node_id IS NULL",
+            self.node.node_id, self.node.node_id)}
+
+        def read_changed() -> tuple[list[Indexed], set[str]]:
+            changed, seen = [], set()
             for path in self.sessions_dir.glob("ses_*/manifest.json"):
-                session_id = path.parent.name
-                seen.add(session_id)
+                seen.add(path.parent.name)
                 try:
-                    if known.get(session_id) != path.stat().st_mtime_ns:
-                        self._upsert(c, path)
-                        changes += 1
+                    if known.get(path.parent.name) != path.stat().st_mtime_ns:
+                        changed.append(read_manifest(path))
                 except (OSError, ValueError, KeyError):
                     continue
-            for session_id in set(known) - seen:
-                c.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
-                changes += 1
-            return changes
+            return changed, seen
 
-        return self._db.run(work)
+        changed, seen = await asyncio.to_thread(read_changed)
+        async with self._db.transaction() as c:
+            for found in changed:
+                await self._upsert(c, found)
+            for session_id in set(known) - seen:
+                await c.execute("DELETE FROM sessions WHERE session_id=?", session_id)
+        return len(changed) + len(set(known) - seen)
 
     async def index(self, session_dir: Path) -> None:
-        await self._db.call(lambda c: self._upsert(c, session_dir / "manifest.json"))
+        found = await asyncio.to_thread(read_manifest, session_dir / "manifest.json")
+        async with self._db.transaction() as c:
+            await self._upsert(c, found)
 
     async def page(
         self,
@@ -142,7 +185,7 @@ class Catalog:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at, session_id LIMIT ?"
-        found = await self._db.call(lambda c: rows(c.execute(sql, (*args, limit + 1))))
+        found = await fetch(self._db, sql, *args, limit + 1)
         page = found[:limit]
         return {
             "items": [{**json.loads(r["summary"]), "storage": storage(r)} for r in page],
@@ -150,44 +193,62 @@ class Catalog:
             if len(found) > limit else None,
         }
 
-    async def sessions_with(self, performer_id: str) -> list[str]:
-        pattern = f'%"performer_id": "{performer_id}"%'
-        found = await self._db.call(lambda c: rows(c.execute(
-            "SELECT session_id FROM sessions WHERE summary LIKE ? ORDER BY started_at", (pattern,))))
+    async def sessions_with(self, performer_id: str, here: bool = False) -> list[str]:
+        """Sessions a performer is in (``here``: those whose directory is this node's)."""
+        pattern = like_literal(f'"performer_id": "{performer_id}"')
+        sql = "SELECT session_id FROM sessions WHERE summary LIKE ? ESCAPE '\\'"
+        args: list[Any] = [f"%{pattern}%"]
+        if here:
+            sql += " AND (node_id = ? OR node_id IS NULL)"
+            args.append(self.node.node_id)
+        found = await fetch(self._db, sql + " ORDER BY started_at", *args)
         return [r["session_id"] for r in found]
+
+    async def holder_of(self, session_id: str) -> str | None:
+        """The public URL of the node whose data dir holds the session, when another node
+        than this one does (None: this node, or no such session)."""
+        found = await fetch(self._db, "SELECT node_id, node_url FROM sessions WHERE session_id=?",
+                            session_id)
+        if not found or found[0]["node_id"] in (None, self.node.node_id):
+            return None
+        return str(found[0]["node_url"]) if found[0]["node_url"] else None
 
     # archives in S3-compatible storage (improv_capture/storage/)
 
     async def storage_of(self, session_id: str) -> dict[str, Any] | None:
-        found = await self._db.call(lambda c: rows(c.execute(
-            f"SELECT {STORAGE_COLUMNS} FROM sessions WHERE session_id=?", (session_id,))))
+        found = await fetch(self._db, f"SELECT {STORAGE_COLUMNS} FROM sessions WHERE session_id=?",
+                            session_id)
         return storage(found[0]) if found else None
 
     async def to_store(self, limit: int) -> list[str]:
-        """Finalised sessions whose current revision is not in the store yet, oldest first."""
-        found = await self._db.call(lambda c: rows(c.execute(
+        """This node's finalised sessions whose current revision is not in the store yet,
+        oldest first."""
+        found = await fetch(
+            self._db,
             "SELECT session_id FROM sessions WHERE state IS NOT NULL AND state != 'recording'"
-            " AND (s3_revision IS NULL OR s3_revision < json_extract(summary, '$.revision'))"
-            " ORDER BY started_at, session_id LIMIT ?", (limit,))))
+            " AND (node_id = ? OR node_id IS NULL)"
+            " AND (s3_revision IS NULL OR s3_revision < revision)"
+            " ORDER BY started_at, session_id LIMIT ?", self.node.node_id, limit)
         return [r["session_id"] for r in found]
 
     async def to_remove_locally(self, limit: int) -> list[tuple[str, int]]:
-        """Stored sessions (current revision) whose media is still in the data dir."""
-        found = await self._db.call(lambda c: rows(c.execute(
+        """This node's stored sessions (current revision) whose media is still in its data dir."""
+        found = await fetch(
+            self._db,
             "SELECT session_id, s3_revision FROM sessions WHERE local_removed = 0"
-            " AND s3_revision = json_extract(summary, '$.revision')"
-            " ORDER BY started_at, session_id LIMIT ?", (limit,))))
+            " AND (node_id = ? OR node_id IS NULL) AND s3_revision = revision"
+            " ORDER BY started_at, session_id LIMIT ?", self.node.node_id, limit)
         return [(r["session_id"], int(r["s3_revision"])) for r in found]
 
     async def mark_stored(self, session_id: str, bucket: str, key: str, revision: int) -> None:
-        await self._db.call(lambda c: c.execute(
+        await execute(
+            self._db,
             "UPDATE sessions SET s3_bucket=?, s3_key=?, s3_revision=?, s3_stored_at=?, s3_error=NULL"
-            " WHERE session_id=?", (bucket, key, revision, utc_now_iso(), session_id)))
+            " WHERE session_id=?", bucket, key, revision, utc_now_iso(), session_id)
 
     async def mark_store_error(self, session_id: str, error: str) -> None:
-        await self._db.call(lambda c: c.execute(
-            "UPDATE sessions SET s3_error=? WHERE session_id=?", (error[:500], session_id)))
+        await execute(self._db, "UPDATE sessions SET s3_error=? WHERE session_id=?",
+                      error[:500], session_id)
 
     async def mark_local_removed(self, session_id: str) -> None:
-        await self._db.call(lambda c: c.execute(
-            "UPDATE sessions SET local_removed=1 WHERE session_id=?", (session_id,)))
+        await execute(self._db, "UPDATE sessions SET local_removed=1 WHERE session_id=?", session_id)

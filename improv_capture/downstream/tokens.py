@@ -1,24 +1,34 @@
 """Reader tokens for downstream jobs: shown once, stored as sha256, revocable.
 
-A revocation reaches what the token opened as well as what it would open next: every
-long-lived use of a token (an SSE stream) asks ``revoked_signal`` to be told, and ``revoke``
-tells it at once. Active tokens are capped; revoked ones are listed for a retention period,
-then deleted."""
+A revocation reaches what the token opened as well as what it would open next, on every node:
+a node trusts what it knows of a token for RECHECK_S at most, then asks the database again;
+every long-lived use of a token (an SSE stream) asks ``revoked_signal`` to be told, and a
+watcher sets it within RECHECK_S of a revocation anywhere (at once on the node that revoked).
+Active tokens are capped; revoked ones are listed for a retention period, then deleted."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
-import sqlite3
 import time
 from typing import Any
 
 from improv_capture.clock import new_id, utc_iso, utc_now_iso
-from improv_capture.db import Database, rows
+from improv_capture.database.base import (
+    Connection,
+    Database,
+    DatabaseUnavailable,
+    fetch,
+)
 from improv_capture.errors import LimitReached
 
+logger = logging.getLogger(__name__)
+
 READER_PREFIX = "icr_"
+#: how long a node trusts a token it checked (another node may revoke it meanwhile)
+RECHECK_S = 2.0
 
 
 def digest(token: str) -> str:
@@ -30,45 +40,59 @@ class TokenStore:
         self._db = db
         self._max_active = max_active
         self._retention_s = retention_s
-        self._active: dict[str, str] = {}  # sha256 -> token id
+        self._checked: dict[str, tuple[str, float]] = {}  # sha256 -> (token id, when checked)
         self._watchers: dict[str, set[asyncio.Event]] = {}  # token id -> revocation signals
-        db.run(self._purge)
-        for row in db.run(lambda c: rows(c.execute(
-                "SELECT id, token_sha256 FROM tokens WHERE revoked_at IS NULL"))):
-            self._active[row["token_sha256"]] = row["id"]
+        self._watch: asyncio.Task[None] | None = None
 
-    def _purge(self, c: sqlite3.Connection) -> None:
+    async def start(self) -> None:
+        async with self._db.transaction() as c:
+            await self._purge(c)
+        self._watch = asyncio.ensure_future(self._watch_revocations())
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+
+    async def _purge(self, c: Connection) -> None:
         """Forget tokens revoked longer ago than the retention (timestamps compare as text),
         and all but the ``max_active`` latest revoked ones, so the list stays bounded."""
         cutoff = utc_iso(time.time() - self._retention_s)
-        c.execute("DELETE FROM tokens WHERE revoked_at IS NOT NULL AND revoked_at < ?", (cutoff,))
-        c.execute("DELETE FROM tokens WHERE revoked_at IS NOT NULL AND id NOT IN (SELECT id FROM"
-                  " tokens WHERE revoked_at IS NOT NULL ORDER BY revoked_at DESC LIMIT ?)",
-                  (self._max_active,))
+        await c.execute("DELETE FROM tokens WHERE revoked_at IS NOT NULL AND revoked_at < ?", cutoff)
+        await c.execute("DELETE FROM tokens WHERE revoked_at IS NOT NULL AND id NOT IN (SELECT id FROM"
+                        " tokens WHERE revoked_at IS NOT NULL ORDER BY revoked_at DESC LIMIT ?)",
+                        self._max_active)
 
-    def is_reader(self, token: str) -> bool:
-        """Blocking on a miss (a token another process of a cluster created): call it from a
-        sync dependency, which FastAPI runs in a thread."""
-        sha = digest(token)
-        if sha in self._active:
-            return True
+    async def is_reader(self, token: str) -> bool:
+        """Whether ``token`` is an active reader token. With the database unavailable, what
+        was checked before still holds (a revocation cannot be stored meanwhile either)."""
         if not token.startswith(READER_PREFIX):
             return False
-        found = self._db.run(lambda c: c.execute(
-            "SELECT id FROM tokens WHERE token_sha256=? AND revoked_at IS NULL", (sha,)).fetchone())
-        if found is not None:
-            self._active[sha] = found["id"]
-        return found is not None
+        sha = digest(token)
+        known = self._checked.get(sha)
+        if known is not None and time.monotonic() - known[1] < RECHECK_S:
+            return True
+        try:
+            found = await fetch(self._db, "SELECT id FROM tokens WHERE token_sha256=? AND revoked_at IS NULL", sha)
+        except DatabaseUnavailable:
+            if known is not None:
+                return True
+            raise
+        if found:
+            self._checked[sha] = (found[0]["id"], time.monotonic())
+        else:
+            self._checked.pop(sha, None)
+        return bool(found)
 
     def revoked_signal(self, token: str) -> asyncio.Event:
-        """An event set when this reader token is revoked (already set if it is not active).
-        Give it back with ``forget_signal`` when the stream ends."""
+        """An event set when this reader token is revoked (already set if it is not known to
+        be active: ask ``is_reader`` first). Give it back with ``forget_signal``."""
         signal = asyncio.Event()
-        token_id = self._active.get(digest(token))
-        if token_id is None:
+        known = self._checked.get(digest(token))
+        if known is None:
             signal.set()
         else:
-            self._watchers.setdefault(token_id, set()).add(signal)
+            self._watchers.setdefault(known[0], set()).add(signal)
         return signal
 
     def forget_signal(self, signal: asyncio.Event) -> None:
@@ -77,47 +101,58 @@ class TokenStore:
             if not signals:
                 del self._watchers[token_id]
 
+    async def _watch_revocations(self) -> None:
+        """Every RECHECK_S, the watched tokens that some node revoked end their streams."""
+        while True:
+            await asyncio.sleep(RECHECK_S)
+            watched = list(self._watchers)
+            if not watched:
+                continue
+            marks = ",".join("?" * len(watched))
+            try:
+                active = {r["id"] for r in await fetch(
+                    self._db, f"SELECT id FROM tokens WHERE revoked_at IS NULL AND id IN ({marks})",
+                    *watched)}
+            except DatabaseUnavailable:
+                continue
+            for token_id in set(watched) - active:
+                self._revoked_here(token_id)
+
+    def _revoked_here(self, token_id: str) -> None:
+        for sha, (tid, _) in list(self._checked.items()):
+            if tid == token_id:
+                del self._checked[sha]
+        for signal in self._watchers.pop(token_id, set()):
+            signal.set()
+
     async def create(self, role: str, label: str) -> dict[str, Any]:
         """A new token; LimitReached when ``max_active`` tokens are not revoked."""
         token = READER_PREFIX + secrets.token_urlsafe(32)
         record = {"id": new_id("tok"), "role": role, "label": label, "created_at": utc_now_iso()}
-
-        def insert(c: sqlite3.Connection) -> None:
-            self._purge(c)
-            active = c.execute("SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL").fetchone()[0]
+        async with self._db.transaction() as c:
+            await self._purge(c)
+            active = await c.fetchval("SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL")
             if active >= self._max_active:
                 raise LimitReached(
                     f"at most {self._max_active} reader tokens (IMPROV_MAX_READER_TOKENS); "
                     "revoke one first")
-            c.execute(
+            await c.execute(
                 "INSERT INTO tokens (id, role, label, token_sha256, created_at) VALUES (?,?,?,?,?)",
-                (record["id"], role, label, digest(token), record["created_at"]),
-            )
-
-        await self._db.call(insert)
-        self._active[digest(token)] = record["id"]
+                record["id"], role, label, digest(token), record["created_at"])
+        self._checked[digest(token)] = (record["id"], time.monotonic())
         return {**record, "token": token}
 
     async def list(self) -> list[dict[str, Any]]:
-        def select(c: sqlite3.Connection) -> list[dict[str, Any]]:
-            self._purge(c)
-            return rows(c.execute(
-                "SELECT id, role, label, created_at, revoked_at FROM tokens ORDER BY created_at"))
-
-        return await self._db.call(select)
+        async with self._db.transaction() as c:
+            await self._purge(c)
+            return await c.fetch(
+                "SELECT id, role, label, created_at, revoked_at FROM tokens ORDER BY created_at")
 
     async def revoke(self, token_id: str) -> bool:
-        def update(c: sqlite3.Connection) -> int:
-            self._purge(c)
-            return c.execute(
+        async with self._db.transaction() as c:
+            await self._purge(c)
+            changed = await c.execute(
                 "UPDATE tokens SET revoked_at=? WHERE id=? AND revoked_at IS NULL",
-                (utc_now_iso(), token_id),
-            ).rowcount
-
-        changed = await self._db.call(update)
-        for sha, tid in list(self._active.items()):
-            if tid == token_id:
-                del self._active[sha]
-        for signal in self._watchers.pop(token_id, set()):
-            signal.set()
+                utc_now_iso(), token_id)
+        self._revoked_here(token_id)
         return bool(changed)

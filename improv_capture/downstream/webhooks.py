@@ -1,6 +1,10 @@
 """Webhook deliveries: JSON POSTs signed with HMAC-SHA256 over "<timestamp>.<body>", retried
 with exponential backoff for at least an hour, each with its event id for deduplication.
 
+Every node runs a deliverer; a due delivery is claimed by one of them for LEASE_S (the claim
+is one UPDATE, its rows locked and skipped by the others on PostgreSQL), so each is attempted
+by one node at a time; a node that dies mid-delivery leaves it to another after the lease.
+
 Receivers are checked twice, so that a webhook cannot be turned against the host or its
 network (SSRF): a URL naming a forbidden address stops the start (``check_webhook_url``, from
 the settings), and at each delivery the receiver's name is resolved, every address checked,
@@ -16,7 +20,6 @@ import ipaddress
 import json
 import logging
 import socket
-import sqlite3
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,7 +27,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from improv_capture.clock import utc_now_iso
-from improv_capture.db import Database, rows
+from improv_capture.database.base import (
+    Database,
+    DatabaseUnavailable,
+    execute,
+    fetch,
+    fetchval,
+)
 from improv_capture.downstream.events import EventLog
 
 logger = logging.getLogger(__name__)
@@ -33,6 +42,11 @@ SIGNATURE_HEADER = "X-Improv-Signature"
 TIMESTAMP_HEADER = "X-Improv-Timestamp"
 EVENT_ID_HEADER = "X-Improv-Event-Id"
 MAX_DELAY_S = 600.0
+#: deliveries one node claims at once, and for how long: past it another node may take them.
+#: Longer than CLAIM_BATCH attempts of REQUEST_TIMEOUT_S each.
+CLAIM_BATCH = 10
+REQUEST_TIMEOUT_S = 10.0
+LEASE_S = CLAIM_BATCH * REQUEST_TIMEOUT_S + 30.0
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -138,23 +152,42 @@ class Deliverer:
         if self._task is not None:
             self._task.cancel()
 
+    async def _claim(self) -> list[dict[str, Any]]:
+        """Due deliveries no other node holds, now held by this one for LEASE_S."""
+        now = time.time()
+        async with self._db.transaction() as c:
+            claimed = [r["id"] for r in await c.fetch(
+                "UPDATE deliveries SET lease_until=? WHERE id IN (SELECT id FROM deliveries"
+                " WHERE status='pending' AND next_attempt <= ? AND (lease_until IS NULL OR lease_until < ?)"
+                f" ORDER BY id LIMIT ?{self._db.dialect.skip_locked}) RETURNING id",
+                now + LEASE_S, now, now, CLAIM_BATCH)]
+            if not claimed:
+                return []
+            marks = ",".join("?" * len(claimed))
+            return await c.fetch(
+                "SELECT d.id, d.url, d.attempts, d.created, e.id AS event_id, e.type,"
+                " e.data, e.created_at FROM deliveries d JOIN events e ON e.id = d.event_id"
+                f" WHERE d.id IN ({marks}) ORDER BY d.id", *claimed)
+
     async def _run(self) -> None:
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as client:
             while True:
-                due = await self._db.call(lambda c: rows(c.execute(
-                    "SELECT d.id, d.url, d.attempts, d.created, e.id AS event_id, e.type,"
-                    " e.data, e.created_at FROM deliveries d JOIN events e ON e.id = d.event_id"
-                    " WHERE d.status='pending' AND d.next_attempt <= ? ORDER BY d.id LIMIT 50",
-                    (time.time(),))))
-                for delivery in due:
-                    await self._attempt(client, delivery)
-                wait = await self._db.call(lambda c: c.execute(
-                    "SELECT MIN(next_attempt) FROM deliveries WHERE status='pending'").fetchone()[0])
-                timeout = 30.0 if wait is None else max(0.05, min(30.0, wait - time.time()))
+                try:
+                    for delivery in await self._claim():
+                        await self._attempt(client, delivery)
+                    wait = await fetchval(self._db, "SELECT MIN(next_attempt) FROM deliveries"
+                                          " WHERE status='pending'")
+                except DatabaseUnavailable:
+                    wait = None
+                except Exception:
+                    logger.exception("webhook deliveries: a round failed")
+                    wait = None
+                # another node's deliveries fall due without a wake-up here
+                timeout = 5.0 if wait is None else max(0.05, min(5.0, wait - time.time()))
                 self._events.delivery_wanted.clear()
                 try:
                     await asyncio.wait_for(self._events.delivery_wanted.wait(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def _attempt(self, client: httpx.AsyncClient, delivery: dict[str, Any]) -> None:
@@ -179,31 +212,27 @@ class Deliverer:
             error = str(exc) or type(exc).__name__
         attempts = delivery["attempts"] + 1
         if status is not None and 200 <= status < 300:
-            update = ("UPDATE deliveries SET status='delivered', attempts=?, last_status=?,"
-                      " delivered_at=? WHERE id=?", (attempts, status, utc_now_iso(), delivery["id"]))
+            update: tuple[Any, ...] = (
+                ("UPDATE deliveries SET status='delivered', attempts=?, last_status=?,"
+                 " delivered_at=?, lease_until=NULL WHERE id=?"),
+                attempts, status, utc_now_iso(), delivery["id"])
         else:
             delay = min(self._backoff_s * 2 ** (attempts - 1), MAX_DELAY_S)
             gone = time.time() + delay - delivery["created"] > self._give_up_s
-            update = ("UPDATE deliveries SET status=?, attempts=?, last_status=?, last_error=?,"
-                      " next_attempt=? WHERE id=?",
-                      ("failed" if gone else "pending", attempts, status, error,
-                       time.time() + delay, delivery["id"]))
-
-        def write(c: sqlite3.Connection) -> None:
-            c.execute(*update)
-
-        await self._db.call(write)
+            update = (("UPDATE deliveries SET status=?, attempts=?, last_status=?, last_error=?,"
+                       " next_attempt=?, lease_until=NULL WHERE id=?"),
+                      "failed" if gone else "pending", attempts, status, error,
+                      time.time() + delay, delivery["id"])
+        await execute(self._db, *update)
 
     async def backlog(self) -> dict[str, int]:
         """Deliveries still to be made (``pending``) and given up (``failed``), for /metrics:
         each a count over the due index, never over every delivery ever made."""
-        return await self._db.call(lambda c: {
-            status: int(c.execute("SELECT COUNT(*) FROM deliveries WHERE status=?",
-                                  (status,)).fetchone()[0])
-            for status in ("pending", "failed")
-        })
+        return {status: int(await fetchval(self._db, "SELECT COUNT(*) FROM deliveries WHERE status=?",
+                                           status))
+                for status in ("pending", "failed")}
 
     async def list(self, limit: int = 200) -> list[dict[str, Any]]:
-        return await self._db.call(lambda c: rows(c.execute(
-            "SELECT id, event_id, url, status, attempts, last_status, last_error, delivered_at"
-            " FROM deliveries ORDER BY id DESC LIMIT ?", (limit,))))
+        return await fetch(
+            self._db, "SELECT id, event_id, url, status, attempts, last_status, last_error, delivered_at"
+            " FROM deliveries ORDER BY id DESC LIMIT ?", limit)

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from improv_capture.db import Database
+from improv_capture.database.base import Database, DatabaseUnavailable, fetch
 from improv_capture.settings import Settings
 
 T = TypeVar("T")
@@ -89,8 +89,7 @@ class Probes:
         return None
 
     async def _index(self) -> None:
-        await self.once("index", lambda: self.db.call(
-            lambda c: c.execute("SELECT 1 FROM sessions LIMIT 1").fetchall()))
+        await self.once("index", lambda: fetch(self.db, "SELECT 1 FROM sessions LIMIT 1"))
 
     async def _check(self, look: Callable[[], Awaitable[str | None]]) -> dict[str, Any]:
         try:
@@ -99,7 +98,7 @@ class Probes:
             problem = f"no answer within {self.timeout_s:g} s"
         except OSError as exc:  # the reason only: no path of the data dir to whoever asks
             problem = exc.strerror or type(exc).__name__
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, DatabaseUnavailable) as exc:
             problem = str(exc) or type(exc).__name__
         return {"ok": True} if problem is None else {"ok": False, "error": problem}
 

@@ -1,5 +1,5 @@
-"""The session catalog's keyset paging (improv_capture/downstream/catalog.py) on a real SQLite
-index in a temporary directory: a reader walking the pages sees every session once, in start
+"""The session catalog's keyset paging (improv_capture/downstream/catalog.py) on each backend
+(a SQLite index in a temporary directory, a PostgreSQL database: tests/postgres.py): a reader walking the pages sees every session once, in start
 order, while new sessions arrive; the filters bound the walk; a bad cursor is bad input.
 Through the HTTP API: tests/server/test_downstream.py."""
 
@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import base64
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from improv_capture.clock import utc_iso
-from improv_capture.db import Database
-from improv_capture.downstream.catalog import Catalog
+from improv_capture.database.base import Database
+from improv_capture.downstream.catalog import Catalog, Node
 from tests.helpers import write_manifest_only
+from tests.postgres import index_db, postgres_fixture  # noqa: F401 - fixtures
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.process  # a PostgreSQL server
 
 T0 = 1_700_000_000  # 2023-11-14T22:13:20Z
 
@@ -37,14 +37,10 @@ def sessions(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def catalog(tmp_path: Path, sessions: Path) -> Iterator[Catalog]:
-    db = Database(tmp_path / "index.sqlite3")
-    found = Catalog(db, sessions)
-    assert found.sync() == 25
-    try:
-        yield found
-    finally:
-        db.close()
+async def catalog(index_db: Database, sessions: Path) -> Catalog:
+    found = Catalog(index_db, sessions, Node("node-a", "http://a.example"))
+    assert await found.sync() == 25
+    return found
 
 
 async def page(catalog: Catalog, **query: Any) -> dict[str, Any]:
@@ -136,9 +132,9 @@ async def test_bad_times_are_a_value_error(catalog: Catalog) -> None:
 async def test_sync_follows_the_directories(catalog: Catalog, sessions: Path) -> None:
     """The directories are the source of truth: a changed manifest is indexed again, a
     vanished session leaves the index, an unchanged one costs nothing."""
-    assert catalog.sync() == 0
+    assert await catalog.sync() == 0
     write_manifest_only(sessions / "ses_003", T0 + 3, "failed")
     shutil.rmtree(sessions / "ses_004")
-    assert catalog.sync() == 2
+    assert await catalog.sync() == 2
     assert await walk(catalog, state="failed") == ["ses_003"]
     assert "ses_004" not in await walk(catalog)

@@ -19,12 +19,11 @@ from tests.helpers import (
     ServerProcess,
     fetch,
     manifest,
-    publishing,
     raw_get,
+    record_session,
     start_recording,
     stop_recording,
     verify,
-    wait_for,
     write_manifest_only,
 )
 from tests.webhooks import SECRET, Receiver
@@ -51,20 +50,6 @@ def hooked_server(tmp_path: Path, receiver: Receiver) -> Iterator[ServerProcess]
         yield server
     finally:
         server.stop()
-
-
-def record(server: ServerProcess, bots: BotFactory, names: list[str], seconds: float = 1.5) -> tuple[str, list[dict[str, Any]]]:
-    """A complete session of ``names`` performing for ``seconds`` once they all publish."""
-    room = server.create_room()
-    session = start_recording(server, room)
-    invites = [server.invite(room, n) for n in names]
-    running = [bots(inv["url"], 30, "--preencoded") for inv in invites]
-    wait_for(lambda: publishing(server, room, len(names)), 20, "every performer")
-    time.sleep(seconds)
-    for bot in running:
-        assert bot.finish()[0] == 0
-    assert stop_recording(server, room)["state"] == "complete"
-    return session["session_id"], invites
 
 
 def test_reader_tokens_read_and_nothing_else(server: ServerProcess) -> None:
@@ -131,7 +116,7 @@ def test_events_webhooks_fetch_and_revocation(
 ) -> None:
     server = hooked_server
     token = server.api("POST", "/api/v1/tokens", json={"role": "reader", "label": "job"}).json()["token"]
-    first, invites = record(server, bots, ["Ann", "Ben"])
+    first, invites = record_session(server, bots, ["Ann", "Ben"])
 
     # SSE: the backlog, then resume from Last-Event-ID
     def read_events(headers: dict[str, str], count: int) -> list[dict[str, Any]]:
@@ -160,7 +145,7 @@ def test_events_webhooks_fetch_and_revocation(
     assert again.returncode == 0 and "fetched 0 session(s), 0.0 MB" in again.stderr
 
     # an interrupted download resumes with Range; a corrupted one is caught
-    second, _ = record(server, bots, ["Cy"])
+    second, _ = record_session(server, bots, ["Cy"])
     media = next(f for f in manifest(server.session_dir(second))["files"] if f["path"].endswith(".webm"))
     original = (server.session_dir(second) / media["path"]).read_bytes()
     partial = dest / ".partial" / second / media["path"]
@@ -210,7 +195,7 @@ def test_events_webhooks_fetch_and_revocation(
 
 
 def test_file_paths_cannot_escape_the_session(server: ServerProcess, bots: BotFactory) -> None:
-    session_id, invites = record(server, bots, ["Ann"])
+    session_id, invites = record_session(server, bots, ["Ann"])
     session_dir = server.session_dir(session_id)
     base = f"/api/v1/sessions/{session_id}/files/"
     media = f"performers/{invites[0]['performer_id']}.webm"

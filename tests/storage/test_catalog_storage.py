@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from improv_capture.db import Database
-from improv_capture.downstream.catalog import Catalog
+from improv_capture.database.sqlite import SqliteDatabase
+from improv_capture.downstream.catalog import Catalog, Node
 from tests.helpers import write_manifest_only
 
 pytestmark = pytest.mark.unit
@@ -27,10 +27,11 @@ async def test_an_older_index_gains_the_columns_and_the_uploader_finds_its_work(
     sessions = tmp_path / "sessions"
     for n, state in enumerate(("complete", "recording", "partial")):
         write_manifest_only(sessions / f"ses_{n}", 1_700_000_000 + n, state)
-    db = Database(index)
+    db = SqliteDatabase(index)
+    await db.start()
     try:
-        catalog = Catalog(db, sessions)
-        assert catalog.sync() == 3
+        catalog = Catalog(db, sessions, Node("node-a", "http://a.example"))
+        assert await catalog.sync() == 3
         assert await catalog.to_store(10) == ["ses_0", "ses_2"]  # never one still recording
         page = await catalog.page(state=None, room_id=None, since=None, until=None, after=None, limit=10)
         assert {i["session_id"]: i["storage"] for i in page["items"]}["ses_0"] == {
@@ -53,5 +54,7 @@ async def test_an_older_index_gains_the_columns_and_the_uploader_finds_its_work(
         assert await catalog.to_store(10) == ["ses_0", "ses_2"]
         assert (await catalog.storage_of("ses_0") or {})["s3"]["revision"] == 1
     finally:
-        db.close()
-    Database(index).close()  # opening it again adds nothing twice
+        await db.close()
+    again = SqliteDatabase(index)  # opening it again adds nothing twice
+    await again.start()
+    await again.close()
