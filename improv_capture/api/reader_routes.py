@@ -27,9 +27,10 @@ from improv_capture.api.auth import (
 )
 from improv_capture.api.node_proxy import FORWARDED_HEADER, forward
 from improv_capture.downstream.events import TooManyStreams, sse
+from improv_capture.recorder.files import read_sums
 from improv_capture.rooms.invites import tokens_equal
 from improv_capture.storage.local_copy import local_media_missing
-from improv_capture.storage.s3_archive import read_sums, store_sums
+from improv_capture.storage.s3_archive import store_sums
 
 #: Matched with ``fullmatch``: `$` alone would let a trailing newline through.
 #: Event and revocation ids are SQLite integers: a larger one is bad input, not a 500.
@@ -128,7 +129,7 @@ async def from_store(request: Request, session_dir: Path, file_path: str, manife
         return None
     if file_path == "SHA256SUMS":
         sums = await asyncio.to_thread(lambda: store_sums(
-            read_sums(session_dir), manifest_bytes,
+            read_sums(session_dir, missing_ok=True), manifest_bytes,
             {f["path"]: f for f in manifest.get("files", [])}, session_dir))
         return Response(sums, media_type="text/plain; charset=utf-8")
     if await asyncio.to_thread((session_dir / file_path).is_file):

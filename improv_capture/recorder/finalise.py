@@ -25,10 +25,13 @@ import av
 from improv_capture.clock import parse_utc, utc_iso, utc_now_iso
 from improv_capture.recorder.capture import CLOCK_RATES
 from improv_capture.recorder.files import (
+    SUMS,
     describe_error,
     file_entry,
+    format_sums,
     fsync_dir,
     sha256_file,
+    sums_covered,
     write_bytes_atomic,
     write_json_atomic,
 )
@@ -386,10 +389,6 @@ def finalise_session(session_dir: Path, reason: str | None = None) -> dict[str, 
 
 
 def write_sha256sums(session_dir: Path) -> None:
-    lines = []
-    for path in sorted(p for p in session_dir.rglob("*") if p.is_file()):
-        name = path.relative_to(session_dir).as_posix()
-        if name == "SHA256SUMS" or path.name.startswith("."):
-            continue
-        lines.append(f"{sha256_file(path)}  {name}\n")
-    write_bytes_atomic(session_dir / "SHA256SUMS", "".join(lines).encode())
+    """SHA256SUMS over every file it covers, hashed now."""
+    digests = {name: sha256_file(path) for name, path in sums_covered(session_dir).items()}
+    write_bytes_atomic(session_dir / SUMS, format_sums(digests))

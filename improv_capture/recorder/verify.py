@@ -9,7 +9,6 @@ the timeline measured again against the live copy (recorder/hq/align.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 from pathlib import Path
@@ -18,6 +17,13 @@ from typing import Any
 import av
 import numpy as np
 
+from improv_capture.recorder.files import (
+    SUMS,
+    SumsError,
+    read_sums,
+    sha256_file,
+    sums_covered,
+)
 from improv_capture.recorder.hq.align import measure, scan_audio, spans
 
 FLASH_CONTRAST = 80  # luma levels between a flash and the ordinary picture
@@ -30,28 +36,21 @@ COVERAGE_SLACK_S = 0.1
 
 
 def check_sums(session_dir: Path) -> list[str]:
-    defects = []
-    sums_path = session_dir / "SHA256SUMS"
-    if not sums_path.exists():
-        return ["SHA256SUMS is missing"]
-    listed = {}
-    for line in sums_path.read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        listed[name] = digest
-    present = {
-        p.relative_to(session_dir).as_posix()
-        for p in session_dir.rglob("*")
-        if p.is_file() and p.name != "SHA256SUMS" and not p.name.startswith(".")
-    }
-    for name in sorted(present - listed.keys()):
-        defects.append(f"{name} is not in SHA256SUMS")
+    """Defects: a file SHA256SUMS does not list, a listed one missing or changed, or a
+    SHA256SUMS that cannot be read (then nothing else is checked against it)."""
+    try:
+        listed = read_sums(session_dir)
+    except FileNotFoundError:
+        return [f"{SUMS} is missing"]
+    except SumsError as exc:
+        return [str(exc)]
+    unlisted = sums_covered(session_dir).keys() - listed.keys()
+    defects = [f"{name} is not in {SUMS}" for name in sorted(unlisted)]
     for name, digest in sorted(listed.items()):
         path = session_dir / name
-        if not path.exists():
+        if not path.is_file():
             defects.append(f"{name} is missing")
-            continue
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
-        if actual != digest:
+        elif sha256_file(path) != digest:
             defects.append(f"{name}: sha256 mismatch")
     return defects
 

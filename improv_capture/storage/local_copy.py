@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from improv_capture.recorder.files import fsync_dir
+from improv_capture.recorder.files import fsync_dir, safe_path
 from improv_capture.recorder.manifest import session_lock
-from improv_capture.storage.s3_archive import safe_path
 
 
 def remove_local_media(session_dir: Path, stored_revision: int) -> bool:

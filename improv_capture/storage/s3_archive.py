@@ -20,11 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from improv_capture.recorder.files import (
+    SUMS,
+    SumsError,
+    format_sums,
+    read_sums,
+    safe_path,
+)
 from improv_capture.recorder.manifest import session_lock
 from improv_capture.storage.s3_client import StoreTarget
 
 MANIFEST = "manifest.json"
-SUMS = "SHA256SUMS"
 #: the object metadata (x-amz-meta-sha256) that says which content an object holds
 SHA256_META = "sha256"
 CONTENT_TYPES = {".webm": "video/webm", ".json": "application/json",
@@ -70,40 +76,27 @@ def b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
-def safe_path(path: str) -> bool:
-    parts = PurePosixPath(path).parts
-    return bool(parts) and not path.startswith("/") and "\\" not in path \
-        and all(p not in ("", ".", "..") for p in parts)
-
-
-def store_sums(local_sums: str, manifest_bytes: bytes, files: dict[str, dict[str, Any]],
+def store_sums(local_sums: dict[str, str], manifest_bytes: bytes, files: dict[str, dict[str, Any]],
                session_dir: Path) -> bytes:
     """SHA256SUMS as the store holds it: every listed file and the manifest. The local file
     covers what is on disk; a file whose local copy was removed (IMPROV_S3_KEEP_LOCAL=false)
     keeps its line from the manifest, which a later rewrite of the local SHA256SUMS drops."""
-    digests: dict[str, str] = {}
-    for line in local_sums.splitlines():
-        digest, _, name = line.partition("  ")
-        if name and (name in files or (session_dir / name).is_file()):
-            digests[name] = digest
+    digests = {name: digest for name, digest in local_sums.items()
+               if name in files or (session_dir / name).is_file()}
     for path, entry in files.items():
         digests.setdefault(path, entry["sha256"])
     digests[MANIFEST] = hashlib.sha256(manifest_bytes).hexdigest()
-    return "".join(f"{digests[name]}  {name}\n" for name in sorted(digests)).encode()
-
-
-def read_sums(session_dir: Path) -> str:
-    try:
-        return (session_dir / SUMS).read_text()
-    except FileNotFoundError:
-        return ""
+    return format_sums(digests)
 
 
 def snapshot(session_dir: Path) -> Snapshot:
     """The manifest and SHA256SUMS as one consistent pair (read under the session's lock)."""
-    with session_lock(session_dir):
-        manifest_bytes = (session_dir / MANIFEST).read_bytes()
-        local_sums = read_sums(session_dir)
+    try:
+        with session_lock(session_dir):
+            manifest_bytes = (session_dir / MANIFEST).read_bytes()
+            local_sums = read_sums(session_dir, missing_ok=True)
+    except SumsError as exc:
+        raise UploadFailed(f"the local {exc}") from None
     manifest = json.loads(manifest_bytes)
     files = {f["path"]: f for f in manifest.get("files", [])}
     bad = [p for p in files if not safe_path(p)]

@@ -25,18 +25,26 @@ import re
 import shutil
 import sys
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
 
-from improv_capture.recorder.files import fsync_dir, sha256_file, write_json_atomic
+from improv_capture.recorder.files import (
+    SUMS,
+    SumsError,
+    fsync_dir,
+    read_sums,
+    safe_path,
+    sha256_file,
+    write_json_atomic,
+)
 
 STATE_FILE = ".improv-fetch.json"
 PARTIAL_DIR = ".partial"
 REPLACED_DIR = ".replaced"
 CHUNK = 1 << 20
-OWN_FILES = ("manifest.json", "SHA256SUMS")
+OWN_FILES = ("manifest.json", SUMS)
 #: What the client accepts as a performer id from the feed: neither a path nor a glob pattern
 #: (the server's own rule is stricter: api/auth.py).
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -44,13 +52,6 @@ PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 class FetchError(Exception):
     """The server or the network failed (not a verification failure)."""
-
-
-def safe_path(path: str) -> bool:
-    """A manifest path that stays inside the session directory."""
-    parts = PurePosixPath(path).parts
-    return bool(parts) and not path.startswith("/") and "\\" not in path and "\x00" not in path \
-        and all(p not in ("", ".", "..") for p in parts)
 
 
 def read_manifest(session_dir: Path) -> dict[str, Any] | None:
@@ -211,7 +212,7 @@ class Mirror:
         ok = True
         for entry in entries:
             ok = self._download(session_id, entry["path"], partial, entry["sha256"], entry["bytes"]) and ok
-        ok = self._download(session_id, "SHA256SUMS", partial, None, None, restart=True) and ok
+        ok = self._download(session_id, SUMS, partial, None, None, restart=True) and ok
         ok = ok and self._check_sums(session_id, partial)
         if not ok:
             return revision(manifest)
@@ -324,12 +325,18 @@ class Mirror:
         return True
 
     def _check_sums(self, session_id: str, session_dir: Path) -> bool:
+        """Every file the downloaded SHA256SUMS lists is there with its digest (a SHA256SUMS
+        that cannot be trusted is a failure like a mismatch)."""
+        try:
+            listed = read_sums(session_dir)
+        except SumsError as exc:
+            self.failures.append(f"{session_id}/{exc}")
+            return False
         ok = True
-        for line in (session_dir / "SHA256SUMS").read_text().splitlines():
-            digest, _, name = line.partition("  ")
+        for name, digest in listed.items():
             path = session_dir / name
-            if not path.exists() or sha256_file(path) != digest:
-                self.failures.append(f"{session_id}/{name}: does not match SHA256SUMS")
+            if not path.is_file() or sha256_file(path) != digest:
+                self.failures.append(f"{session_id}/{name}: does not match {SUMS}")
                 ok = False
         return ok
 

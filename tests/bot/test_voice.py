@@ -4,6 +4,8 @@ pattern, the same samples in every process, and the room's audio heard at a fixe
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from av import AudioFrame
@@ -93,3 +95,38 @@ def test_the_default_microphone_beeps_as_before() -> None:
     assert np.array_equal(BeepAudioTrack().samples(SLOT), beep_samples(SLOT * FRAME, FRAME))
     assert np.array_equal(MicAudioTrack(None, None).samples(SLOT), beep_samples(SLOT * FRAME, FRAME))
     assert MicAudioTrack(None, None).sent_speech() is None
+
+
+def runs_speech(runs: list[tuple[int, int]]) -> list[list[float]]:
+    """The report's speech as it was made from every run kept: the pattern clipped to each."""
+    return [[round(a, 6), round(b, 6)] for first, last in runs
+            for a, b in speech_intervals(SEED, first * AUDIO_PTIME, (last + 1) * AUDIO_PTIME)]
+
+
+def test_breaks_in_sending_keep_the_report_and_bounded_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from improv_capture.tools.bot import media
+
+    rng = np.random.default_rng(7)
+    runs, slot = [], SLOT
+    for _ in range(400):  # 400 breaks of 1-30 slots (stalls, a pause) in 3 minutes
+        length = int(rng.integers(1, 30))
+        runs.append((slot, slot + length - 1))
+        slot += length + int(rng.integers(2, 30))
+    mic = MicAudioTrack(SEED, None)
+    for first, last in runs:
+        for index in range(first, last + 1):
+            mic._sent(SEED, index)  # what frame() does before encoding
+    assert mic.sent_speech() == runs_speech(runs)
+    # a break in silence keeps no run: only those that cut speech are kept
+    cutting = sum(bool(speech_intervals(SEED, (a[1] + 1) * AUDIO_PTIME, b[0] * AUDIO_PTIME))
+                  for a, b in itertools.pairwise(runs))
+    assert len(mic._runs) == cutting < len(runs) - 1 and mic.runs_dropped == 0
+    # past the bound the oldest go, and the report says how many
+    monkeypatch.setattr(media, "MAX_SPEECH_RUNS", 10)
+    bounded = MicAudioTrack(SEED, None)
+    for first, last in runs:
+        for index in range(first, last + 1):
+            bounded._sent(SEED, index)
+    assert len(bounded._runs) == 10 and bounded.runs_dropped == cutting - 10
+    full, kept = mic.sent_speech(), bounded.sent_speech()
+    assert full is not None and kept is not None and full[-len(kept):] == kept

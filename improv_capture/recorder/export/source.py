@@ -9,11 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from improv_capture.recorder.export import ExportError
-from improv_capture.recorder.files import sha256_file
+from improv_capture.recorder.files import (
+    SUMS,
+    SumsError,
+    read_sums,
+    safe_path,
+    sha256_file,
+)
 from improv_capture.recorder.hq.uploads import SAFE_ID
 
 MANIFEST = "manifest.json"
-SUMS = "SHA256SUMS"
 #: States an export takes (`partial`: lossy or interrupted, every file still decodes; its
 #: gaps are in the samples' flags). `failed` sessions are skipped with a note; a session still
 #: `recording` stops the export (it may be running, or need `improv-capture recover`).
@@ -65,19 +70,6 @@ def session_dirs(src: Path) -> list[Path]:
     return found
 
 
-def read_sums(session_dir: Path) -> dict[str, str]:
-    """SHA256SUMS as {path: sha256}."""
-    path = session_dir / SUMS
-    if not path.is_file():
-        raise ExportError(f"missing file: {session_dir.name}/{SUMS}")
-    listed = {}
-    for line in path.read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        if name:
-            listed[name] = digest
-    return listed
-
-
 def listed_files(manifest: dict[str, Any]) -> dict[str, str]:
     """{path: sha256} of every file the manifest names: ``files[]`` and each performer's copies."""
     entries = list(manifest.get("files") or [])
@@ -90,11 +82,15 @@ def check_files(session_dir: Path, manifest: dict[str, Any]) -> None:
     """Every file SHA256SUMS or the manifest lists is there and has its digest (each file
     hashed once); the manifest itself is covered by SHA256SUMS."""
     name = session_dir.name
-    sums = read_sums(session_dir)
+    if not (session_dir / SUMS).is_file():
+        raise ExportError(f"missing file: {name}/{SUMS}")
+    try:
+        sums = read_sums(session_dir)
+    except SumsError as exc:
+        raise ExportError(f"corrupt archive: {name}/{exc}") from None
     wanted = listed_files(manifest)
     for path in sorted(set(sums) | set(wanted)):
-        parts = Path(path).parts
-        if not parts or Path(path).is_absolute() or ".." in parts:
+        if not safe_path(path):
             raise ExportError(f"corrupt archive: {name}/{path}: a path outside the session")
         full = session_dir / path
         if not full.is_file():

@@ -342,6 +342,9 @@ class Bot:
             if speech is not None:
                 # wall-clock [start, end] of the speech sent (--voice): the ground truth
                 sent["speech"] = speech
+            if self.audio.runs_dropped:
+                # so many breaks in sending mid-speech that the earliest runs' speech is not in it
+                sent["speech_runs_dropped"] = self.audio.runs_dropped
         if self.speaker is not None:
             sent["leak"] = {"gain": self.speaker.gain, "frames": self.speaker.frames_mixed,
                             "late_s": round(self.speaker.late_s, 3)}

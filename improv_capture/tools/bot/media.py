@@ -283,6 +283,12 @@ class Loudspeaker:
         return sum(p.late_samples for p in self._sources.values()) / AUDIO_RATE
 
 
+#: The most runs of frames sent a speaking MicAudioTrack keeps for its report (about 100
+#: bytes each). Only a break in sending while its voice speaks starts one; past this many the
+#: oldest go, their speech leaves the report, which says how many went.
+MAX_SPEECH_RUNS = 10_000
+
+
 class MicAudioTrack(BeepAudioTrack):
     """The bot's microphone when it speaks (``voice``: a seed of voice.py; None: the beeps)
     and/or hears the room (``speaker``: the others' audio mixed in). Keeps the wall-clock
@@ -292,17 +298,34 @@ class MicAudioTrack(BeepAudioTrack):
         super().__init__()
         self.voice = voice
         self.speaker = speaker
-        #: [first slot, last slot] of each unbroken run of frames sent
-        self._runs: list[list[int]] = []
+        #: (first slot, last slot) of each finished run of frames sent; the current one is _run
+        self._runs: deque[tuple[int, int]] = deque(maxlen=MAX_SPEECH_RUNS)
+        self._run: tuple[int, int] | None = None
+        #: runs dropped from the front of ``_runs``: their speech is not in sent_speech()
+        self.runs_dropped = 0
         if voice is not None:
             voice_samples(voice, 0, 1)  # the cycle is computed now, not at the first frame
 
     def frame(self, index: int, pts: int) -> AudioFrame | av.Packet:
-        if self._runs and self._runs[-1][1] == index - 1:
-            self._runs[-1][1] = index
-        else:
-            self._runs.append([index, index])
+        if self.voice is not None:
+            self._sent(self.voice, index)
         return super().frame(index, pts)
+
+    def _sent(self, voice: int, index: int) -> None:
+        """Slot ``index`` was sent (slots only increase): it extends the current run, or
+        after a break starts another. A break in which the voice is silent joins the runs
+        around it instead: the speech clipped to one run spanning both is the same."""
+        if self._run is None:
+            self._run = (index, index)
+            return
+        first, last = self._run
+        if index == last + 1 or not speech_intervals(voice, (last + 1) * AUDIO_PTIME, index * AUDIO_PTIME):
+            self._run = (first, index)
+            return
+        if len(self._runs) == self._runs.maxlen:
+            self.runs_dropped += 1
+        self._runs.append(self._run)
+        self._run = (index, index)
 
     def samples(self, index: int) -> np.ndarray:
         """The sound of slot ``index``; what the loudspeaker plays then is used up (one call
@@ -321,7 +344,8 @@ class MicAudioTrack(BeepAudioTrack):
         of frames sent); None without a voice."""
         if self.voice is None:
             return None
-        return [[round(a, 6), round(b, 6)] for first, last in self._runs
+        runs = [*self._runs, *([self._run] if self._run is not None else [])]
+        return [[round(a, 6), round(b, 6)] for first, last in runs
                 for a, b in speech_intervals(self.voice, first * AUDIO_PTIME, (last + 1) * AUDIO_PTIME)]
 
 

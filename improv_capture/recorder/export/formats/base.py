@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import functools
 import gzip
-import io
 import json
-from typing import Any
+from typing import Any, BinaryIO
 
 from improv_capture.recorder.export.samples import Sample
 from improv_capture.recorder.export.source import Session
@@ -21,16 +20,41 @@ def canonical_json(value: Any, sort_keys: bool = True) -> str:
     return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False)
 
 
-def jsonl(rows: list[dict[str, Any]], sort_keys: bool = True) -> bytes:
-    return "".join(canonical_json(row, sort_keys) + "\n" for row in rows).encode("utf-8")
+def json_line(value: Any, sort_keys: bool = True) -> bytes:
+    """One JSONL line (canonical_json and its newline) as UTF-8."""
+    return (canonical_json(value, sort_keys) + "\n").encode("utf-8")
 
 
-def gzip_bytes(data: bytes) -> bytes:
-    """gzip without a file name or a time in its header."""
-    buffer = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=6) as f:
-        f.write(data)
-    return buffer.getvalue()
+class JsonlFile:
+    """A staged JSONL file written a row at a time, so that a format holds none of its rows
+    (memory stays flat however many samples an export has); gzip without a file name or a
+    time in its header when ``name`` ends in ``.gz``. zlib's output does not depend on how
+    its input is split, so the same rows give the same bytes. :meth:`close` stages the file
+    (empty when no row came)."""
+
+    def __init__(self, staging: Staging, name: str, sort_keys: bool = True) -> None:
+        self.staging, self.name, self.sort_keys = staging, name, sort_keys
+        self._file: BinaryIO | None = None
+        self._gzip: gzip.GzipFile | None = None  # over _file, for a .gz name
+
+    def _out(self) -> BinaryIO | gzip.GzipFile:
+        """The stream rows go to, opened on first use."""
+        if self._file is None:
+            # open across add() calls: close() ends it (as webdataset's shards)
+            self._file = open(self.staging.path(self.name), "wb")  # noqa: SIM115
+            if self.name.endswith(".gz"):
+                self._gzip = gzip.GzipFile(filename="", mode="wb", fileobj=self._file, mtime=0,
+                                           compresslevel=6)
+        return self._file if self._gzip is None else self._gzip
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._out().write(json_line(row, self.sort_keys))
+
+    def close(self) -> None:
+        self._out().close()
+        if self._file is not None:
+            self._file.close()  # GzipFile leaves the file it was given open
+        self.staging.added(self.name)
 
 
 def media_path(directory: str, session_id: str, name: str) -> str:
@@ -51,7 +75,7 @@ class SampleFiles:
 
     @functools.cached_property
     def json(self) -> bytes:
-        return (canonical_json(self.meta) + "\n").encode("utf-8")
+        return json_line(self.meta)
 
     @functools.cached_property
     def wav(self) -> bytes:

@@ -9,7 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from improv_capture.recorder.export.flags import FLAG_NAMES
-from improv_capture.recorder.export.formats.base import ExportFormat, SampleFiles, canonical_json, jsonl, media_path
+from improv_capture.recorder.export.formats.base import (
+    ExportFormat,
+    JsonlFile,
+    SampleFiles,
+    canonical_json,
+    media_path,
+)
 
 DIR = "hf"
 
@@ -19,7 +25,8 @@ class HfFormat(ExportFormat):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.rows: list[dict[str, Any]] = []
+        # a row is written as its sample is added (none is held); file_name first
+        self.metadata = JsonlFile(self.staging, f"{DIR}/metadata.jsonl", sort_keys=False)
 
     def add(self, files: SampleFiles) -> None:
         sample, meta = files.sample, files.meta
@@ -48,7 +55,7 @@ class HfFormat(ExportFormat):
         }
         if self.display_names:
             row["display_name"] = meta.get("display_name")
-        self.rows.append(row)
+        self.metadata.write(row)
 
     def finish(self) -> None:
-        self.staging.put(f"{DIR}/metadata.jsonl", jsonl(self.rows, sort_keys=False))  # file_name first
+        self.metadata.close()

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from improv_capture.recorder.export.formats.base import ExportFormat, SampleFiles, gzip_bytes, jsonl, media_path
+from improv_capture.recorder.export.formats.base import (
+    ExportFormat,
+    JsonlFile,
+    SampleFiles,
+    media_path,
+)
 from improv_capture.recorder.hq.align import RATE
 
 MEDIA_DIR = "media"
@@ -26,9 +31,10 @@ class LhotseFormat(ExportFormat):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.recordings: list[dict[str, Any]] = []
-        self.supervisions: list[dict[str, Any]] = []
-        self.cuts: list[dict[str, Any]] = []
+        # each row is written as its sample is added (none is held)
+        self.recordings = JsonlFile(self.staging, f"{DIR}/recordings.jsonl.gz")
+        self.supervisions = JsonlFile(self.staging, f"{DIR}/supervisions.jsonl.gz")
+        self.cuts = JsonlFile(self.staging, f"{DIR}/cuts.jsonl.gz")
 
     def add(self, files: SampleFiles) -> None:
         sample, meta = files.sample, files.meta
@@ -57,10 +63,11 @@ class LhotseFormat(ExportFormat):
         for n, (start, end) in enumerate(sample.turns or [], 1):
             supervisions.append(self._supervision(f"{files.key}_turn{n:03d}", files.key, start, end - start,
                                                   sample.performer_id, {**common, "kind": "turn"}))
-        self.recordings.append(recording)
-        self.supervisions += supervisions
-        self.cuts.append({"id": files.key, "start": 0.0, "duration": duration, "channel": 0,
-                          "supervisions": supervisions, "recording": recording, "type": "MonoCut"})
+        self.recordings.write(recording)
+        for supervision in supervisions:
+            self.supervisions.write(supervision)
+        self.cuts.write({"id": files.key, "start": 0.0, "duration": duration, "channel": 0,
+                         "supervisions": supervisions, "recording": recording, "type": "MonoCut"})
 
     @staticmethod
     def _supervision(sid: str, recording: str, start: float, duration: float, speaker: str,
@@ -69,6 +76,5 @@ class LhotseFormat(ExportFormat):
                 "duration": _seconds(duration), "channel": 0, "speaker": speaker, "custom": custom}
 
     def finish(self) -> None:
-        for name, rows in (("recordings", self.recordings), ("supervisions", self.supervisions),
-                           ("cuts", self.cuts)):
-            self.staging.put(f"{DIR}/{name}.jsonl.gz", gzip_bytes(jsonl(rows)))
+        for manifest in (self.recordings, self.supervisions, self.cuts):
+            manifest.close()
