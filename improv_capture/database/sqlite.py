@@ -97,7 +97,7 @@ class SqliteDatabase:
     async def transaction(self) -> AsyncIterator[Connection]:
         db = self._db
         if db is None:
-            raise DatabaseUnavailable("the index is not open")
+            raise RuntimeError("the index is not open: start() it first")
         async with self._lock:
             await asyncio.to_thread(db.begin)
             try:
