@@ -14,7 +14,6 @@ from typing import Any
 from improv_capture.database.base import (
     SQLITE,
     Connection,
-    DatabaseUnavailable,
     Dialect,
 )
 from improv_capture.db import Database as SyncDatabase
