@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+#: opening the same file as another process at the same moment is tried again this often, 0.1 s apart
+OPEN_TRIES = 50
 
 
 def add_columns(conn: sqlite3.Connection, added: tuple[tuple[str, str, str], ...]) -> None:
@@ -39,10 +43,19 @@ class Database:
         self.path = path
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self._conn.executescript(schema)
-        add_columns(self._conn, added)
+        for attempt in range(OPEN_TRIES):
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._conn.executescript(schema)
+                add_columns(self._conn, added)
+                break
+            except sqlite3.OperationalError as exc:
+                # another process (a cluster's worker) opening the same file at the same
+                # moment: switching to WAL does not wait for its lock as statements do
+                if "locked" not in str(exc) or attempt == OPEN_TRIES - 1:
+                    raise
+                time.sleep(0.1)
         self._lock = threading.Lock()
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -120,7 +120,7 @@ class PostgresDatabase:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         if self._pool is None:
-            raise DatabaseUnavailable("the database is not open")
+            raise RuntimeError("the database is not open: start() it first")
         try:
             conn = await self._pool.acquire(timeout=self._timeout_s)
         except UNREACHABLE as exc:

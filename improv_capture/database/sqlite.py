@@ -14,7 +14,6 @@ from typing import Any
 from improv_capture.database.base import (
     SQLITE,
     Connection,
-    DatabaseUnavailable,
     Dialect,
 )
 from improv_capture.db import Database as SyncDatabase
@@ -97,7 +96,7 @@ class SqliteDatabase:
     async def transaction(self) -> AsyncIterator[Connection]:
         db = self._db
         if db is None:
-            raise DatabaseUnavailable("the index is not open")
+            raise RuntimeError("the index is not open: start() it first")
         async with self._lock:
             await asyncio.to_thread(db.begin)
             try:

@@ -73,10 +73,12 @@ async def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 async def downstream(settings: Settings) -> AsyncIterator[Downstream]:
     service = Downstream(settings, "webhook-secret")
+    await service.start()
     try:
         yield service
     finally:
-        service.db.close()
+        await service.stop()
+        await service.close()
 
 
 @pytest.fixture

@@ -188,12 +188,13 @@ async def test_bytes_on_the_wire_are_bounded(tmp_path: Path, pages: list[Page]) 
     limit = probes.limits.max_wire_bytes
     # the server reads the count every watch_interval_s: on loopback, in one event loop, the
     # page may send far past the limit in that time; it must be cut while still sending
-    while probes.running and sent < 8 * limit:
+    # (by a wide margin: a loaded machine runs the watcher late)
+    while probes.running and sent < 32 * limit:
         await page.send(4, stop=lambda: not probes.running)
         sent += 4 * len(CHUNK)
     await wait_for_async(lambda: probes.running == 0, 5, "the probe cut off")
     received = aiortc_hooks.dtls_bytes_received(probe.pc.sctp.transport)
-    assert received > limit and sent < 8 * limit, (received, sent)
+    assert received > limit and sent < 32 * limit, (received, sent)
 
 
 async def test_the_performer_socket_carries_probe_and_its_answer(server: ServerProcess) -> None:

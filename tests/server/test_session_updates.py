@@ -28,12 +28,13 @@ from tests.helpers import (
     ServerProcess,
     fetch,
     manifest,
+    record_session,
     stored_events,
     verify,
     wait_for,
     write_manifest_only,
 )
-from tests.server.test_downstream import hooked_server, receiver, record  # noqa: F401
+from tests.server.test_downstream import hooked_server, receiver  # noqa: F401
 from tests.webhooks import SECRET, Receiver
 
 pytestmark = pytest.mark.process
@@ -62,6 +63,7 @@ def announce(server: ServerProcess, hook: Receiver, session_dir: Path, detail: d
         downstream = Downstream(Settings(
             data_dir=server.data_dir, webhook_urls=[hook.url], webhook_allow_private=True,
             webhook_backoff_s=0.2), SECRET)
+        await downstream.open()
         downstream.deliverer.start()
         try:
             await downstream.session_updated(session_dir, detail)
@@ -71,7 +73,7 @@ def announce(server: ServerProcess, hook: Receiver, session_dir: Path, detail: d
                 await asyncio.sleep(0.05)
         finally:
             await downstream.stop()
-            downstream.db.close()
+            await downstream.close()
 
     asyncio.run(run())
 
@@ -86,7 +88,7 @@ def test_a_later_high_quality_copy_reaches_events_webhooks_and_the_mirror(
 ) -> None:
     server = hooked_server
     token = server.api("POST", "/api/v1/tokens", json={"role": "reader", "label": "job"}).json()["token"]
-    session_id, invites = record(server, bots, ["Ann", "Ben"])
+    session_id, invites = record_session(server, bots, ["Ann", "Ben"])
     ann, ben = (i["performer_id"] for i in invites)
     session_dir = server.session_dir(session_id)
     first = manifest(session_dir)
