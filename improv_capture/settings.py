@@ -332,6 +332,9 @@ class Settings(BaseSettings):
     #: A node beats this often, and drops out of the live nodes this long after its last beat.
     node_heartbeat_s: float = Field(default=2.0, gt=0, le=60)
     node_ttl_s: float = Field(default=10.0, gt=0, le=600)
+    #: The CPU load a node reports for its headroom: the machine's (a node per machine), or
+    #: this process's own share of the machine's cores (nodes that share a machine).
+    node_cpu: Literal["machine", "process"] = "machine"
     #: How long a request sent to another node (an operator's, for a room there) waits for
     #: its answer before 504.
     node_call_timeout_s: float = Field(default=10.0, gt=0, le=120)

@@ -62,7 +62,8 @@ def node_of(settings: Settings, store: RoomStore) -> Nodes | None:
     return Nodes(settings.redis_url.get_secret_value(), settings.node_id, settings.base_url,
                  settings.max_rooms, lambda: list(store.rooms), key_prefix=settings.redis_key_prefix,
                  heartbeat_s=settings.node_heartbeat_s, ttl_s=settings.node_ttl_s,
-                 timeout_s=settings.redis_timeout_s, call_timeout_s=settings.node_call_timeout_s)
+                 timeout_s=settings.redis_timeout_s, call_timeout_s=settings.node_call_timeout_s,
+                 cpu=settings.node_cpu)
 
 
 async def revoked_here(hub: Hub, event: dict[str, Any]) -> None:

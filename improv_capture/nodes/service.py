@@ -11,7 +11,12 @@ from collections.abc import Callable, Collection
 
 from improv_capture.nodes.bus import RoomBus
 from improv_capture.nodes.connection import RedisUnavailable
-from improv_capture.nodes.headroom import NodeInfo
+from improv_capture.nodes.headroom import (
+    CpuSampler,
+    Headroom,
+    NodeInfo,
+    ProcessCpuSampler,
+)
 from improv_capture.nodes.nodecalls import Answer, Handler, NodeCalls, Request
 from improv_capture.nodes.placement import choose_node
 from improv_capture.nodes.registry import NodeRegistry
@@ -22,12 +27,15 @@ logger = logging.getLogger(__name__)
 class Nodes:
     def __init__(self, redis_url: str, node_id: str, public_url: str, max_rooms: int,
                  local_rooms: Callable[[], Collection[str]], *, key_prefix: str,
-                 heartbeat_s: float, ttl_s: float, timeout_s: float, call_timeout_s: float) -> None:
+                 heartbeat_s: float, ttl_s: float, timeout_s: float, call_timeout_s: float,
+                 cpu: str = "machine") -> None:
         self.node_id = node_id
         self._local_rooms = local_rooms
+        headroom = Headroom(node_id, public_url, max_rooms,
+                            cpu=ProcessCpuSampler() if cpu == "process" else CpuSampler())
         self.registry = NodeRegistry(redis_url, node_id, public_url, heartbeat_s, ttl_s, key_prefix,
-                                     max_rooms=max_rooms, local_rooms=local_rooms,
-                                     on_rooms_lost=self._rooms_lost, timeout_s=timeout_s)
+                                     local_rooms=local_rooms, on_rooms_lost=self._rooms_lost,
+                                     timeout_s=timeout_s, headroom=headroom)
         self.owners = self.registry.owners
         self.bus = RoomBus(redis_url, key_prefix, timeout_s=timeout_s)
         self.calls = NodeCalls(redis_url, node_id, self.bus, key_prefix=key_prefix,
