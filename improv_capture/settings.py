@@ -320,6 +320,44 @@ class Settings(BaseSettings):
     #: How often the outbox tries the database again.
     outbox_retry_s: float = Field(default=2.0, gt=0, le=300)
 
+    #: Redis shared by every node (redis://[:password@]host:port/db): nodes register there with
+    #: a heartbeat, new rooms are placed on the node with the most headroom, each room's owner
+    #: is kept there and operator requests reach it through there (improv_capture/nodes/).
+    #: Needs IMPROV_OPERATOR_TOKEN and IMPROV_SECRET_KEY, the same on every node. Unset: one node.
+    redis_url: SecretStr | None = None
+    #: Every Redis key under this prefix (several deployments may share one Redis).
+    redis_key_prefix: str = Field(default="improv:", min_length=1, max_length=64)
+    #: Bound on one Redis call; past it Redis counts as unavailable (rooms go on regardless).
+    redis_timeout_s: float = Field(default=1.0, gt=0, le=30)
+    #: A node beats this often, and drops out of the live nodes this long after its last beat.
+    node_heartbeat_s: float = Field(default=2.0, gt=0, le=60)
+    node_ttl_s: float = Field(default=10.0, gt=0, le=600)
+    #: The CPU load a node reports for its headroom: the machine's (a node per machine), or
+    #: this process's own share of the machine's cores (nodes that share a machine).
+    node_cpu: Literal["machine", "process"] = "machine"
+    #: How long a request sent to another node (an operator's, for a room there) waits for
+    #: its answer before 504.
+    node_call_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _nodes_complete(self) -> Settings:
+        if self.redis_url is None:
+            return self
+        from urllib.parse import urlsplit
+
+        url = urlsplit(self.redis_url.get_secret_value())
+        if url.scheme not in ("redis", "rediss") or not url.hostname:
+            raise ValueError(f"IMPROV_REDIS_URL must be a redis:// or rediss:// URL (scheme {url.scheme!r})")
+        if not self.operator_token or not self.secret_key:
+            raise ValueError("IMPROV_REDIS_URL needs IMPROV_OPERATOR_TOKEN and IMPROV_SECRET_KEY, the same"
+                             " on every node (a node answers for the others' rooms and invites)")
+        if self.workers > 1 or self.worker_index is not None:
+            raise ValueError("IMPROV_REDIS_URL with IMPROV_WORKERS above 1 is not supported yet:"
+                             " run one node per machine")
+        if self.node_ttl_s <= self.node_heartbeat_s:
+            raise ValueError("IMPROV_NODE_TTL_S must be longer than IMPROV_NODE_HEARTBEAT_S")
+        return self
+
     @model_validator(mode="after")
     def _database_url_is_postgres(self) -> Settings:
         if self.database_url is not None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +19,7 @@ from improv_capture.api.console_socket import ConsoleSocket
 from improv_capture.api.docs_page import add_api_docs
 from improv_capture.api.http_guard import error_response
 from improv_capture.api.network_probe import NetworkProbes
+from improv_capture.api.node_routing import NodeRouting, answer_request
 from improv_capture.api.operator_routes import router
 from improv_capture.api.performer_socket import PerformerSocket
 from improv_capture.api.reader_routes import router as sessions_router
@@ -28,6 +30,7 @@ from improv_capture.database.base import DatabaseUnavailable
 from improv_capture.downstream.service import Downstream
 from improv_capture.media import aiortc_hooks
 from improv_capture.media.sdp_policy import server_gathering_addresses
+from improv_capture.nodes.service import Nodes
 from improv_capture.observability import health, metrics
 from improv_capture.observability.logs import path_ids
 from improv_capture.recorder.recover import recover_sessions
@@ -50,6 +53,22 @@ def media_factory(settings: Settings) -> MediaFactory:
 
         return TRANSCODE
     return PASSTHROUGH
+
+
+def node_of(settings: Settings, store: RoomStore) -> Nodes | None:
+    """This node among several (IMPROV_REDIS_URL), or None: one node."""
+    if settings.redis_url is None:
+        return None
+    return Nodes(settings.redis_url.get_secret_value(), settings.node_id, settings.base_url,
+                 settings.max_rooms, lambda: list(store.rooms), key_prefix=settings.redis_key_prefix,
+                 heartbeat_s=settings.node_heartbeat_s, ttl_s=settings.node_ttl_s,
+                 timeout_s=settings.redis_timeout_s, call_timeout_s=settings.node_call_timeout_s,
+                 cpu=settings.node_cpu)
+
+
+async def revoked_here(hub: Hub, event: dict[str, Any]) -> None:
+    if event["type"] == "consent.revoked":
+        await hub.remove_everywhere(event["data"]["performer_id"])
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -75,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
     # only a lone server or a cluster's primary delivers webhooks
     exporter = metrics.Metrics(settings, hub, probes,
                                downstream.deliverer if notifier is None else None)
+    nodes = node_of(settings, store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,7 +113,13 @@ def create_app(settings: Settings) -> FastAPI:
                            manifest["session_id"], manifest["state"])
             await sessions.session_finalised(settings.sessions_dir / manifest["session_id"])
         await hub.start()
+        if nodes is not None:
+            await nodes.start(lambda request: answer_request(app, request))
+        # a revocation made through any node leaves this node's live rooms too
+        downstream.events.on_event(lambda event: revoked_here(hub, event))
         yield
+        if nodes is not None:
+            await nodes.stop()
         await network_probes.close()
         await hub.shutdown()
         if notifier is None:
@@ -108,6 +134,9 @@ def create_app(settings: Settings) -> FastAPI:
                   docs_url=None, redoc_url=None,  # /docs: api/docs_page.py
                   dependencies=[Depends(path_ids)])
     app.add_middleware(metrics.TrafficCounter, traffic=exporter.traffic)
+    if nodes is not None:
+        app.add_middleware(NodeRouting, nodes=nodes, store=store, operator_token=operator_token)
+    app.state.nodes = nodes
     app.state.settings = settings
     app.state.operator_token = operator_token
     app.state.signer = InviteSigner(secret_key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 import time
@@ -20,6 +21,7 @@ from improv_capture.api.auth import (
 from improv_capture.api.descriptions import describe_room
 from improv_capture.clock import new_id, utc_iso
 from improv_capture.errors import LimitReached
+from improv_capture.nodes.connection import RedisUnavailable
 from improv_capture.rooms.hub import Hub
 from improv_capture.rooms.invites import Invite
 from improv_capture.rooms.model import Room
@@ -98,6 +100,8 @@ async def create_room(request: Request, body: RoomCreate | None = None) -> dict[
         room = await store.create(body.name if body else None, settings.max_rooms, profile)
     except LimitReached as exc:
         raise limit_reached(exc) from exc
+    if request.app.state.nodes is not None:  # one of several nodes: the room is this one's
+        await request.app.state.nodes.claim(room.room_id)
     _hub(request).stats.changed()
     return {**room.record(), "profile": profile}
 
@@ -119,6 +123,8 @@ async def delete_room(request: Request, room_id: str) -> dict[str, str]:
     await _hub(request).seats.close_room(room)
     store: RoomStore = request.app.state.store
     await store.delete(room_id)
+    if request.app.state.nodes is not None:
+        await request.app.state.nodes.release(room_id)
     _hub(request).stats.changed()
     return {"room_id": room_id, "state": "closed"}
 
@@ -247,6 +253,24 @@ async def revoke_consent(
 @router.get("/webhooks/deliveries")
 async def webhook_deliveries(request: Request) -> dict[str, Any]:
     return {"items": await request.app.state.downstream.deliverer.list()}
+
+
+@router.get("/nodes")
+async def list_nodes(request: Request) -> dict[str, Any]:
+    """The live nodes (IMPROV_REDIS_URL) with their headroom; this node alone without Redis.
+    503 when Redis cannot say."""
+    nodes = request.app.state.nodes
+    settings = _hub(request).settings
+    if nodes is None:
+        store: RoomStore = request.app.state.store
+        return {"items": [{"node_id": settings.node_id, "public_url": settings.base_url,
+                           "rooms": len(store.rooms), "max_rooms": settings.max_rooms}]}
+    try:
+        live = await nodes.registry.live_nodes()
+    except RedisUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "nodes cannot be listed (Redis);"
+                            " retry", headers={"Retry-After": "2"}) from exc
+    return {"items": [dataclasses.asdict(n) for n in live]}
 
 
 @router.get("/status")

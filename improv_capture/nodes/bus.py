@@ -144,6 +144,17 @@ class RoomBus:
         owner, entry_id = str(result[0]), str(result[1])
         return Command(id=entry_id, node_id=owner, room_id=room_id, action=json.loads(payload))
 
+    async def send(self, node_id: str, action: Mapping[str, Any]) -> Command:
+        """Sends action to node_id itself (not through a room: nodecalls.py's requests).
+        RedisUnavailable when Redis cannot take it."""
+        key = self.keys.commands(check_node_id(node_id))
+        payload = encode_action(action)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(key, {"room": "", "action": payload}, maxlen=self.stream_maxlen, approximate=True)
+            pipe.pexpire(key, int(self.stream_ttl_s * 1000))
+            entry_id, _ = await bounded(pipe.execute(), self.timeout_s)
+        return Command(id=str(entry_id), node_id=node_id, room_id="", action=json.loads(payload))
+
     async def last_id(self, node_id: str) -> str:
         """The id of the newest command in node_id's stream ("0-0" when it has none)."""
         entries = await bounded(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -26,11 +27,16 @@ from typing import Any
 PROC_STAT = Path("/proc/stat")
 
 
+#: CPU load is counted in steps of this much
+CPU_STEP = 0.1
+
+
 def headroom_score(rooms: int, max_rooms: int, cpu_load: float) -> float:
     """The module's score rule; rooms at or above max_rooms give 0."""
     if max_rooms <= 0 or rooms >= max_rooms:
         return 0.0
-    cpu_free = 1.0 - min(max(cpu_load, 0.0), 1.0)
+    # loads within one CPU_STEP are the same (a sample's noise must not outweigh a room)
+    cpu_free = 1.0 - math.floor(min(max(cpu_load, 0.0), 1.0) / CPU_STEP + 1e-9) * CPU_STEP
     rooms_free = 1.0 - max(rooms, 0) / max_rooms
     return round(min(cpu_free, rooms_free), 6)
 
@@ -120,6 +126,26 @@ class CpuSampler:
         if last is None or now[1] <= last[1]:
             return load_average_fraction()  # first sample, or too soon for a delta
         return min(max((now[0] - last[0]) / (now[1] - last[1]), 0.0), 1.0)
+
+
+class ProcessCpuSampler(CpuSampler):
+    """This process's own CPU time since the previous call, over the cores it may use: the
+    measure for nodes that share a machine (where the machine's load is everyone's)."""
+
+    def __init__(self) -> None:
+        try:
+            self._cores = max(len(os.sched_getaffinity(0)), 1)
+        except AttributeError:  # not Linux
+            self._cores = os.cpu_count() or 1
+        self._last = (time.process_time(), time.monotonic())
+
+    def sample(self) -> float:
+        now = (time.process_time(), time.monotonic())
+        last, self._last = self._last, now
+        wall = now[1] - last[1]
+        if wall <= 0:
+            return 0.0
+        return min(max((now[0] - last[0]) / wall / self._cores, 0.0), 1.0)
 
 
 def package_version() -> str:

@@ -6,6 +6,7 @@ several deployments (or tests) can share one Redis with different prefixes.
     {prefix}node:{node_id}       STRING  the node's NodeInfo as JSON, with a TTL (heartbeat)
     {prefix}owners               HASH    room_id -> owner node_id
     {prefix}rooms:{node_id}      SET     the rooms a node owns (index of the hash above)
+    {prefix}reply:{uuid}         LIST    the answer to one request to another node (nodecalls.py), short-lived
     {prefix}commands:{node_id}   STREAM  operator actions for the rooms a node owns
 """
 
@@ -74,3 +75,6 @@ class Keys:
     def commands_stem(self) -> str:
         """Start of commands(node_id), for Lua scripts that learn the node id from Redis."""
         return f"{self.prefix}commands:"
+
+    def reply(self, call_id: str) -> str:
+        return f"{self.prefix}reply:{call_id}"

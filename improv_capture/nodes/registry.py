@@ -142,6 +142,10 @@ class NodeRegistry:
                                "%.1f s", self.node_id, e, self.ttl_s)
         await self._redis.aclose()
 
+    def claim_again(self) -> None:
+        """Claim every local room again at the next beat (a room made while Redis was away)."""
+        self._reassert = True
+
     async def live_nodes(self) -> list[NodeInfo]:
         """The nodes whose heartbeat key has not expired, sorted by node_id.
 

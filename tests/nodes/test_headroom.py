@@ -29,6 +29,8 @@ def test_the_scarcer_resource_decides_the_score() -> None:
     assert headroom_score(10, 10, 0.0) == 0.0  # full
     assert headroom_score(12, 10, 0.0) == 0.0
     assert headroom_score(0, 10, 1.5) == 0.0  # loads past 1 count as 1
+    assert headroom_score(0, 10, 0.09) == 1.0  # loads within a step are the same (noise)
+    assert headroom_score(0, 10, 0.79) == pytest.approx(0.3)
 
 
 def test_the_node_with_most_headroom_is_chosen() -> None:

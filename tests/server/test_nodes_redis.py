@@ -1,0 +1,212 @@
+"""Three nodes (server processes with their own data dirs and ports) sharing one Redis, one
+PostgreSQL and one S3-compatible store (moto), as a vendor runs them on three machines:
+rooms created through any node are placed by headroom, every node answers the operator for
+every room, performers go straight to the room's node, and each session ends up in the store
+and the shared catalog. Redis restarted mid-session: the rooms go on, the nodes register
+again and the recording is whole (docs/architecture.md, "Many machines")."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import (
+    PREENCODED_BOTS,
+    BotFactory,
+    ServerProcess,
+    fetch,
+    manifest,
+    publishing,
+    start_recording,
+    stop_recording,
+    verify,
+    wait_for,
+)
+from tests.postgres import Postgres, postgres_fixture  # noqa: F401 - the `postgres` fixture
+from tests.redis_server import RedisServer
+from tests.storage.store import MotoStore
+from tests.webhooks import SECRET, Receiver
+
+pytestmark = [pytest.mark.process, PREENCODED_BOTS]
+
+NAMES = ("node-a", "node-b", "node-c")
+OPERATOR_TOKEN = secrets.token_hex(24)
+
+
+class Cluster:
+    def __init__(self, root: Path, postgres: Postgres) -> None:
+        self.store = MotoStore().start()
+        self.store.create_bucket()
+        self.redis = RedisServer(root / "redis").start()
+        self.receiver = Receiver(failures=0).__enter__()
+        database = postgres.new_database()
+        self.nodes: list[ServerProcess] = []
+        for name in NAMES:
+            data = root / name / "data"
+            data.mkdir(parents=True)
+            (data / "operator_token").write_text(OPERATOR_TOKEN)  # what ServerProcess.api sends
+            self.nodes.append(ServerProcess(data, env=self.store.env(
+                IMPROV_S3_KEEP_LOCAL="false", IMPROV_S3_RETRY_MIN_S="0.2",
+                IMPROV_REDIS_URL=self.redis.url, IMPROV_DATABASE_URL=database,
+                IMPROV_NODE_ID=name, IMPROV_OPERATOR_TOKEN=OPERATOR_TOKEN,
+                IMPROV_SECRET_KEY="k" * 48, IMPROV_NODE_HEARTBEAT_S="0.5", IMPROV_NODE_TTL_S="3",
+                # three nodes on one machine: each counts its own CPU, and rooms weigh in
+                IMPROV_NODE_CPU="process", IMPROV_MAX_ROOMS="4",
+                IMPROV_WEBHOOK_URLS=json.dumps([self.receiver.url]), IMPROV_WEBHOOK_SECRET=SECRET,
+                IMPROV_WEBHOOK_BACKOFF_S="0.2", IMPROV_WEBHOOK_ALLOW_PRIVATE="true")))
+
+    def start(self) -> Cluster:
+        for node in self.nodes:
+            node.start(timeout=40)
+        # registered, and done starting (a node busy with its start-up has less headroom)
+        wait_for(lambda: len(self.live()) == 3 and all(n["cpu_load"] < 0.1 for n in self.infos()),
+                 20, "three idle nodes registered")
+        return self
+
+    def infos(self) -> list[dict[str, Any]]:
+        answer = self.nodes[0].api("GET", "/api/v1/nodes")
+        return list(answer.json()["items"]) if answer.status_code == 200 else []
+
+    def live(self) -> list[str]:
+        return [n["node_id"] for n in self.infos()]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.redis.stop()
+        self.receiver.__exit__(None, None, None)
+        self.store.forget()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> Iterator[Cluster]:
+    made = Cluster(tmp_path_factory.mktemp("nodes"), postgres)
+    try:
+        yield made.start()
+    finally:
+        made.stop()
+
+
+def node_of(cluster: Cluster, url: str) -> ServerProcess:
+    """The node whose public URL starts ``url`` (an invite link)."""
+    return next(n for n in cluster.nodes if url.startswith(n.url + "/"))
+
+
+def read_events(server: ServerProcess, token: str, count: int) -> list[dict[str, Any]]:
+    found = []
+    with httpx.stream("GET", f"{server.url}/api/v1/events", timeout=15,
+                      headers={"Authorization": f"Bearer {token}"}) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                found.append(json.loads(line[6:]))
+                if len(found) == count:
+                    break
+    return found
+
+
+def test_rooms_are_placed_by_headroom_and_every_node_answers_for_them(
+    cluster: Cluster, bots: BotFactory, tmp_path: Path
+) -> None:
+    a, b, c = cluster.nodes
+    # three rooms through node A: each node gets one (the emptiest first; ties by name)
+    rooms = [a.create_room(f"scene {n}") for n in range(3)]
+    invites = [a.invite(room, "first") for room in rooms]  # made by each room's own node
+    holders = [node_of(cluster, invite["url"]) for invite in invites]
+    assert [h.env["IMPROV_NODE_ID"] for h in holders] == list(NAMES)
+    # any node lists every room
+    for node in cluster.nodes:
+        assert {r["room_id"] for r in node.api("GET", "/api/v1/rooms").json()["items"]} >= set(rooms)
+
+    # two rooms record at once, on nodes B and C, driven through node A
+    recorded = {}
+    running = []
+    for room, holder in ((rooms[1], b), (rooms[2], c)):
+        recorded[room] = start_recording(a, room)["session_id"]
+        for name in ("Ann", "Ben"):
+            url = a.invite(room, name)["url"]
+            assert url.startswith(holder.url + "/")  # signaling and media straight to the owner
+            running.append(bots(url, 30, "--preencoded"))
+    for room, holder in ((rooms[1], b), (rooms[2], c)):
+        wait_for(lambda room=room: publishing(a, room, 2), 20, "both performers, seen through A")
+        assert publishing(holder, room, 2)
+    time.sleep(1.5)
+    for bot in running:
+        assert bot.finish()[0] == 0
+    for room in recorded:
+        assert stop_recording(a, room)["state"] == "complete"
+
+    # both sessions in the store and the shared catalog; a reader lists them through node C and
+    # fetches them through node A, verified
+    token = c.api("POST", "/api/v1/tokens", json={"role": "reader", "label": "job"}).json()["token"]
+    for room, holder in ((rooms[1], b), (rooms[2], c)):
+        session_id = recorded[room]
+        wait_for(lambda session_id=session_id: (c.api("GET", "/api/v1/sessions", token=token).json()
+                 ["items"] and any(s["session_id"] == session_id and s["storage"]["s3"]
+                                   for s in c.api("GET", "/api/v1/sessions", token=token).json()["items"])),
+                 30, "the session stored and listed")
+        assert any(key.endswith(f"{session_id}/manifest.json") for key in cluster.store.objects())
+    dest = tmp_path / "mirror"
+    done = fetch(a, token, dest)
+    assert done.returncode == 0, done.stderr
+    for room, holder in ((rooms[1], b), (rooms[2], c)):
+        session_id = recorded[room]
+        assert verify(dest / session_id)[0] == 0
+        assert (dest / session_id / "manifest.json").read_bytes() == (
+            holder.session_dir(session_id) / "manifest.json").read_bytes()
+        assert not manifest(dest / session_id)["performers"][0]["file"] is None
+
+    # events in one order from any node; each webhook delivered once
+    events = read_events(b, token, 4)
+    ids = [e["id"] for e in events]
+    assert ids == sorted(ids)
+    assert sorted((e["type"], e["data"]["session_id"]) for e in events) == sorted(
+        [("session.started", s) for s in recorded.values()] + [("session.finalized", s) for s in recorded.values()])
+    wait_for(lambda: len(cluster.receiver.accepted) >= 4, 20, "the webhooks")
+    time.sleep(1)
+    attempts = [a_["event_id"] for a_ in cluster.receiver.attempts]
+    assert len(attempts) == len(set(attempts)) == len(cluster.receiver.accepted)
+
+    # a room deleted through another node is gone from Redis and from every list
+    assert a.api("DELETE", f"/api/v1/rooms/{rooms[0]}").status_code == 200
+    assert c.api("GET", f"/api/v1/rooms/{rooms[0]}").status_code == 404
+
+
+def test_redis_restarted_mid_session_loses_nothing(cluster: Cluster, bots: BotFactory, tmp_path: Path) -> None:
+    a, b, c = cluster.nodes
+    room = b.create_room("through the restart")
+    holder = node_of(cluster, b.invite(room, "x")["url"])
+    session_id = start_recording(a, room)["session_id"]
+    running = [bots(a.invite(room, name)["url"], 40, "--preencoded") for name in ("Cy", "Di")]
+    wait_for(lambda: publishing(holder, room, 2), 20, "both performers")
+    cluster.redis.restart()  # empty: no node, no owner, no stream
+    # the room goes on where it is; the nodes register again and claim their rooms again
+    wait_for(lambda: len(cluster.live()) == 3, 15, "three nodes registered again")
+    assert publishing(holder, room, 2)
+    marked = wait_for(lambda: a.api("POST", f"/api/v1/rooms/{room}/markers",
+                                    json={"kind": "scene", "label": "after"}).status_code == 201,
+                      15, "an operator action through another node")
+    assert marked
+    time.sleep(1)
+    for bot in running:
+        assert bot.finish()[0] == 0
+    stopped = stop_recording(a, room)
+    assert stopped["state"] == "complete", stopped
+    # the session as a reader gets it (the holder keeps no media once it is stored)
+    token = a.api("POST", "/api/v1/tokens", json={"role": "reader", "label": "after"}).json()["token"]
+    wait_for(lambda: any(s["session_id"] == session_id and s["storage"]["s3"] for s in
+                         c.api("GET", "/api/v1/sessions", token=token).json()["items"]), 30, "stored")
+    done = fetch(c, token, tmp_path / "mirror")
+    assert done.returncode == 0, done.stderr
+    assert verify(tmp_path / "mirror" / session_id)[0] == 0
+    archive = manifest(tmp_path / "mirror" / session_id)
+    assert [m["label"] for m in archive["markers"]] == ["after"]
+    for entry in archive["performers"]:
+        assert all(not t["gaps"] for t in entry["tracks"]), entry["tracks"]
