@@ -66,6 +66,11 @@ def node_of(settings: Settings, store: RoomStore) -> Nodes | None:
                  cpu=settings.node_cpu)
 
 
+async def adopted(hub: Hub, store: RoomStore, snapshot: dict[str, Any]) -> None:
+    await store.adopt(snapshot)
+    hub.stats.changed()
+
+
 async def revoked_here(hub: Hub, event: dict[str, Any]) -> None:
     if event["type"] == "consent.revoked":
         await hub.remove_everywhere(event["data"]["performer_id"])
@@ -95,6 +100,11 @@ def create_app(settings: Settings) -> FastAPI:
     exporter = metrics.Metrics(settings, hub, probes,
                                downstream.deliverer if notifier is None else None)
     nodes = node_of(settings, store)
+    if nodes is not None:
+        # rooms outlive their node: a copy in Redis, taken in by the node they move to
+        store.on_change = lambda room_id, room: nodes.save(room_id, room.snapshot() if room else None)
+        nodes.adopt = lambda snapshot: adopted(hub, store, snapshot)
+        nodes.drop = store.forget
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -115,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
         await hub.start()
         if nodes is not None:
             await nodes.start(lambda request: answer_request(app, request))
+            await nodes.save_owned({rid: room.snapshot() for rid, room in store.rooms.items()})
         # a revocation made through any node leaves this node's live rooms too
         downstream.events.on_event(lambda event: revoked_here(hub, event))
         yield

@@ -74,10 +74,21 @@ class NodeRouting:
                 owner = None
             if owner is None or owner == self.nodes.node_id:
                 await self.app(scope, receive, send)
+            elif not await self._live(owner):
+                # its heartbeat expired: a live node takes the room over within a beat or two
+                await respond(send, 503, {"detail": f"the room's node {owner} is down; the room"
+                                          " moves to a live node shortly, retry"},
+                              [(b"retry-after", b"2")])
             else:
                 await self._answer_from(owner, scope, await read_body(receive), send)
         else:
             await self.app(scope, receive, send)
+
+    async def _live(self, node_id: str) -> bool:
+        try:
+            return await self.nodes.is_live(node_id)
+        except RedisUnavailable:
+            return True  # let the call say (503 from Redis, or the answer)
 
     def _sent_on(self, scope: Scope) -> bool:
         """Whether this request may be answered by another node: the operator's, on a room

@@ -78,3 +78,8 @@ class Keys:
 
     def reply(self, call_id: str) -> str:
         return f"{self.prefix}reply:{call_id}"
+
+    def room(self, room_id: str) -> str:
+        """The room's definition (name, profile, invites, removed performers) as JSON, kept by
+        its owner, for the node that takes the room over if its owner dies."""
+        return f"{self.prefix}room:{check_room_id(room_id)}"

@@ -32,6 +32,8 @@ ANSWER_TTL_S = 60
 Request = dict[str, Any]
 Answer = dict[str, Any]
 Handler = Callable[[Request], Awaitable[Answer]]
+#: a command that is not a request: (room_id, action)
+Notice = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 class NodeDidNotAnswer(Exception):
@@ -77,11 +79,18 @@ class NodeCalls:
             raise NodeDidNotAnswer(f"node {node_id} did not answer within {self._call_timeout_s:g} s")
         return dict(json.loads(found[1]))
 
-    async def serve(self, handle: Handler) -> None:
-        """Answer the requests sent to this node, until cancelled (bus.subscribe rides out
-        Redis outages by itself)."""
+    async def serve(self, handle: Handler, others: dict[str, Notice] | None = None) -> None:
+        """Answer the requests sent to this node, and hand its other commands (by type) to
+        ``others``, until cancelled (bus.subscribe rides out Redis outages by itself)."""
         async for command in self._bus.subscribe(self.node_id):
-            if command.action.get("type") != HTTP:
+            kind = command.action.get("type")
+            if kind != HTTP:
+                notice = (others or {}).get(str(kind))
+                if notice is not None:
+                    try:
+                        await notice(command.room_id, command.action)
+                    except Exception:
+                        logger.exception("command %s for room %s failed", kind, command.room_id)
                 continue
             await self._slots.acquire()
             task = asyncio.ensure_future(self._answer(command, handle))

@@ -1,22 +1,31 @@
 """This node among several (IMPROV_REDIS_URL): registered in Redis with a heartbeat, its rooms'
 ownership kept there, new rooms placed on the node with the most headroom, and the requests
-other nodes send it answered (nodecalls.py). Without Redis there is no ``Nodes``: one node."""
+other nodes send it answered (nodecalls.py). Without Redis there is no ``Nodes``: one node.
+
+Rooms outlive their node: each room's definition is kept in Redis by its owner (every change
+of the rooms store); once a node's heartbeat has expired, the live nodes move its rooms to the
+ones with the most headroom (placement.reassign_orphans, one compare-and-set per room, at every
+beat of every settled node) and the new owner takes each in from its copy. A node that comes
+back finds its rooms taken and drops them."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
 
-from improv_capture.nodes.bus import RoomBus
-from improv_capture.nodes.connection import RedisUnavailable
+from improv_capture.nodes.bus import ROOM_ASSIGNED, RoomBus
+from improv_capture.nodes.connection import RedisUnavailable, bounded, connect
 from improv_capture.nodes.headroom import (
     CpuSampler,
     Headroom,
     NodeInfo,
     ProcessCpuSampler,
 )
+from improv_capture.nodes.keys import Keys
 from improv_capture.nodes.nodecalls import Answer, Handler, NodeCalls, Request
 from improv_capture.nodes.placement import choose_node
 from improv_capture.nodes.registry import NodeRegistry
@@ -41,25 +50,91 @@ class Nodes:
         self.calls = NodeCalls(redis_url, node_id, self.bus, key_prefix=key_prefix,
                                timeout_s=timeout_s, call_timeout_s=call_timeout_s)
         self._serving: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
+        self._redis = connect(redis_url, timeout_s)
+        self._keys = Keys(key_prefix)
+        self._timeout_s = timeout_s
+        self._heartbeat_s = heartbeat_s
+        #: a room moved here: take it in from its copy in Redis (set by the app)
+        self.adopt: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        #: rooms of this node that another node took over meanwhile (set by the app)
+        self.drop: Callable[[str], Awaitable[None]] | None = None
+        self._dropping: set[asyncio.Task[None]] = set()
 
     async def start(self, handle: Handler) -> None:
         """Register (or keep trying: Redis may come later), claim the rooms this node kept
         across its restart, and answer other nodes' requests with ``handle``."""
         await self.registry.start()  # its first beat claims the local rooms
-        self._serving = asyncio.ensure_future(self.calls.serve(handle))
+        self._serving = asyncio.ensure_future(self.calls.serve(handle, {ROOM_ASSIGNED: self._assigned}))
+        self._watching = asyncio.ensure_future(self._watch_orphans())
 
     async def stop(self) -> None:
-        if self._serving is not None:
-            self._serving.cancel()
-            await asyncio.gather(self._serving, return_exceptions=True)
+        for task in (self._serving, self._watching):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.calls.aclose()
         await self.registry.stop()
         await self.bus.aclose()
+        await self._redis.aclose()
 
     def _rooms_lost(self, rooms: list[str]) -> None:
+        """Rooms this node held that another took over while it was away: dropped here."""
         for room_id in rooms:
-            logger.error("room %s: another node owns it in Redis; this node's copy is not served"
-                         " through the other nodes", room_id)
+            logger.warning("room %s: taken over by another node while this one was away; dropped here",
+                           room_id)
+            if self.drop is not None:
+                task = asyncio.ensure_future(self.drop(room_id))
+                self._dropping.add(task)
+                task.add_done_callback(self._dropping.discard)
+
+    async def save(self, room_id: str, snapshot: dict[str, Any] | None) -> None:
+        """Keep the room's definition in Redis (None: deleted), for a node that takes it over.
+        Redis away: kept at the next change (the heartbeat claims the room meanwhile)."""
+        try:
+            if snapshot is None:
+                await bounded(self._redis.delete(self._keys.room(room_id)), self._timeout_s)
+            else:
+                await bounded(self._redis.set(self._keys.room(room_id), json.dumps(snapshot)),
+                              self._timeout_s)
+        except RedisUnavailable as exc:
+            logger.warning("room %s: its copy in Redis not kept (%s)", room_id, exc)
+
+    async def save_owned(self, snapshots: dict[str, dict[str, Any]]) -> None:
+        """At start: the copies of the rooms this node still owns (a room taken over while it
+        was away is the new owner's to keep)."""
+        for room_id, snapshot in snapshots.items():
+            try:
+                owner = await self.owners.owner_of(room_id)
+            except RedisUnavailable:
+                return
+            if owner == self.node_id:
+                await self.save(room_id, snapshot)
+
+    async def _watch_orphans(self) -> None:
+        """At every beat, once settled: the rooms of nodes whose heartbeat expired go to live
+        nodes (every node runs this; each move is taken by one)."""
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            if not self.registry.settled:
+                continue
+            try:
+                await self.owners.reassign_orphans(await self.registry.live_nodes())
+            except RedisUnavailable:
+                continue
+            except Exception:
+                logger.exception("nodes: reassigning the rooms of dead nodes failed")
+
+    async def _assigned(self, room_id: str, action: dict[str, Any]) -> None:
+        """A room moved here from a dead node: taken in from its copy in Redis."""
+        found = await bounded(self._redis.get(self._keys.room(room_id)), self._timeout_s)
+        if found is None:
+            logger.error("room %s moved here from %s without its copy in Redis: not served",
+                         room_id, action.get("previous_owner"))
+            return
+        if self.adopt is not None:
+            await self.adopt(json.loads(found))
+        logger.warning("room %s taken over from dead node %s", room_id, action.get("previous_owner"))
 
     async def place(self) -> NodeInfo | None:
         """The live node with the most headroom for a new room (room counts from the owners in
@@ -88,6 +163,10 @@ class Nodes:
             await self.owners.release_room(room_id, self.node_id)
         except RedisUnavailable as exc:
             logger.warning("room %s: not released in Redis (%s)", room_id, exc)
+
+    async def is_live(self, node_id: str) -> bool:
+        """Whether node_id's heartbeat has not expired (RedisUnavailable when Redis cannot say)."""
+        return bool(await bounded(self._redis.exists(self._keys.node(node_id)), self._timeout_s))
 
     async def call(self, node_id: str, request: Request) -> Answer:
         return await self.calls.call(node_id, request)

@@ -85,6 +85,19 @@ class Room:
     def record(self) -> dict[str, str]:
         return {"room_id": self.room_id, "name": self.name, "created_at": self.created_at}
 
+    def snapshot(self) -> dict[str, Any]:
+        """What another node needs to hold the room: what the store keeps, not the live state."""
+        return {**self.record(), "invites": list(self.invites), "removed": list(self.removed),
+                "profile": self.profile}
+
+    @classmethod
+    def from_snapshot(cls, snapshot: dict[str, Any]) -> Room:
+        return cls(room_id=str(snapshot["room_id"]), name=str(snapshot["name"]),
+                   created_at=str(snapshot["created_at"]),
+                   invites=[dict(i) for i in snapshot.get("invites", [])],
+                   removed=[str(p) for p in snapshot.get("removed", [])],
+                   profile=snapshot.get("profile"))
+
     def knows(self, performer_id: str) -> bool:
         """Whether the performer sits in the room or was ever invited to it."""
         return performer_id in self.members or any(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,17 @@ class RoomStore:
             self._migrate(legacy)
         self.rooms: dict[str, Room] = {}
         self._db.run(self._load)
+        #: told of every room written (its new state) and deleted (None), after the write: the
+        #: copy other nodes take a room over from (nodes/service.py); set by the app
+        self.on_change: Callable[[str, Room | None], Awaitable[None]] | None = None
+
+    async def _changed(self, room_id_or_room: Room | str) -> None:
+        if self.on_change is None:
+            return
+        if isinstance(room_id_or_room, Room):
+            await self.on_change(room_id_or_room.room_id, room_id_or_room)
+        else:
+            await self.on_change(room_id_or_room, None)
 
     def _load(self, c: sqlite3.Connection) -> None:
         for row in c.execute("SELECT room_id, name, created_at FROM rooms ORDER BY rowid"):
@@ -126,6 +138,33 @@ class RoomStore:
     def get(self, room_id: str) -> Room | None:
         return self.rooms.get(room_id)
 
+    async def adopt(self, snapshot: dict[str, Any]) -> Room:
+        """A room another node held, from its ``snapshot`` (rooms/model.py: the room taken over
+        when that node died: nodes/service.py). Kept like a room made here; a room this store
+        already has is left as it is."""
+        room = Room.from_snapshot(snapshot)
+        if room.room_id in self.rooms:
+            return self.rooms[room.room_id]
+        self.rooms[room.room_id] = room
+
+        def insert(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR IGNORE INTO rooms (room_id, name, created_at) VALUES (?,?,?)",
+                      (room.room_id, room.name, room.created_at))
+            c.execute("INSERT OR IGNORE INTO profiles (room_id, profile) VALUES (?,?)",
+                      (room.room_id, json.dumps(room.profile)))
+            c.executemany("INSERT INTO invites (room_id, invite) VALUES (?,?)",
+                          [(room.room_id, json.dumps(i)) for i in room.invites])
+            c.executemany("INSERT OR IGNORE INTO removed (room_id, performer_id) VALUES (?,?)",
+                          [(room.room_id, p) for p in room.removed])
+
+        try:
+            await self._db.call(insert)
+        except BaseException:
+            self.rooms.pop(room.room_id, None)
+            raise
+        await self._changed(room)
+        return room
+
     async def create(self, name: str | None, max_rooms: int, profile: dict[str, Any]) -> Room:
         """A new room with its resolved profile; LimitReached when ``max_rooms`` exist."""
         if len(self.rooms) >= max_rooms:
@@ -146,6 +185,7 @@ class RoomStore:
         except BaseException:
             self.rooms.pop(room_id, None)
             raise
+        await self._changed(room)
         return room
 
     async def delete(self, room_id: str) -> Room | None:
@@ -156,7 +196,18 @@ class RoomStore:
                     c.execute(f"DELETE FROM {table} WHERE room_id=?", (room_id,))
 
             await self._db.call(delete_rows)
+            await self._changed(room_id)
         return room
+
+    async def forget(self, room_id: str) -> None:
+        """Drop a room another node now holds (taken over while this one was away), without
+        telling anyone: the room lives on there."""
+        if self.rooms.pop(room_id, None) is not None:
+            def delete_rows(c: sqlite3.Connection) -> None:
+                for table in ("rooms", "invites", "removed", "profiles"):
+                    c.execute(f"DELETE FROM {table} WHERE room_id=?", (room_id,))
+
+            await self._db.call(delete_rows)
 
     async def add_invite(self, room: Room, invite: dict[str, str], max_invites: int) -> None:
         """Keep an issued invite; LimitReached when the room has ``max_invites``."""
@@ -171,6 +222,7 @@ class RoomStore:
         except BaseException:
             room.invites.remove(invite)
             raise
+        await self._changed(room)
 
     async def remove_performer(self, room: Room, performer_id: str) -> None:
         """The performer may not join the room again. Only performers the room invited are
@@ -181,6 +233,7 @@ class RoomStore:
         await self._db.call(lambda c: c.execute(
             "INSERT OR IGNORE INTO removed (room_id, performer_id) VALUES (?,?)",
             (room.room_id, performer_id)))
+        await self._changed(room)
 
     def close(self) -> None:
         self._db.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,12 +129,14 @@ def test_rooms_are_placed_by_headroom_and_every_node_answers_for_them(
     # two rooms record at once, on nodes B and C, driven through node A
     recorded = {}
     running = []
+    performers: dict[str, list[str]] = {}
     for room, holder in ((rooms[1], b), (rooms[2], c)):
         recorded[room] = start_recording(a, room)["session_id"]
         for name in ("Ann", "Ben"):
-            url = a.invite(room, name)["url"]
-            assert url.startswith(holder.url + "/")  # signaling and media straight to the owner
-            running.append(bots(url, 30, "--preencoded"))
+            invite = a.invite(room, name)
+            assert invite["url"].startswith(holder.url + "/")  # signaling and media straight to the owner
+            performers.setdefault(room, []).append(invite["performer_id"])
+            running.append(bots(invite["url"], 30, "--preencoded"))
     for room, holder in ((rooms[1], b), (rooms[2], c)):
         wait_for(lambda room=room: publishing(a, room, 2), 20, "both performers, seen through A")
         assert publishing(holder, room, 2)
@@ -174,6 +177,19 @@ def test_rooms_are_placed_by_headroom_and_every_node_answers_for_them(
     attempts = [a_["event_id"] for a_ in cluster.receiver.attempts]
     assert len(attempts) == len(set(attempts)) == len(cluster.receiver.accepted)
 
+    # a revocation through node C reaches node B's session and the store: the performer's
+    # file leaves both, the session's new revision is stored
+    ann, session_b = performers[rooms[1]][0], recorded[rooms[1]]
+    assert c.api("POST", f"/api/v1/performers/{ann}/revoke", json={"reason": "asked"}).status_code == 200
+    def stored_entry() -> dict[str, Any] | None:
+        key = next(k for k in cluster.store.objects() if k.endswith(f"{session_b}/manifest.json"))
+        entry = next(p for p in json.loads(cluster.store.read(key))["performers"] if p["performer_id"] == ann)
+        return entry if entry.get("withdrawn") else None
+
+    entry = wait_for(stored_entry, 30, "the withdrawal in the stored manifest")
+    assert entry["file"] is None and entry["withdrawn"]["reason"] == "asked"
+    assert not any(key.endswith(f"{session_b}/performers/{ann}.webm") for key in cluster.store.objects())
+
     # a room deleted through another node is gone from Redis and from every list
     assert a.api("DELETE", f"/api/v1/rooms/{rooms[0]}").status_code == 200
     assert c.api("GET", f"/api/v1/rooms/{rooms[0]}").status_code == 404
@@ -210,3 +226,50 @@ def test_redis_restarted_mid_session_loses_nothing(cluster: Cluster, bots: BotFa
     assert [m["label"] for m in archive["markers"]] == ["after"]
     for entry in archive["performers"]:
         assert all(not t["gaps"] for t in entry["tracks"]), entry["tracks"]
+
+
+def test_a_dead_nodes_rooms_move_to_live_nodes_within_30_s(cluster: Cluster, bots: BotFactory) -> None:
+    """SIGKILL of a room's node: within 30 s another node holds the room, with its name,
+    invites and removed performers; a performer's invite opens it there. The dead node, back,
+    finds the room taken and leaves it to the new one."""
+    a = cluster.nodes[0]
+    room = a.create_room("outlives its node")
+    kept = a.invite(room, "Kept")
+    gone = a.invite(room, "Gone")
+    assert a.api("DELETE", f"/api/v1/rooms/{room}/performers/{gone['performer_id']}").status_code == 200
+    holder = node_of(cluster, kept["url"])
+    asker = next(n for n in cluster.nodes if n is not holder)
+    holder.stop(signal.SIGKILL)
+    killed = time.monotonic()
+
+    def new_owner() -> ServerProcess | None:
+        # until the dead node's heartbeat expires the request waits for it and gets 504; after,
+        # 503 at once until a live node holds the room
+        answer = asker.api("POST", f"/api/v1/rooms/{room}/invites", json={"display_name": "Later"},
+                           timeout=30)
+        assert answer.status_code in (201, 503, 504), answer.text
+        return node_of(cluster, answer.json()["url"]) if answer.status_code == 201 else None
+
+    moved_to = wait_for(new_owner, 30, "the room on a live node")
+    assert time.monotonic() - killed <= 30 and moved_to is not holder
+    described = asker.api("GET", f"/api/v1/rooms/{room}").json()
+    assert described["name"] == "outlives its node"
+    invited = {i["performer_id"] for i in asker.api("GET", f"/api/v1/rooms/{room}/invites").json()["items"]}
+    assert {kept["performer_id"], gone["performer_id"]} <= invited
+
+    # the invites of the room still open it, on its new node; a removed performer stays out
+    token = kept["url"].split("#invite=", 1)[1]
+    bot = bots(f"{moved_to.url}/join#invite={token}", 30, "--preencoded")
+    wait_for(lambda: publishing(moved_to, room, 1), 20, "the kept performer in the moved room")
+    assert bot.finish()[0] == 0
+    removed = bots(f"{moved_to.url}/join#invite={gone['url'].split('#invite=', 1)[1]}", 5, "--preencoded")
+    status, output, _ = removed.wait(30)
+    assert status != 0 and "4403" in output, output
+
+    # the dead node comes back: the room is the new node's; asked through it, the new node answers
+    holder.start(timeout=40)
+    wait_for(lambda: len(cluster.live()) == 3, 15, "the node back")
+    listed = [r["room_id"] for r in holder.api("GET", "/api/v1/rooms").json()["items"]]
+    assert listed.count(room) == 1
+    answer = holder.api("POST", f"/api/v1/rooms/{room}/invites", json={"display_name": "After"})
+    assert answer.status_code == 201 and answer.json()["url"].startswith(moved_to.url + "/")
