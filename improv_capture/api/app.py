@@ -97,9 +97,10 @@ def create_app(settings: Settings) -> FastAPI:
     network_probes = NetworkProbes(settings)  # the performer page's network check
     probes = health.Probes(settings, downstream.db)
     # only a lone server or a cluster's primary delivers webhooks
-    exporter = metrics.Metrics(settings, hub, probes,
-                               downstream.deliverer if notifier is None else None)
     nodes = node_of(settings, store)
+    exporter = metrics.Metrics(settings, hub, probes,
+                               downstream.deliverer if notifier is None else None,
+                               downstream.outbox if notifier is None else None, nodes)
     if nodes is not None:
         # rooms outlive their node: a copy in Redis, taken in by the node they move to
         store.on_change = lambda room_id, room: nodes.save(room_id, room.snapshot() if room else None)

@@ -31,7 +31,9 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from improv_capture.api.http_guard import bearer_of
+from improv_capture.downstream.outbox import Outbox
 from improv_capture.downstream.webhooks import Deliverer
+from improv_capture.nodes.service import Nodes
 from improv_capture.observability.health import Probes
 from improv_capture.rooms.hq_uploads import SETTLED
 from improv_capture.rooms.hub import Hub
@@ -155,11 +157,14 @@ class LiveState(Collector):
     """The rooms, performers, recordings, uploads, disk and webhooks as they are now."""
 
     def __init__(self, settings: Settings, hub: Hub, probes: Probes,
-                 deliverer: Deliverer | None) -> None:
+                 deliverer: Deliverer | None, outbox: Outbox | None = None,
+                 nodes: Nodes | None = None) -> None:
         self.settings = settings
         self.hub = hub
         self.probes = probes
         self.deliverer = deliverer
+        self.outbox = outbox
+        self.nodes = nodes
         self.latest = LatestStats(hub.store)
         hub.stats.listeners.add(self.latest)
         self._free_bytes: int | None = None
@@ -197,6 +202,16 @@ class LiveState(Collector):
         for state, count in (self._deliveries or {}).items():
             webhooks.add_metric([state], count)
         yield webhooks
+        if self.outbox is not None:
+            yield GaugeMetricFamily(
+                "improv_index_outbox_entries",
+                "Catalog writes and events waiting in the data dir for the database (0 while it "
+                "answers).", value=self.outbox.waiting)
+        if self.nodes is not None:
+            yield GaugeMetricFamily(
+                "improv_node_registered",
+                "1 while this node's heartbeat reaches Redis (IMPROV_REDIS_URL).",
+                value=int(self.nodes.registry.registered))
 
     def _rooms(self) -> Iterator[Metric]:
         rooms = list(self.hub.store.rooms.values())
@@ -293,11 +308,12 @@ class Metrics:
     """One app's registry: its traffic counters, its live state, the process' own numbers."""
 
     def __init__(self, settings: Settings, hub: Hub, probes: Probes,
-                 deliverer: Deliverer | None) -> None:
+                 deliverer: Deliverer | None, outbox: Outbox | None = None,
+                 nodes: Nodes | None = None) -> None:
         disable_created_metrics()  # a `_created` twin of every counter series: noise here
         self.registry = CollectorRegistry(auto_describe=False)
         self.traffic = Traffic(self.registry)
-        self.live = LiveState(settings, hub, probes, deliverer)
+        self.live = LiveState(settings, hub, probes, deliverer, outbox, nodes)
         self.registry.register(self.live)
         ProcessCollector(registry=self.registry)
         self.metrics_token = settings.metrics_token

@@ -78,6 +78,13 @@ def read_events(server: ServerProcess, token: str, count: int, after: int = 0) -
     return found
 
 
+def outbox_entries(server: ServerProcess) -> float:
+    """What /metrics says waits in the outbox."""
+    text = server.api("GET", "/metrics").text
+    return float(next(line.split()[1] for line in text.splitlines()
+                      if line.startswith("improv_index_outbox_entries ")))
+
+
 def listed(server: ServerProcess, token: str) -> dict[str, dict[str, Any]]:
     page = server.api("GET", "/api/v1/sessions", token=token).json()
     return {s["session_id"]: s for s in page["items"]}
@@ -158,6 +165,7 @@ def test_recording_goes_on_while_postgres_is_down_and_the_index_catches_up(
     assert stop_recording(a, room)["state"] == "complete"  # finalised with the database down
     listing = a.api("GET", "/api/v1/sessions", token=token)
     assert listing.status_code == 503 and "database" in listing.text  # said, not a 500
+    assert outbox_entries(a) >= 1  # the session's catalog write and event wait on disk
     time.sleep(max(0.0, 10 - (time.monotonic() - down)))
     postgres.start()
     for bot in running:
@@ -171,4 +179,4 @@ def test_recording_goes_on_while_postgres_is_down_and_the_index_catches_up(
     assert events[1]["data"]["state"] == "complete"
     wait_for(lambda: len(receiver.accepted) == 2, 20, "both webhooks")
     assert verify(a.session_dir(session))[0] == 0
-    assert not (a.data_dir / "outbox.jsonl").exists()
+    assert not (a.data_dir / "outbox.jsonl").exists() and outbox_entries(a) == 0
