@@ -114,7 +114,8 @@ def _bot(args: argparse.Namespace) -> int:
                            max_pending_bytes=int(args.hq_max_pending_mb * 2**20),
                            record=not args.no_hq, grain=args.hq_grain)
     return asyncio.run(run_bot(args.invite, args.duration, args.report, pause, args.preencoded,
-                               studio, args.turn_transport, args.voice, args.leak_gain))
+                               studio, args.turn_transport, args.voice, args.leak_gain,
+                               args.follow))
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -206,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     bot.add_argument("--report", type=Path, help="write a JSON report here")
     bot.add_argument("--pause-at", type=float, default=0.0, help="stop sending media after S s")
     bot.add_argument("--pause-for", type=float, default=0.0, help="... for S s, then resume")
+    bot.add_argument("--follow", action="store_true",
+                     help="when the socket is lost, join again as a page does: the invite's "
+                          "node, where a `moved` message says, or another node the welcome named")
     bot.add_argument("--preencoded", action="store_true",
                      help="loop media encoded once (a cheap bot for load tests; with "
                           "--voice or --leak-gain, the video only)")

@@ -7,6 +7,9 @@ CLOSE_INTERNAL = 1011
 #: cluster mode: the worker that owns the room restarted / is not back yet (both: reconnect)
 CLOSE_RESTART = 1012
 CLOSE_TRY_LATER = 1013
+#: several nodes: the room is on another node, named by the `moved` message sent before this
+#: close (reconnect there); not a client fault
+CLOSE_MOVED = 4308
 CLOSE_MALFORMED = 4400
 CLOSE_BAD_INVITE = 4401
 #: removed by the operator: the same invite cannot rejoin

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +19,7 @@ from improv_capture.api.docs_page import add_api_docs
 from improv_capture.api.http_guard import error_response
 from improv_capture.api.network_probe import NetworkProbes
 from improv_capture.api.node_routing import NodeRouting, answer_request
+from improv_capture.api.node_wiring import RoomCopies, node_of, revoked_here
 from improv_capture.api.operator_routes import router
 from improv_capture.api.performer_socket import PerformerSocket
 from improv_capture.api.reader_routes import router as sessions_router
@@ -30,7 +30,6 @@ from improv_capture.database.base import DatabaseUnavailable
 from improv_capture.downstream.service import Downstream
 from improv_capture.media import aiortc_hooks
 from improv_capture.media.sdp_policy import server_gathering_addresses
-from improv_capture.nodes.service import Nodes
 from improv_capture.observability import health, metrics
 from improv_capture.observability.logs import path_ids
 from improv_capture.recorder.recover import recover_sessions
@@ -53,27 +52,6 @@ def media_factory(settings: Settings) -> MediaFactory:
 
         return TRANSCODE
     return PASSTHROUGH
-
-
-def node_of(settings: Settings, store: RoomStore) -> Nodes | None:
-    """This node among several (IMPROV_REDIS_URL), or None: one node."""
-    if settings.redis_url is None:
-        return None
-    return Nodes(settings.redis_url.get_secret_value(), settings.node_id, settings.base_url,
-                 settings.max_rooms, lambda: list(store.rooms), key_prefix=settings.redis_key_prefix,
-                 heartbeat_s=settings.node_heartbeat_s, ttl_s=settings.node_ttl_s,
-                 timeout_s=settings.redis_timeout_s, call_timeout_s=settings.node_call_timeout_s,
-                 cpu=settings.node_cpu)
-
-
-async def adopted(hub: Hub, store: RoomStore, snapshot: dict[str, Any]) -> None:
-    await store.adopt(snapshot)
-    hub.stats.changed()
-
-
-async def revoked_here(hub: Hub, event: dict[str, Any]) -> None:
-    if event["type"] == "consent.revoked":
-        await hub.remove_everywhere(event["data"]["performer_id"])
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -103,9 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
                                downstream.outbox if notifier is None else None, nodes)
     if nodes is not None:
         # rooms outlive their node: a copy in Redis, taken in by the node they move to
-        store.on_change = lambda room_id, room: nodes.save(room_id, room.snapshot() if room else None)
-        nodes.adopt = lambda snapshot: adopted(hub, store, snapshot)
-        nodes.drop = store.forget
+        RoomCopies(nodes, hub, store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -193,7 +169,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.websocket("/api/v1/signal")
     async def signal(websocket: WebSocket) -> None:
-        await PerformerSocket(websocket, hub, app.state.signer, network_probes).run()
+        await PerformerSocket(websocket, hub, app.state.signer, network_probes, nodes).run()
 
     @app.websocket("/api/v1/operator")
     async def operator(websocket: WebSocket) -> None:

@@ -14,7 +14,9 @@ from improv_capture.rooms.model import LiveRecording, Member, Room
 
 def describe_room(room: Room, hub: Hub) -> dict[str, Any]:
     worker_index = hub.settings.worker_index
-    where = {"worker": worker_index} if worker_index is not None else {}
+    where: dict[str, Any] = {"worker": worker_index} if worker_index is not None else {}
+    if hub.settings.redis_url is not None:  # one of several nodes: the room's
+        where["node_id"] = hub.settings.node_id
     recording = room.recording
     return {
         **room.record(),

@@ -20,10 +20,14 @@ from improv_capture.close_codes import (
     CLOSE_EXPIRED,
     CLOSE_INTERNAL,
     CLOSE_LEFT,
+    CLOSE_MOVED,
     CLOSE_REPLACED,
+    CLOSE_TRY_LATER,
 )
 from improv_capture.media.sdp_policy import NegotiationError
 from improv_capture.media.turn import ice_servers_for
+from improv_capture.nodes.connection import RedisUnavailable
+from improv_capture.nodes.service import Nodes
 from improv_capture.observability.logs import bind
 from improv_capture.rooms.hub import Hub
 from improv_capture.rooms.invites import InviteError, InviteSigner
@@ -43,9 +47,10 @@ class PerformerSocket:
     """One performer's socket from hello to close."""
 
     def __init__(self, websocket: WebSocket, hub: Hub, signer: InviteSigner,
-                 probes: NetworkProbes | None = None) -> None:
+                 probes: NetworkProbes | None = None, nodes: Nodes | None = None) -> None:
         self.ws = websocket
         self.probes = probes
+        self.nodes = nodes
         self.hub = hub
         self.settings: Settings = hub.settings
         self.signer = signer
@@ -83,6 +88,8 @@ class PerformerSocket:
             raise ProtocolError(code, str(exc)) from exc
         bind(room_id=invite.room_id, performer_id=invite.performer_id)  # this socket's log lines
         self.performer_id = invite.performer_id
+        if self.nodes is not None and invite.room_id not in self.hub.store.rooms:
+            await self._elsewhere(invite.room_id)
         member, replaced = self.hub.seats.attach(invite, self.socket, message.get("resume"))
         self.member = member
         if replaced is not None:
@@ -106,10 +113,29 @@ class PerformerSocket:
                 "ice_servers": ice_servers_for(s, member.performer_id),  # + TURN
                 "profile": profile,
                 "media": live_media(profile),
+                # several nodes: where to look for the room if this node goes away
+                "nodes": await self.nodes.live_urls() if self.nodes is not None else [],
             }
         )
         await self.socket.send_json({"type": "peers", "peers": member.peers()})
         await self.socket.send_json(recording_message(member))
+
+    async def _elsewhere(self, room_id: str) -> None:
+        """The room is on another node (IMPROV_REDIS_URL): say where and close (4308), or,
+        while its node is dead and the room not yet moved, close with "try later" (1013).
+        Nothing is said when no node has it: the seat's own 4404 follows."""
+        assert self.nodes is not None
+        try:
+            found = await self.nodes.where(room_id)
+        except RedisUnavailable as exc:
+            raise ProtocolError(CLOSE_TRY_LATER, "the room's node cannot be found now") from exc
+        if found is None:
+            return
+        owner, url = found
+        if url is None:
+            raise ProtocolError(CLOSE_TRY_LATER, "the room's node is down; it moves shortly")
+        await self.socket.send_json({"type": "moved", "url": url})
+        raise ProtocolError(CLOSE_MOVED, f"the room is on node {owner}")
 
     async def _loop(self) -> None:
         assert self.member is not None

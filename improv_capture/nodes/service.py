@@ -55,8 +55,9 @@ class Nodes:
         self._keys = Keys(key_prefix)
         self._timeout_s = timeout_s
         self._heartbeat_s = heartbeat_s
-        #: a room moved here: take it in from its copy in Redis (set by the app)
-        self.adopt: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        #: a room moved here: take it in from its copy in Redis and the dead owner's id (set
+        #: by the app)
+        self.adopt: Callable[[dict[str, Any], str | None], Awaitable[None]] | None = None
         #: rooms of this node that another node took over meanwhile (set by the app)
         self.drop: Callable[[str], Awaitable[None]] | None = None
         self._dropping: set[asyncio.Task[None]] = set()
@@ -133,7 +134,7 @@ class Nodes:
                          room_id, action.get("previous_owner"))
             return
         if self.adopt is not None:
-            await self.adopt(json.loads(found))
+            await self.adopt(json.loads(found), action.get("previous_owner"))
         logger.warning("room %s taken over from dead node %s", room_id, action.get("previous_owner"))
 
     async def place(self) -> NodeInfo | None:
@@ -163,6 +164,28 @@ class Nodes:
             await self.owners.release_room(room_id, self.node_id)
         except RedisUnavailable as exc:
             logger.warning("room %s: not released in Redis (%s)", room_id, exc)
+
+    async def url_of(self, node_id: str) -> str | None:
+        """The public URL of a live node (None: its heartbeat expired)."""
+        found = await bounded(self._redis.get(self._keys.node(node_id)), self._timeout_s)
+        return NodeInfo.from_json(str(found)).public_url if found is not None else None
+
+    async def where(self, room_id: str) -> tuple[str, str | None] | None:
+        """For a room this node does not hold: (owner, its public URL, None while the owner is
+        dead and the room not yet moved), or None when no node owns it.
+        RedisUnavailable when Redis cannot say."""
+        owner = await self.owners.owner_of(room_id)
+        if owner is None or owner == self.node_id:
+            return None
+        return owner, await self.url_of(owner)
+
+    async def live_urls(self) -> list[str]:
+        """Every live node's public URL (what a performer's page tries when its node is gone);
+        [] when Redis cannot say."""
+        try:
+            return [n.public_url for n in await self.registry.live_nodes()]
+        except RedisUnavailable:
+            return []
 
     async def is_live(self, node_id: str) -> bool:
         """Whether node_id's heartbeat has not expired (RedisUnavailable when Redis cannot say)."""

@@ -87,8 +87,12 @@ class Room:
 
     def snapshot(self) -> dict[str, Any]:
         """What another node needs to hold the room: what the store keeps, not the live state."""
+        recording = self.recording
         return {**self.record(), "invites": list(self.invites), "removed": list(self.removed),
-                "profile": self.profile}
+                "profile": self.profile,
+                # the session under way, for the node that takes the room over to go on with
+                "recording": {"session_id": recording.session_id, "started_at": recording.started_at}
+                if recording is not None else None}
 
     @classmethod
     def from_snapshot(cls, snapshot: dict[str, Any]) -> Room:

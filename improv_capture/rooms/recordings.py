@@ -78,12 +78,16 @@ class Recordings:
         self.fanout = fanout
         self.uploads = uploads
 
-    def start(self, room: Room) -> LiveRecording:
+    def start(self, room: Room, continues: dict[str, Any] | None = None) -> LiveRecording:
+        """``continues``: the session this one goes on with, recorded on a node that died
+        (its session_id, started_at and node_id: the manifest's ``continues``)."""
         if room.recording is not None:
             raise RecordingStateError("already recording")
         recording = self.factory.recording(self.settings, room)
         with log_ids(room_id=room.room_id, session_id=recording.session_id):
             room.recording = recording
+            if continues is not None:
+                recording.manifest["continues"] = continues
             recording.start()
             self.media.resync(room)
             self.fanout.changed()

@@ -279,3 +279,60 @@ def test_a_dead_nodes_rooms_move_to_live_nodes_within_30_s(cluster: Cluster, bot
     assert listed.count(room) == 1
     answer = holder.api("POST", f"/api/v1/rooms/{room}/invites", json={"display_name": "After"})
     assert answer.status_code == 201 and answer.json()["url"].startswith(moved_to.url + "/")
+
+
+def test_a_recording_follows_its_room_to_a_live_node(cluster: Cluster, bots: BotFactory) -> None:
+    """SIGKILL of the node recording a room: its performers (bots that join again as a page
+    does) find the room on its new node by themselves and the recording goes on there, as a
+    session that says which one it continues; the dead node's part is recovered when it is
+    back. No room is unreachable for more than 30 s."""
+    a = cluster.nodes[0]
+    room = a.create_room("recording through a death")
+    first = start_recording(a, room)["session_id"]
+    invites = [a.invite(room, name) for name in ("Eve", "Fay")]
+    holder = node_of(cluster, invites[0]["url"])
+    running = [bots(i["url"], 90, "--preencoded", "--follow") for i in invites]
+    wait_for(lambda: publishing(holder, room, 2), 20, "both performers")
+    time.sleep(1)
+    holder.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    asker = next(n for n in cluster.nodes if n is not holder)
+
+    def where_now() -> ServerProcess | None:
+        """The room's node once both performers publish there again (asked through a live node)."""
+        answer = asker.api("GET", f"/api/v1/rooms/{room}", timeout=30)
+        if answer.status_code != 200:
+            return None
+        state = answer.json()
+        if state["node_id"] == holder.env["IMPROV_NODE_ID"] or not publishing(asker, room, 2):
+            return None
+        return next(n for n in cluster.nodes if n.env["IMPROV_NODE_ID"] == state["node_id"])
+
+    moved_to = wait_for(where_now, 30, "both performers publishing on the room's new node")
+    assert time.monotonic() - killed <= 30
+    state = moved_to.api("GET", f"/api/v1/rooms/{room}").json()
+    second = state["recording"]["session_id"]
+    assert second != first
+    time.sleep(2)  # recorded a while on the new node
+    for bot in running:
+        status, output, report = bot.finish()
+        assert status == 0, output
+        assert report["rejoins"] >= 1, report
+    stopped = stop_recording(asker, room)
+    assert stopped["state"] == "complete", stopped
+    continued = manifest(moved_to.session_dir(second))
+    assert continued["continues"]["session_id"] == first
+    assert continued["continues"]["node_id"] == holder.env["IMPROV_NODE_ID"]
+    for entry in continued["performers"]:
+        assert entry["file"] is not None and all(t["frames"] > 0 for t in entry["tracks"]), entry
+
+    # the dead node back: its part of the take is recovered, and both parts are listed
+    holder.start(timeout=40)
+    token = asker.api("POST", "/api/v1/tokens", json={"role": "reader", "label": "parts"}).json()["token"]
+
+    def parts() -> dict[str, str]:
+        items = asker.api("GET", "/api/v1/sessions", token=token).json()["items"]
+        return {s["session_id"]: s["state"] for s in items if s["session_id"] in (first, second)}
+
+    wait_for(lambda: len(parts()) == 2, 30, "both parts listed")
+    assert parts() == {first: "partial", second: "complete"}, parts()

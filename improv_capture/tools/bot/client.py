@@ -25,6 +25,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from improv_capture.close_codes import CLOSE_MOVED
 from improv_capture.media import aiortc_hooks
 from improv_capture.media.connections import rtc_configuration
 from improv_capture.tools.bot.media import (
@@ -55,6 +56,22 @@ def parse_invite(url: str) -> tuple[str, str]:
         raise BotError(f"not an invite URL: {url!r}")
     scheme = "wss" if parts.scheme == "https" else "ws"
     return f"{scheme}://{parts.netloc}/api/v1/signal", token
+
+
+def signal_url(base_url: str) -> str:
+    """The signaling socket of a server at ``base_url`` (a node's public URL)."""
+    parts = urlsplit(base_url)
+    return f"{'wss' if parts.scheme == 'https' else 'ws'}://{parts.netloc}/api/v1/signal"
+
+
+class ConnectionLost(BotError):
+    """The socket ended without the server saying the stay is over (a node died, a `moved`
+    close, a "try later"): with ``--follow`` the bot joins again, elsewhere if need be."""
+
+
+#: --follow: how long between two tries to join again, and how long to keep trying
+FOLLOW_RETRY_S = 0.5
+FOLLOW_FOR_S = 60.0
 
 
 def invite_origin(url: str) -> str:
@@ -141,8 +158,15 @@ class Bot:
         studio: StudioOptions | None = None,
         turn_transport: str | None = None,
         speaker: Loudspeaker | None = None,
+        follow: bool = False,
     ) -> None:
         self.ws_url, self.token = parse_invite(invite_url)
+        #: --follow: when the socket is lost, join again (the invite's node, or where a `moved`
+        #: message says, or another node the welcome named), as a page does
+        self.follow = follow
+        self.nodes: list[str] = []
+        self.moved_to: str | None = None
+        self.rejoins = 0
         #: --leak-gain: the audio received plays here and leaks into ``audio`` (media.py)
         self.speaker = speaker
         #: which of the welcome's TURN URLs to use (aiortc uses one): udp, tcp, tls or any
@@ -183,7 +207,48 @@ class Bot:
                 pause.start, pause.end = start, start + for_s
 
     async def run(self, duration: float) -> None:
-        async with websockets.connect(self.ws_url, max_size=2**20) as ws:
+        if not self.follow:
+            await self._stay(duration)
+            return
+        deadline = time.monotonic() + duration
+        candidates = [self.ws_url]
+        lost_at: float | None = None
+        while True:
+            try:
+                await self._stay(max(deadline - time.monotonic(), 0.1))
+                return
+            except (ConnectionLost, OSError, websockets.InvalidHandshake, asyncio.TimeoutError) as exc:
+                if self.leaving.is_set() or time.monotonic() >= deadline:
+                    return
+                lost_at = lost_at if lost_at is not None and not self.joined.is_set() else time.monotonic()
+                if time.monotonic() - lost_at > FOLLOW_FOR_S:
+                    raise BotError(f"lost the room for {FOLLOW_FOR_S:g} s: {exc}") from exc
+                logger.warning("lost the room (%s); joining again", exc or type(exc).__name__)
+            await self._drop_connections()
+            for url in [signal_url(n) for n in self.nodes]:
+                if url not in candidates:
+                    candidates.append(url)
+            if self.moved_to is not None:
+                self.ws_url, self.moved_to = signal_url(self.moved_to), None
+            else:  # the next place to look, round the known nodes
+                self.ws_url = candidates[(candidates.index(self.ws_url) + 1) % len(candidates)] \
+                    if self.ws_url in candidates else candidates[0]
+                await asyncio.sleep(FOLLOW_RETRY_S)
+            self.rejoins += 1
+
+    async def _drop_connections(self) -> None:
+        """The connections of a stay that ended: new ones are made at the next welcome (the
+        tracks go on, so what was sent is counted across stays)."""
+        self.joined.clear()
+        for pc in (self.pub, self.sub):
+            if pc is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pc.close(), 5)
+        self.pub = self.sub = None
+
+    async def _stay(self, duration: float) -> None:
+        """One socket's stay: hello to leave (or to the socket's end)."""
+        async with websockets.connect(self.ws_url, max_size=2**20, open_timeout=5) as ws:
             self._ws = ws
             await self.send({"type": "hello", "token": self.token})
             reader = asyncio.ensure_future(self._read())
@@ -192,17 +257,18 @@ class Bot:
             try:
                 await asyncio.wait({reader, joined, leaving}, timeout=20,
                                    return_when=asyncio.FIRST_COMPLETED)
+                lost = ConnectionLost if self.follow else BotError
                 if reader.done():
                     reader.result()
-                    raise BotError("the server closed the connection before we joined")
+                    raise lost("the server closed the connection before we joined")
                 if not joined.done() and not leaving.done():
-                    raise BotError("timed out joining the room")
+                    raise lost("timed out joining the room")
                 if not leaving.done():
                     done, _ = await asyncio.wait({reader, leaving}, timeout=duration,
                                                  return_when=asyncio.FIRST_COMPLETED)
                     if reader in done:
                         reader.result()
-                        raise BotError("the server closed the connection")
+                        raise lost("the server closed the connection")
                 self.studio.stop()  # the local recording ends as the bot leaves
                 self.sent_before_leave = self._sent()
                 await self.send({"type": "leave"})
@@ -228,13 +294,21 @@ class Bot:
                 if handler is not None:
                     await handler(message)
         except websockets.ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd.code == CLOSE_MOVED and self.follow:
+                raise ConnectionLost(f"moved: {exc.rcvd.reason}") from exc
             if exc.rcvd is not None and exc.rcvd.code >= 4000:
                 raise BotError(f"closed by server: {exc.rcvd.code} {exc.rcvd.reason}") from exc
+        if self._ws.close_code == CLOSE_MOVED and self.follow:
+            raise ConnectionLost(f"moved: {self._ws.close_reason}")
         if self._ws.close_code is not None and self._ws.close_code >= 4000:
             raise BotError(f"closed by server: {self._ws.close_code} {self._ws.close_reason}")
 
+    async def _on_moved(self, message: dict[str, Any]) -> None:
+        self.moved_to = str(message["url"])
+
     async def _on_welcome(self, message: dict[str, Any]) -> None:
         self.performer_id = message["performer_id"]
+        self.nodes = [str(n) for n in message.get("nodes") or []]
         servers, self.turn_url = one_turn_url(message.get("ice_servers") or [],
                                               self.turn_transport)
         self._config = rtc_configuration(servers)
@@ -371,6 +445,7 @@ class Bot:
             # message (until the server closes the socket) arrive after the seat is gone
             "sent_before_leave": self.sent_before_leave,
             "received": received,
+            "rejoins": self.rejoins,
             "turn_url": self.turn_url,
         }
         hq = self.studio.report()
@@ -389,6 +464,7 @@ async def run_bot(
     turn_transport: str | None = None,
     voice: int | None = None,
     leak_gain: float = 0.0,
+    follow: bool = False,
 ) -> int:
     from improv_capture.media import aiortc_hooks
     from improv_capture.settings import Settings
@@ -400,12 +476,12 @@ async def run_bot(
         speaker = Loudspeaker(leak_gain) if leak_gain else None
         bot = Bot(invite_url, video=PreencodedFlashVideoTrack() if preencoded else None,
                   audio=MicAudioTrack(voice, speaker), studio=studio,
-                  turn_transport=turn_transport, speaker=speaker)
+                  turn_transport=turn_transport, speaker=speaker, follow=follow)
     elif preencoded:
         bot = Bot(invite_url, video=PreencodedFlashVideoTrack(), audio=PreencodedBeepAudioTrack(),
-                  studio=studio, turn_transport=turn_transport)
+                  studio=studio, turn_transport=turn_transport, follow=follow)
     else:
-        bot = Bot(invite_url, studio=studio, turn_transport=turn_transport)
+        bot = Bot(invite_url, studio=studio, turn_transport=turn_transport, follow=follow)
     if pause is not None:
         bot.pause_media(*pause)
     status = 0
