@@ -14,6 +14,7 @@ another node is answered here, never sent on again."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -30,6 +31,8 @@ from improv_capture.rooms.store import RoomStore
 
 FROM_NODE = "x-improv-from-node"
 ROOM_PATH = re.compile(r"^/api/v1/rooms/([^/]+)(?:/.*)?$")
+#: how long a list of every node's rooms waits for one node (all are asked at once)
+LIST_TIMEOUT_S = 3.0
 #: request headers a room route reads
 PASSED = ("authorization", "content-type", "accept")
 
@@ -48,6 +51,10 @@ class NodeRouting:
         self.nodes = nodes
         self.store = store
         self.operator_token = operator_token
+        # creates through this node one at a time: each reads the room counts after the last
+        # one's claim, so a burst spreads (creates through several nodes at once may still
+        # land together: a node's max_rooms bounds that)
+        self._placing = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._sent_on(scope):
@@ -56,15 +63,16 @@ class NodeRouting:
         path, method = scope["path"], scope["method"]
         if path == "/api/v1/rooms" and method == "POST":
             body = await read_body(receive)
-            try:
-                target = await self.nodes.place()
-            except NoNodeAvailable as exc:
-                await respond(send, 409, {"detail": str(exc)})
-                return
-            if target is None or target.node_id == self.nodes.node_id:
-                await self.app(scope, replay(body), send)
-            else:
-                await self._answer_from(target.node_id, scope, body, send)
+            async with self._placing:
+                try:
+                    target = await self.nodes.place()
+                except NoNodeAvailable as exc:
+                    await respond(send, 409, {"detail": str(exc)})
+                    return
+                if target is None or target.node_id == self.nodes.node_id:
+                    await self.app(scope, replay(body), send)
+                else:
+                    await self._answer_from(target.node_id, scope, body, send)
         elif path == "/api/v1/rooms" and method == "GET":
             await self._all_rooms(scope, receive, send)
         elif (match := ROOM_PATH.match(path)) and match.group(1) not in self.store.rooms:
@@ -127,12 +135,13 @@ class NodeRouting:
                       if n.node_id != self.nodes.node_id]
         except RedisUnavailable:
             others = []
-        for node_id in others:
-            try:
-                answer = await self.nodes.call(node_id, request_of(scope, b""))
-            except (NodeDidNotAnswer, RedisUnavailable):
-                continue  # a node going away: its rooms are listed once it is back or moved
-            if answer["status"] == 200:
+        answers = await asyncio.gather(*(
+            self.nodes.call(node_id, request_of(scope, b""), LIST_TIMEOUT_S) for node_id in others),
+            return_exceptions=True)
+        for answer in answers:
+            # a node going away (or too slow) is left out: its rooms are listed once it is
+            # back or they moved
+            if isinstance(answer, dict) and answer["status"] == 200:
                 items += json.loads(decode_body(answer["body"]))["items"]
         await respond(send, 200, {"items": items})
 

@@ -66,17 +66,18 @@ class NodeCalls:
             task.cancel()
         await self._waiter.aclose()
 
-    async def call(self, node_id: str, request: Request) -> Answer:
+    async def call(self, node_id: str, request: Request, timeout_s: float | None = None) -> Answer:
         """``request`` ({method, path, query, headers, body}) answered by node_id.
-        NodeDidNotAnswer past call_timeout_s; RedisUnavailable when Redis is."""
+        NodeDidNotAnswer past ``timeout_s`` (at most call_timeout_s); RedisUnavailable when
+        Redis is."""
+        wait = min(timeout_s or self._call_timeout_s, self._call_timeout_s)
         reply_to = self._keys.reply(uuid.uuid4().hex)
-        deadline = time.time() + self._call_timeout_s
+        deadline = time.time() + wait
         await self._bus.send(node_id, {**request, "type": HTTP, "reply_to": reply_to,
                                        "deadline": deadline, "from": self.node_id})
-        found = await bounded(self._waiter.blpop([reply_to], timeout=self._call_timeout_s),
-                              self._call_timeout_s + self._timeout_s)
+        found = await bounded(self._waiter.blpop([reply_to], timeout=wait), wait + self._timeout_s)
         if not found:
-            raise NodeDidNotAnswer(f"node {node_id} did not answer within {self._call_timeout_s:g} s")
+            raise NodeDidNotAnswer(f"node {node_id} did not answer within {wait:g} s")
         return dict(json.loads(found[1]))
 
     async def serve(self, handle: Handler, others: dict[str, Notice] | None = None) -> None:

@@ -191,5 +191,5 @@ class Nodes:
         """Whether node_id's heartbeat has not expired (RedisUnavailable when Redis cannot say)."""
         return bool(await bounded(self._redis.exists(self._keys.node(node_id)), self._timeout_s))
 
-    async def call(self, node_id: str, request: Request) -> Answer:
-        return await self.calls.call(node_id, request)
+    async def call(self, node_id: str, request: Request, timeout_s: float | None = None) -> Answer:
+        return await self.calls.call(node_id, request, timeout_s)
