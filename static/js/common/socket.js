@@ -14,11 +14,19 @@
  * - `fatal`        {code, reason}: the server closed with a 44xx code; no retry
  * - `closed`       {code, reason}: the server ended the socket normally (1000); no retry
  * - `unreachable`  retries exhausted (`retryForMs` after the outage began)
+ *
+ * With several nodes (docs/signaling.md) a reconnect follows the room: to where a `moved`
+ * message said at once (close 4308), and after failed tries at the page's own node, round the
+ * other nodes its last `welcome` named.
  */
 
 /** A socket that has not opened by then is treated as dropped (SYN into the void). */
 const CONNECT_TIMEOUT_MS = 5000;
 const NORMAL_CLOSE = 1000;
+/** Several nodes: the room is on the node a `moved` message named just before (docs/signaling.md). */
+const MOVED_CLOSE = 4308;
+/** Failed tries at one place before the next is tried (the page's own node first). */
+const TRIES_PER_PLACE = 2;
 
 /**
  * @typedef {{type: string, [key: string]: any}} Message
@@ -46,6 +54,25 @@ export function socketUrl(path) {
   return `${scheme}://${location.host}${path}`;
 }
 
+/**
+ * The WebSocket URL of the same path on another node (its public URL, from the server);
+ * null for anything that is not an http(s) URL.
+ * @param {string} base e.g. https://node-2.example.org
+ * @param {string} url a socket URL whose path to keep
+ * @returns {string | null}
+ */
+export function socketUrlAt(base, url) {
+  let parsed;
+  try {
+    parsed = new URL(base);
+  } catch {
+    return null;
+  }
+  if (parsed.protocol !== 'https:' && parsed.protocol !== 'http:') return null;
+  const scheme = parsed.protocol === 'https:' ? 'wss' : 'ws';
+  return `${scheme}://${parsed.host}${new URL(url).pathname}`;
+}
+
 export class ReconnectingSocket extends EventTarget {
   /**
    * @param {object} opts
@@ -61,6 +88,12 @@ export class ReconnectingSocket extends EventTarget {
   }) {
     super();
     this.url = url;
+    /** the page's own node, tried first after a drop */
+    this.home = url;
+    /** @type {string[]} several nodes: the others the last welcome named */
+    this.elsewhere = [];
+    /** @type {string | null} where a `moved` message said the room is */
+    this.movedTo = null;
     this.hello = hello;
     this.backoffMs = backoffMs;
     this.retryForMs = retryForMs;
@@ -166,8 +199,15 @@ export class ReconnectingSocket extends EventTarget {
         return; // the server only sends JSON; ignore anything else rather than crash
       }
       if (!msg || typeof msg.type !== 'string') return;
+      if (msg.type === 'moved' && typeof msg.url === 'string') {
+        this.movedTo = socketUrlAt(msg.url, this.url);
+      }
       if (msg.type === 'welcome') {
         // Accepted: a later drop starts a fresh retry budget.
+        if (Array.isArray(msg.nodes)) {
+          this.elsewhere = msg.nodes.map((base) => socketUrlAt(String(base), this.url))
+            .filter((u) => u !== null && u !== this.url);
+        }
         this.welcomed = true;
         this.attempt = 0;
         this.outageSince = null;
@@ -191,7 +231,12 @@ export class ReconnectingSocket extends EventTarget {
         this._end('fatal', ev);
       } else if (ev.code === NORMAL_CLOSE) {
         this._end('closed', ev);
+      } else if (ev.code === MOVED_CLOSE && this.movedTo) {
+        this.url = this.movedTo;
+        this.movedTo = null;
+        this._scheduleRetry(ev.code, 0);
       } else {
+        this._nextPlace();
         this._scheduleRetry(ev.code);
       }
     };
@@ -221,8 +266,22 @@ export class ReconnectingSocket extends EventTarget {
     }, this.pingMs);
   }
 
-  /** @param {number} code */
-  _scheduleRetry(code) {
+  /**
+   * After TRIES_PER_PLACE failed tries at one place, the next: the page's own node, then each
+   * node the last welcome named (its node may have died and the room moved on).
+   */
+  _nextPlace() {
+    if (this.elsewhere.length === 0 || (this.attempt + 1) % TRIES_PER_PLACE !== 0) return;
+    const places = [this.home, ...this.elsewhere.filter((u) => u !== this.home)];
+    const at = places.indexOf(this.url);
+    this.url = places[(at + 1) % places.length];
+  }
+
+  /**
+   * @param {number} code
+   * @param {number} [delayOverrideMs] e.g. 0 to go at once where a `moved` said
+   */
+  _scheduleRetry(code, delayOverrideMs) {
     const now = Date.now();
     if (this.outageSince === null) this.outageSince = now;
     if (now - this.outageSince >= this.retryForMs) {
@@ -231,7 +290,7 @@ export class ReconnectingSocket extends EventTarget {
       this._emit('unreachable');
       return;
     }
-    const delayMs = this.backoffMs[Math.min(this.attempt, this.backoffMs.length - 1)];
+    const delayMs = delayOverrideMs ?? this.backoffMs[Math.min(this.attempt, this.backoffMs.length - 1)];
     this.attempt += 1;
     this._setState('reconnecting');
     this._emit('reconnecting', { code, attempt: this.attempt, delayMs });

@@ -1,0 +1,74 @@
+"""A performer page follows its room when the room's node dies (several nodes sharing Redis):
+its socket tries its own node, then the nodes its welcome named, is told where the room is
+(`moved`, 4308, or "try later" until a live node holds it), and joins there by itself: its
+consent is sent again and its media goes to the room's new node (docs/signaling.md)."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import ServerProcess, publishing, wait_for
+from tests.redis_server import RedisServer
+from tests.static.pages import join, leave
+
+pytestmark = pytest.mark.browser
+
+TOKEN = secrets.token_hex(24)
+
+
+@pytest.fixture
+def two_nodes(tmp_path: Path) -> Iterator[list[ServerProcess]]:
+    redis = RedisServer(tmp_path / "redis").start()
+    nodes: list[ServerProcess] = []
+    try:
+        for name in ("node-a", "node-b"):
+            data = tmp_path / name / "data"
+            data.mkdir(parents=True)
+            (data / "operator_token").write_text(TOKEN)
+            nodes.append(ServerProcess(data, env={
+                "IMPROV_REDIS_URL": redis.url, "IMPROV_NODE_ID": name,
+                "IMPROV_OPERATOR_TOKEN": TOKEN, "IMPROV_SECRET_KEY": "s" * 48,
+                "IMPROV_NODE_HEARTBEAT_S": "0.5", "IMPROV_NODE_TTL_S": "3",
+                "IMPROV_NODE_CPU": "process"}).start(timeout=40))
+        wait_for(lambda: len(nodes[0].api("GET", "/api/v1/nodes").json()["items"]) == 2, 10,
+                 "both nodes registered")
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        redis.stop()
+
+
+def test_a_page_follows_its_room_to_a_live_node(two_nodes: list[ServerProcess], browser: Any) -> None:
+    a, b = two_nodes
+    room = a.create_room("a page that follows")
+    invite = a.invite(room, "Ann")
+    holder = a if invite["url"].startswith(a.url + "/") else b
+    other = b if holder is a else a
+    page = join(browser, invite["url"])
+    try:
+        page.wait_for_function("document.body.dataset.state === 'joined'", timeout=20000)
+        wait_for(lambda: publishing(holder, room, 1), 20, "the page publishing")
+        holder.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        # no click: the page finds the room on the live node and publishes there
+        def on_other() -> bool:
+            # until the dead node's heartbeat expires a request for its room waits for it (504)
+            answer = other.api("GET", f"/api/v1/rooms/{room}", timeout=30)
+            return (answer.status_code == 200 and answer.json()["node_id"] == other.env["IMPROV_NODE_ID"]
+                    and publishing(other, room, 1))
+
+        wait_for(on_other, 30, "the page publishing on the room's new node")
+        assert time.monotonic() - killed <= 30
+        page.wait_for_function("document.body.dataset.state === 'joined'", timeout=10000)
+        (member,) = other.api("GET", f"/api/v1/rooms/{room}").json()["performers"]
+        assert member["performer_id"] == invite["performer_id"] and member["consent"], member
+    finally:
+        leave(page)
