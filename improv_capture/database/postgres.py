@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 #: pg_advisory_lock key held while migrations run (nodes starting at once apply them once)
 MIGRATION_LOCK = 7316000
 MIGRATIONS = "improv_capture.database.migrations.postgres"
+#: a pool's graceful close waits this long, then its connections are cut
+CLOSE_TIMEOUT_S = 5.0
 
 #: what says the server cannot be reached or is going away (as opposed to a wrong statement)
 UNREACHABLE: tuple[type[BaseException], ...] = (
@@ -150,5 +152,10 @@ class PostgresDatabase:
         return conn
 
     async def close(self) -> None:
+        """Close the pool gracefully within CLOSE_TIMEOUT_S, else cut its connections (a
+        server that went away mid-close would keep a graceful close waiting)."""
         if self._pool is not None:
-            await self._pool.close()
+            try:
+                await asyncio.wait_for(self._pool.close(), CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                self._pool.terminate()

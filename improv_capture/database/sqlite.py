@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     summary TEXT NOT NULL, manifest_mtime_ns INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_order ON sessions (started_at, session_id);
+-- the catalog's filters, each in the listing's order (a rare state or room is a short walk)
+CREATE INDEX IF NOT EXISTS sessions_by_state ON sessions (state, started_at, session_id);
+CREATE INDEX IF NOT EXISTS sessions_by_room ON sessions (room_id, started_at, session_id);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, data TEXT NOT NULL, created_at TEXT NOT NULL
 );

@@ -120,7 +120,7 @@ class EventLog:
                     logger.exception("event tail: reading after id %d failed", self._last)
         finally:
             if listening is not None:
-                await listening.close()
+                listening.terminate()  # at once: a graceful close waits on a server that may be gone
 
     async def _read_on(self) -> None:
         while True:

@@ -25,7 +25,7 @@ from improv_capture.downstream.webhooks import Deliverer
 from tests.postgres import Postgres, postgres_fixture  # noqa: F401 - the `postgres` fixture
 from tests.webhooks import SECRET, Receiver
 
-pytestmark = pytest.mark.process  # a PostgreSQL server
+pytestmark = [pytest.mark.process, pytest.mark.timeout(60)]  # a PostgreSQL server; a hang fails fast
 
 EVENTS = 40
 

@@ -10,6 +10,8 @@ import pytest
 from tests.helpers import (
     BotFactory,
     ServerProcess,
+    next_of,
+    operator_ws,
     publishing,
     room_state,
     wait_for,
@@ -90,3 +92,38 @@ def test_fifth_performer_is_refused_and_the_room_goes_on(
         assert code == 0, out
         assert len(report["received"]) == 3
         assert all(r["fps"] >= 20 for r in report["received"].values()), report
+
+
+async def test_console_sees_rooms_stats_and_flags(server: ServerProcess, bots: BotFactory) -> None:
+    room = server.create_room("live")
+    ws = await operator_ws(server, server.token)
+    try:
+        await next_of(ws, "welcome")
+        rooms = await next_of(ws, "rooms")
+        assert [r["room_id"] for r in rooms["rooms"]] == [room]
+        invites = [server.invite(room, n) for n in ("Ann", "Ben")]
+        listed = server.api("GET", f"/api/v1/rooms/{room}/invites").json()["items"]
+        assert [i["token"] for i in listed] == [i["token"] for i in invites]
+        running = [bots(inv["url"], 20) for inv in invites]
+        deadline = time.time() + 15
+        stats: dict[str, Any] = {}
+        while time.time() < deadline:
+            message = await next_of(ws, "stats")
+            stats = message["performers"]
+            if len(stats) == 2 and all(
+                (s["video"] or {}).get("fps", 0) >= 25
+                and (s["audio"] or {}).get("level_dbov") is not None
+                and s["rtt_ms"] is not None  # needs a report round trip: a second or two
+                for s in stats.values()
+            ):
+                break
+        assert len(stats) == 2, stats
+        for performer in stats.values():
+            assert performer["video"]["width"] == 640 and performer["video"]["bitrate_kbps"] > 50
+            assert performer["audio"]["level_dbov"] is not None, stats
+            assert performer["rtt_ms"] is not None
+            assert "frozen" not in performer["flags"] and "lossy" not in performer["flags"]
+        for bot in running:  # seen enough: they leave now
+            assert bot.finish()[0] == 0
+    finally:
+        await ws.close()

@@ -58,7 +58,7 @@ class Cluster:
                 IMPROV_S3_KEEP_LOCAL="false", IMPROV_S3_RETRY_MIN_S="0.2",
                 IMPROV_REDIS_URL=self.redis.url, IMPROV_DATABASE_URL=database,
                 IMPROV_NODE_ID=name, IMPROV_OPERATOR_TOKEN=OPERATOR_TOKEN,
-                IMPROV_SECRET_KEY="k" * 48, IMPROV_NODE_HEARTBEAT_S="0.5", IMPROV_NODE_TTL_S="3",
+                IMPROV_SECRET_KEY="k" * 48, IMPROV_NODE_HEARTBEAT_S="0.3", IMPROV_NODE_TTL_S="2",
                 # three nodes on one machine: each counts its own CPU, and rooms weigh in
                 IMPROV_NODE_CPU="process", IMPROV_MAX_ROOMS="4",
                 IMPROV_WEBHOOK_URLS=json.dumps([self.receiver.url]), IMPROV_WEBHOOK_SECRET=SECRET,
@@ -172,8 +172,17 @@ def test_rooms_are_placed_by_headroom_and_every_node_answers_for_them(
             holder.session_dir(session_id) / "manifest.json").read_bytes()
         assert not manifest(dest / session_id)["performers"][0]["file"] is None
 
-    # events in one order from any node; each webhook delivered once
+    # a manifest of another node's session, read through this one: the same bytes, by Range
+    holder = holders[1]
+    asker = next(n for n in cluster.nodes if n is not holder)
+    whole = (holder.session_dir(recorded[rooms[1]]) / "manifest.json").read_bytes()
+    ranged = httpx.get(f"{asker.url}/api/v1/sessions/{recorded[rooms[1]]}/files/manifest.json",
+                       headers={"Authorization": f"Bearer {token}", "Range": "bytes=10-59"})
+    assert ranged.status_code == 206 and ranged.content == whole[10:60]
+
+    # events in one order, the same from every node; each webhook delivered once
     events = read_events(b, token, 4)
+    assert read_events(a, token, 4) == events == read_events(c, token, 4)
     ids = [e["id"] for e in events]
     assert ids == sorted(ids)
     assert sorted((e["type"], e["data"]["session_id"]) for e in events) == sorted(

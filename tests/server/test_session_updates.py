@@ -24,6 +24,7 @@ from improv_capture.recorder.manifest import rewrite_manifest
 from improv_capture.settings import Settings
 from improv_capture.tools.fetch import PARTIAL_DIR, REPLACED_DIR, STATE_FILE, Mirror
 from tests.helpers import (
+    PREENCODED_BOTS,
     BotFactory,
     ServerProcess,
     fetch,
@@ -37,7 +38,8 @@ from tests.helpers import (
 from tests.server.test_downstream import hooked_server, receiver  # noqa: F401
 from tests.webhooks import SECRET, Receiver
 
-pytestmark = pytest.mark.process
+# untimed, its bots loop pre-encoded media: beside the media tests
+pytestmark = [pytest.mark.process, PREENCODED_BOTS]
 
 
 def add_hq_copy(session_dir: Path, performer_id: str) -> dict[str, Any]:
