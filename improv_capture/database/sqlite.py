@@ -6,6 +6,7 @@ file lock (sqlite3's busy timeout)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from improv_capture.database.base import (
     SQLITE,
     Connection,
+    DatabaseUnavailable,
     Dialect,
 )
 from improv_capture.db import Database as SyncDatabase
@@ -67,6 +69,15 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: what SQLite says when the disk, not the statement, is at fault: the index is unavailable
+#: for now (the outbox keeps the write), as PostgreSQL is when it cannot be reached
+UNAVAILABLE = ("database or disk is full", "disk i/o error", "database is locked")
+
+
+def unavailable(exc: sqlite3.OperationalError) -> bool:
+    return any(text in str(exc).lower() for text in UNAVAILABLE)
+
+
 class _Statements:
     """A transaction's statements on the shared connection, each in a worker thread."""
 
@@ -101,13 +112,18 @@ class SqliteDatabase:
         if db is None:
             raise RuntimeError("the index is not open: start() it first")
         async with self._lock:
-            await asyncio.to_thread(db.begin)
             try:
-                yield _Statements(db)
-            except BaseException:
-                await asyncio.shield(asyncio.to_thread(db.rollback))
+                await asyncio.to_thread(db.begin)
+                try:
+                    yield _Statements(db)
+                except BaseException:
+                    await asyncio.shield(asyncio.to_thread(db.rollback))
+                    raise
+                await asyncio.shield(asyncio.to_thread(db.commit))
+            except sqlite3.OperationalError as exc:
+                if unavailable(exc):
+                    raise DatabaseUnavailable(f"the index cannot be written: {exc}") from exc
                 raise
-            await asyncio.shield(asyncio.to_thread(db.commit))
 
     async def close(self) -> None:
         if self._db is not None:

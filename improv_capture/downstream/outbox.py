@@ -54,8 +54,9 @@ class Outbox:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def submit(self, entry: dict[str, Any]) -> None:
-        """Apply ``entry`` now, or keep it for later when the database is unavailable or
-        earlier entries still wait."""
+        """Apply ``entry`` now, or keep it for later when the database is unavailable (SQLite
+        on a full disk too) or earlier entries still wait. Never raises: the recording that
+        asked is done whatever the index does."""
         async with self._lock:
             if not self._waiting:
                 try:
@@ -63,6 +64,8 @@ class Outbox:
                     return
                 except DatabaseUnavailable as exc:
                     logger.warning("database unavailable (%s): index writes wait in %s", exc, self.path.name)
+                except Exception:
+                    logger.exception("index write failed: it waits in %s", self.path.name)
             line = len(json.dumps(entry)) + 1
             if self._bytes + line > self._max_bytes:
                 logger.error("outbox full (IMPROV_OUTBOX_MAX_BYTES %d): %s not kept", self._max_bytes,
@@ -70,7 +73,10 @@ class Outbox:
                 return
             self._waiting.append(entry)
             self._bytes += line
-            await asyncio.to_thread(self._write, self._waiting)
+            try:
+                await asyncio.to_thread(self._write, self._waiting)
+            except OSError as exc:  # the disk is full too: kept in memory, tried again
+                logger.error("outbox: %s not written (%s); kept in memory meanwhile", self.path.name, exc)
             self._wake.set()
 
     async def _run(self) -> None:
@@ -95,7 +101,10 @@ class Outbox:
             done += 1
         if done:
             left = self._waiting[done:]
-            await asyncio.to_thread(self._write, left)
+            try:
+                await asyncio.to_thread(self._write, left)
+            except OSError as exc:
+                logger.error("outbox: %s not rewritten (%s)", self.path.name, exc)
             self._waiting = left
             self._bytes = sum(len(json.dumps(e)) + 1 for e in left)
             logger.info("outbox: %d index writes replayed, %d wait", done, len(left))
