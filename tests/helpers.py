@@ -223,6 +223,23 @@ def record_session(server: ServerProcess, bots: BotFactory, names: list[str],
     return session["session_id"], invites
 
 
+def read_events(server: ServerProcess, token: str, count: int, after: int | None = None,
+                headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The first ``count`` events of the SSE stream (after event ``after``, or from
+    ``headers``' Last-Event-ID), read as a downstream job reads them."""
+    query = f"?after={after}" if after is not None else ""
+    found = []
+    with httpx.stream("GET", f"{server.url}/api/v1/events{query}", timeout=15,
+                      headers={"Authorization": f"Bearer {token}", **(headers or {})}) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                found.append(json.loads(line[6:]))
+                if len(found) == count:
+                    break
+    return found
+
+
 def fetch(server: ServerProcess, token: str, dest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """Run `improv-capture fetch` into ``dest`` as a downstream job would."""
     return subprocess.run(

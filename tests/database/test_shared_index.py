@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +46,12 @@ async def two_nodes(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
             await db.close()
 
 
-async def until(check: Any, timeout: float, what: str) -> Any:
+async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``check`` on the event loop until it holds (the nodes' tasks run meanwhile)."""
     deadline = time.monotonic() + timeout
-    while not (found := await check()):
+    while not check():
         assert time.monotonic() < deadline, f"{what} never came"
         await asyncio.sleep(0.05)
-    return found
 
 
 async def test_events_of_two_nodes_reach_both_in_one_order(two_nodes: tuple[Database, Database]) -> None:
@@ -68,7 +68,7 @@ async def test_events_of_two_nodes_reach_both_in_one_order(two_nodes: tuple[Data
         assert len(set(ids)) == EVENTS
         # every node streams every node's events, in id order, none skipped
         for got in seen:
-            await until(lambda got=got: _ready(len(got) == EVENTS), 10, "every event on every node")
+            await until(lambda got=got: len(got) == EVENTS, 10, "every event on every node")
             assert got == ids
         # a reader resuming after any id gets exactly the rest, in order
         middle = ids[EVENTS // 2]
@@ -82,10 +82,6 @@ async def _append(into: list[int], value: int) -> None:
     into.append(value)
 
 
-async def _ready(value: bool) -> bool:
-    return value
-
-
 async def test_each_webhook_is_delivered_by_one_node(two_nodes: tuple[Database, Database]) -> None:
     with Receiver(failures=1) as receiver:  # every first attempt fails: each is retried too
         logs = [EventLog(db, [receiver.url]) for db in two_nodes]
@@ -97,7 +93,7 @@ async def test_each_webhook_is_delivered_by_one_node(two_nodes: tuple[Database, 
             deliverer.start()
         try:
             published = [await logs[n % 2].publish("session.finalized", {"n": n}) for n in range(EVENTS)]
-            await until(lambda: _ready(len(receiver.accepted) == EVENTS), 30, "every delivery")
+            await until(lambda: len(receiver.accepted) == EVENTS, 30, "every delivery")
             await asyncio.sleep(0.5)  # nothing delivered twice after the last
             attempts: dict[str, int] = {}
             for attempt in receiver.attempts:
@@ -181,9 +177,9 @@ async def test_events_published_while_postgres_is_down_wait_and_catch_up(
         await outbox.submit({"op": "publish", "type": "t", "data": {"n": 6}, "created_at": "c6"})
         assert outbox.waiting == 6
         postgres.start()
-        await until(lambda: _ready(outbox.waiting == 0), 20, "the outbox replayed")
+        await until(lambda: outbox.waiting == 0, 20, "the outbox replayed")
         assert not path.exists()
-        await until(lambda: _ready(len(seen) == 7), 10, "every event streamed")
+        await until(lambda: len(seen) == 7, 10, "every event streamed")
         assert seen == list(range(7))
         stored = await log.since(0)
         assert [e["data"]["n"] for e in stored] == list(range(7))

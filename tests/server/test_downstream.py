@@ -8,9 +8,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from tests.helpers import (
@@ -20,6 +18,7 @@ from tests.helpers import (
     fetch,
     manifest,
     raw_get,
+    read_events,
     record_session,
     start_recording,
     stop_recording,
@@ -119,19 +118,7 @@ def test_events_webhooks_fetch_and_revocation(
     first, invites = record_session(server, bots, ["Ann", "Ben"])
 
     # SSE: the backlog, then resume from Last-Event-ID
-    def read_events(headers: dict[str, str], count: int) -> list[dict[str, Any]]:
-        found = []
-        with httpx.stream("GET", f"{server.url}/api/v1/events", timeout=10,
-                          headers={"Authorization": f"Bearer {token}", **headers}) as response:
-            assert response.status_code == 200
-            for line in response.iter_lines():
-                if line.startswith("data: "):
-                    found.append(json.loads(line[6:]))
-                    if len(found) == count:
-                        break
-        return found
-
-    events = read_events({}, 2)
+    events = read_events(server, token, 2)
     assert [e["type"] for e in events] == ["session.started", "session.finalized"]
     assert events[1]["data"]["session_id"] == first and events[1]["data"]["state"] == "complete"
 
@@ -189,7 +176,7 @@ def test_events_webhooks_fetch_and_revocation(
     deliveries = server.api("GET", "/api/v1/webhooks/deliveries").json()["items"]
     assert {d["status"] for d in deliveries} == {"delivered"}
     assert {d["attempts"] for d in deliveries} == {3}
-    resumed_events = read_events({"Last-Event-ID": "4"}, 1)
+    resumed_events = read_events(server, token, 1, headers={"Last-Event-ID": "4"})
     assert resumed_events[0]["type"] == "consent.revoked"
     shutil.rmtree(dest)
 

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.helpers import (
@@ -18,6 +17,7 @@ from tests.helpers import (
     BotFactory,
     ServerProcess,
     publishing,
+    read_events,
     start_recording,
     stop_recording,
     verify,
@@ -56,18 +56,6 @@ def node_a(tmp_path: Path, postgres: Postgres, receiver: Receiver) -> Iterator[S
     finally:
         server.stop()
 
-
-def read_events(server: ServerProcess, token: str, count: int, after: int = 0) -> list[dict[str, Any]]:
-    found = []
-    with httpx.stream("GET", f"{server.url}/api/v1/events?after={after}", timeout=15,
-                      headers={"Authorization": f"Bearer {token}"}) as response:
-        assert response.status_code == 200, response.read()
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                found.append(json.loads(line[6:]))
-                if len(found) == count:
-                    break
-    return found
 
 
 def outbox_entries(server: ServerProcess) -> float:
