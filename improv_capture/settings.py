@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     max_performers: int = 4
     invite_ttl_s: int = 7 * 24 * 3600
     reconnect_grace_s: float = 15.0
+    #: after a performer's `leave` while recording, their connection stays open this long so
+    #: that what they sent before it (queued on a slow link, or being repaired) lands in the
+    #: recording; 0 closes at once
+    leave_drain_s: float = Field(default=0.5, ge=0, le=5)
     hello_timeout_s: float = 10.0
     negotiation_timeout_s: float = 15.0
     max_message_bytes: int = 64 * 1024

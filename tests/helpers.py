@@ -96,7 +96,7 @@ class ServerProcess:
     def token(self) -> str:
         return (self.data_dir / "operator_token").read_text().strip()
 
-    def start(self, timeout: float = 20.0) -> ServerProcess:
+    def start(self, timeout: float = 60.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         log = open(self.log_path, "ab")

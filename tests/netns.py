@@ -583,7 +583,7 @@ class Network:
         return f"198.18.{self._server_index}.1"
 
     def server(self, data_dir: Path | None = None, env: dict[str, str] | None = None,
-               timeout: float = 20.0) -> NetnsServer:
+               timeout: float = 60.0) -> NetnsServer:
         """Start a server on the server address; stopped when the network closes."""
         server = NetnsServer(data_dir or self.workdir / f"data-{len(self.servers)}",
                              env=env or {}, address=self.server_address)

@@ -230,6 +230,10 @@ class PerformerSocket:
     async def _on_leave(self, message: dict[str, Any]) -> bool:
         assert self.member is not None
         member, self.member = self.member, None
+        if member.room.recording is not None:
+            # what they sent just before is still on its way (queued on a slow uplink, or
+            # being repaired): the seat and the connection stay for it a moment
+            await asyncio.sleep(self.settings.leave_drain_s)
         await self.hub.seats.leave(member, "left")
         await self.socket.close(CLOSE_LEFT, "left")
         return False

@@ -194,9 +194,13 @@ def test_a_narrow_downlink_freezes_and_recovers_alone(
     assert paused, "the narrow downlink's videos were never paused"
     assert all(k["queued"] <= 120 for f in forwards for kinds in f.values() for k in kinds.values())
     narrow_got = results[3][2]["received"]
+    narrow_sent = results[3][2]["sent"]["audio_frames"]
     for (_, _, report), invite in zip(results[:3], invites[:3]):
         got = narrow_got[invite["performer_id"]]
-        assert got["audio_frames"] >= 0.85 * report["sent"]["audio_frames"], (got, report["sent"])
+        # of what was sent while both were in the room (the bots join a second or two apart on
+        # a busy machine: no more than either sent)
+        both_in = min(report["sent"]["audio_frames"], narrow_sent)
+        assert got["audio_frames"] >= 0.85 * both_in, (got, report["sent"], narrow_sent)
     recovered = [pid for pid, got in narrow_got.items() if got["video_frames"] >= 2 * FPS]
     assert recovered, narrow_got  # at least one video came back, for two seconds' worth
     # the others: never paused, and they saw each other (the bots' own fps on this busy

@@ -34,10 +34,23 @@ pytestmark = [pytest.mark.process, PREENCODED_BOTS]
 
 
 
+CLUSTER_ENV = {"IMPROV_WORKERS": "2", "IMPROV_HELLO_TIMEOUT_S": "3"}
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[ServerProcess]:
-    env = {"IMPROV_WORKERS": "2", "IMPROV_HELLO_TIMEOUT_S": "3"}
-    proc = ServerProcess(tmp_path / "data", env=env).start(timeout=60)
+    proc = ServerProcess(tmp_path / "data", env=CLUSTER_ENV).start(timeout=60)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def whole_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One cluster for the tests that leave it whole, in this order (a cluster costs seconds of
+    CPU to start): rooms spread over its workers first, then bad input to its router."""
+    proc = ServerProcess(tmp_path_factory.mktemp("cluster") / "data", env=CLUSTER_ENV).start(timeout=60)
     try:
         yield proc
     finally:
@@ -45,8 +58,9 @@ def cluster(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 async def test_rooms_spread_over_workers_and_reach_their_owner(
-    cluster: ServerProcess, bots: BotFactory
+    whole_cluster: ServerProcess, bots: BotFactory
 ) -> None:
+    cluster = whole_cluster
     rooms = [cluster.create_room("one"), cluster.create_room("two")]
     listed = cluster.api("GET", "/api/v1/rooms").json()["items"]
     assert {r["room_id"]: r["worker"] for r in listed} == {rooms[0]: 0, rooms[1]: 1}
@@ -106,6 +120,36 @@ async def test_rooms_spread_over_workers_and_reach_their_owner(
     assert [p["performer_id"] for p in manifest["performers"] if p.get("withdrawn")] == [withdrawn]
 
 
+async def test_the_router_refuses_bad_input_as_a_lone_server_does(whole_cluster: ServerProcess) -> None:
+    cluster = whole_cluster
+    signal_url, operator_url = cluster.ws_url("/api/v1/signal"), cluster.ws_url("/api/v1/operator")
+    forged = json.dumps({"type": "hello", "token": "forged"})
+    assert (await close_code(signal_url, forged))[0] == 4401
+    assert (await close_code(signal_url, "not json"))[0] == 4400
+    assert (await close_code(operator_url, json.dumps({"type": "hello", "token": "nope"})))[0] == 4401
+    assert (await close_code(signal_url))[0] == 4408  # no hello within hello_timeout_s
+    assert cluster.api("GET", "/api/v1/rooms", token="nope").status_code == 401
+    assert cluster.api("GET", "/api/v1/status", token="nope").status_code == 401
+    assert cluster.api("GET", "/api/v1/rooms/room_unknown").status_code == 404
+    # the workers' own routes are not reachable from outside
+    assert cluster.api("POST", "/internal/v1/performers/p_x/withdraw").status_code == 404
+    assert cluster.api("POST", "/api/v1/rooms", content=b"x" * (2 * 1024 * 1024)).status_code == 413
+    # paths reach the primary as the client encoded them, and cannot escape a session there
+    for escape in ("%2e%2e/%2e%2e/operator_token", "..%2f..%2foperator_token", "%2Fetc%2Fpasswd"):
+        response = cluster.api("GET", f"/api/v1/sessions/ses_none/files/{escape}")
+        assert response.status_code in (400, 404), (escape, response.status_code)
+    assert cluster.api("GET", "/api/v1/sessions", params={"state": "complete", "limit": 5}).status_code == 200
+    assert cluster.api("GET", "/api/v1/sessions", params={"limit": 0}).status_code == 422
+    # a reader token made after the workers started is known to all of them: 403, not 401
+    reader = cluster.api("POST", "/api/v1/tokens", json={"role": "reader", "label": "job"}).json()["token"]
+    cluster.create_room("worker 0")
+    room = cluster.create_room("worker 1")
+    assert cluster.api("GET", f"/api/v1/rooms/{room}").json()["worker"] == 1
+    assert cluster.api("GET", f"/api/v1/rooms/{room}", token=reader).status_code == 403
+    assert cluster.api("GET", "/api/v1/rooms", token=reader).status_code == 403
+    assert cluster.api("GET", "/api/v1/sessions", token=reader).status_code == 200
+
+
 def test_a_killed_worker_comes_back_with_its_rooms_and_its_session_recovered(
     cluster: ServerProcess, bots: BotFactory
 ) -> None:
@@ -146,35 +190,6 @@ def test_a_killed_worker_comes_back_with_its_rooms_and_its_session_recovered(
     assert stop_recording(cluster, rooms[0])["state"] == "complete"
     status, report = verify(cluster.session_dir(sessions[0]))
     assert status == 0, report["defects"]
-
-
-async def test_the_router_refuses_bad_input_as_a_lone_server_does(cluster: ServerProcess) -> None:
-    signal_url, operator_url = cluster.ws_url("/api/v1/signal"), cluster.ws_url("/api/v1/operator")
-    forged = json.dumps({"type": "hello", "token": "forged"})
-    assert (await close_code(signal_url, forged))[0] == 4401
-    assert (await close_code(signal_url, "not json"))[0] == 4400
-    assert (await close_code(operator_url, json.dumps({"type": "hello", "token": "nope"})))[0] == 4401
-    assert (await close_code(signal_url))[0] == 4408  # no hello within hello_timeout_s
-    assert cluster.api("GET", "/api/v1/rooms", token="nope").status_code == 401
-    assert cluster.api("GET", "/api/v1/status", token="nope").status_code == 401
-    assert cluster.api("GET", "/api/v1/rooms/room_unknown").status_code == 404
-    # the workers' own routes are not reachable from outside
-    assert cluster.api("POST", "/internal/v1/performers/p_x/withdraw").status_code == 404
-    assert cluster.api("POST", "/api/v1/rooms", content=b"x" * (2 * 1024 * 1024)).status_code == 413
-    # paths reach the primary as the client encoded them, and cannot escape a session there
-    for escape in ("%2e%2e/%2e%2e/operator_token", "..%2f..%2foperator_token", "%2Fetc%2Fpasswd"):
-        response = cluster.api("GET", f"/api/v1/sessions/ses_none/files/{escape}")
-        assert response.status_code in (400, 404), (escape, response.status_code)
-    assert cluster.api("GET", "/api/v1/sessions", params={"state": "complete", "limit": 5}).status_code == 200
-    assert cluster.api("GET", "/api/v1/sessions", params={"limit": 0}).status_code == 422
-    # a reader token made after the workers started is known to all of them: 403, not 401
-    reader = cluster.api("POST", "/api/v1/tokens", json={"role": "reader", "label": "job"}).json()["token"]
-    cluster.create_room("worker 0")
-    room = cluster.create_room("worker 1")
-    assert cluster.api("GET", f"/api/v1/rooms/{room}").json()["worker"] == 1
-    assert cluster.api("GET", f"/api/v1/rooms/{room}", token=reader).status_code == 403
-    assert cluster.api("GET", "/api/v1/rooms", token=reader).status_code == 403
-    assert cluster.api("GET", "/api/v1/sessions", token=reader).status_code == 200
 
 
 def test_stopping_the_cluster_finalises_every_recording_and_the_primary_hears_of_it(

@@ -105,29 +105,32 @@ def test_console_runs_a_session(server: ServerProcess, browser: Any) -> None:
     )
     started = parse_utc(server.api("GET", f"/api/v1/rooms/{room_id}").json()["recording"]["started_at"])
 
-    actions: list[tuple[str, str, float]] = []
+    # each action's marker is stamped when the server hears of it: after the test began the
+    # action, and soon after the browser carried it out (a busy machine's click takes a while)
+    actions: list[tuple[str, str, float, float]] = []
+
+    def act(kind: str, label: str, action: Any) -> None:
+        began = time.time()
+        action()
+        actions.append((kind, label, began, time.time()))
+
     time.sleep(0.5)
-    actions.append(("scene", "", time.time()))
-    console.get_by_test_id("marker-scene").click()
+    act("scene", "", console.get_by_test_id("marker-scene").click)
     time.sleep(0.5)
     console.locator("body").click(position={"x": 640, "y": 790})
-    actions.append(("take", "", time.time()))
-    console.keyboard.press("t")
+    act("take", "", lambda: console.keyboard.press("t"))
     time.sleep(0.5)
     console.get_by_test_id("marker-note").click()
     console.get_by_test_id("note-text").fill("great energy")
-    actions.append(("note", "great energy", time.time()))
-    console.get_by_test_id("note-text").press("Enter")
+    act("note", "great energy", lambda: console.get_by_test_id("note-text").press("Enter"))
     time.sleep(0.5)
-    actions.append(("cut", "", time.time()))
     console.locator("body").click(position={"x": 640, "y": 790})
-    console.keyboard.press("c")
+    act("cut", "", lambda: console.keyboard.press("c"))
     console.get_by_test_id("prompt-text").fill("You just found out you are twins")
     console.get_by_test_id("prompt-emotion").fill("surprise") if console.get_by_test_id(
         "prompt-emotion").evaluate("el => el.tagName") == "INPUT" else console.get_by_test_id(
         "prompt-emotion").select_option("surprise")
-    prompt_at = time.time()
-    console.get_by_test_id("prompt-send").click()
+    act("prompt", "", console.get_by_test_id("prompt-send").click)
     for page in performers.values():
         page.wait_for_function(
             "document.querySelector('[data-testid=prompt]').textContent.includes('twins')",
@@ -168,16 +171,16 @@ def test_console_runs_a_session(server: ServerProcess, browser: Any) -> None:
     assert status == 0, report["defects"]
     archive = manifest(session_dir)
     assert archive["state"] == "complete"
+    (prompt,) = archive["prompts"]
     markers = archive["markers"]
-    assert [m["kind"] for m in markers] == [a[0] for a in actions]
-    for marker, (kind, label, at) in zip(markers, actions):
-        assert abs(marker["t_s"] - (at - started)) <= 0.5, (marker, at - started)
+    assert [m["kind"] for m in markers] + ["prompt"] == [a[0] for a in actions]
+    for marker, (kind, label, began, done) in zip([*markers, prompt], actions):
+        assert began - started - 0.1 <= marker["t_s"] <= done - started + 0.5, (
+            marker, began - started, done - started)
         if label:
             assert marker["label"] == label
-    (prompt,) = archive["prompts"]
     assert prompt["text"] == "You just found out you are twins"
     assert prompt["target_emotion"] == "surprise"
-    assert abs(prompt["t_s"] - (prompt_at - started)) <= 0.5
     events = [json.loads(x) for x in (session_dir / "events.jsonl").read_text().splitlines()]
-    assert [e["kind"] for e in events if e["type"] == "marker"] == [a[0] for a in actions]
+    assert [e["kind"] for e in events if e["type"] == "marker"] == [a[0] for a in actions[:-1]]
     assert [e["text"] for e in events if e["type"] == "prompt"] == [prompt["text"]]

@@ -801,7 +801,8 @@ class UploadStore:
     def delete(self, session_id: str, performer_id: str | None = None) -> None:
         """Consent revoked (or the session deleted): every chunk of this performer (of every
         performer of the session when None) goes; what is left is a marker that answers
-        Revoked to every later request (made also where nothing was uploaded yet)."""
+        Revoked to every later request (made also where nothing was uploaded yet). Made once:
+        a revocation heard again (every node hears its own) keeps the first marker."""
         if performer_id is None:
             session = self.root / _check_id(session_id)
             performers = sorted(p.name for p in session.iterdir() if p.is_dir()) if session.is_dir() else []
@@ -811,6 +812,8 @@ class UploadStore:
             with self._locked(session_id, pid) as path:
                 assert path is not None
                 self._forget(path)
+                if _load_record(path).get("revoked"):
+                    continue
                 for part in path.glob("p[0-9]*"):
                     shutil.rmtree(part, ignore_errors=True)
                 try:

@@ -197,9 +197,11 @@ class BeepAudioTrack(WallClockTrack):
 
 
 #: --leak-gain: the room's audio plays this many frames after the earliest it could have
-#: arrived (a playout buffer; one frame of it absorbs network jitter) and is captured by the
-#: microphone, never sooner than a frame after it arrived
-LEAK_DELAY_FRAMES = 2
+#: arrived (a playout buffer, as a browser's: four frames of it absorb network jitter and a
+#: busy machine's late wake-ups; with one, a starved bot heard too little of the room for its
+#: cross-talk to be found) and is captured by the microphone, never sooner than a frame after
+#: it arrived
+LEAK_DELAY_FRAMES = 5
 #: received audio kept per source behind the newest frame; older is dropped (a source whose
 #: audio is never captured, before the bot's microphone starts, holds no more than this)
 LEAK_MAX_QUEUED_S = 0.5
