@@ -438,6 +438,58 @@ def on_receiver_report(sender: RTCRtpSender, callback: Callable[[float], None]) 
     sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
 
 
+#: encoder timestamps of the frames sent last, kept per sender to pair a report with one
+CAPTURES_KEPT = 64
+
+
+def stamp_reports_at_capture(sender: RTCRtpSender, captured_at: Callable[[], float | None]) -> None:
+    """Pair each RTCP sender report's RTP time with the moment that frame was captured (a
+    browser's way), not the moment aiortc sent its last packet (aiortc's): a sender slow to
+    encode, or on a late event loop, otherwise reports its media later than it was captured,
+    and a receiver that places media by sender reports (ours) moves it by that much. For the
+    bot, whose frames have a wall-clock capture slot. ``captured_at()``: the capture time (Unix
+    seconds) of the frame the track returned last, None if unknown.
+
+    Hooks: ``_next_encoded_frame`` (wrapped per instance: it fetches and encodes one frame, after
+    the previous one's packets all went out), ``_send_rtcp`` (wrapped per instance),
+    ``_RTCRtpSender__rtp_timestamp`` and ``__packet_count`` (the RTP time of the last packet sent:
+    with the encoder's timestamp it gives the random origin aiortc adds) and ``__lsr`` (the
+    report's middle bits, matched against the receiver's reports for the round-trip time).
+    """
+    captures: dict[int, float] = {}
+    state: dict[str, int | None] = {"origin": None, "last": None}
+    fetch, send = sender._next_encoded_frame, sender._send_rtcp
+
+    async def next_encoded_frame(codec: Any) -> Any:
+        last = state["last"]
+        if state["origin"] is None and last is not None and sender._RTCRtpSender__packet_count:  # type: ignore[attr-defined]
+            state["origin"] = (sender._RTCRtpSender__rtp_timestamp - last) & 0xFFFFFFFF  # type: ignore[attr-defined]
+        frame = await fetch(codec)
+        if frame is not None:
+            timestamp = frame.timestamp & 0xFFFFFFFF
+            state["last"] = timestamp
+            at = captured_at()
+            if at is not None:
+                captures[timestamp] = at
+                while len(captures) > CAPTURES_KEPT:
+                    del captures[next(iter(captures))]
+        return frame
+
+    async def send_rtcp(packets: list[Any]) -> None:
+        origin = state["origin"]
+        for packet in packets:
+            if isinstance(packet, RtcpSrPacket) and origin is not None:
+                at = captures.get((packet.sender_info.rtp_timestamp - origin) & 0xFFFFFFFF)
+                if at is not None:
+                    ntp = round((at + NTP_UNIX_OFFSET) * 2**32)
+                    packet.sender_info.ntp_timestamp = ntp
+                    sender._RTCRtpSender__lsr = (ntp >> 16) & 0xFFFFFFFF  # type: ignore[attr-defined]
+        await send(packets)
+
+    sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
+    sender._send_rtcp = send_rtcp  # type: ignore[method-assign]
+
+
 def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
     """Put ``sender`` in its own media stream (the msid in the SDP), so that the browser
     lip-syncs this performer's audio with this performer's video. Hook: ``_stream_id``."""

@@ -271,3 +271,39 @@ async def test_dtls_bytes_received_counts_a_data_channel_s_datagrams() -> None:
     finally:
         await tx.close()
         await rx.close()
+
+
+class SlowEncodedVideoTrack(EncodedVideoTrack):
+    """A camera whose frames leave 100 ms after their capture (a slow encoder, a busy loop)."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        super().__init__(frames)
+        self.captured_at: float | None = None
+        self.captures: dict[int, float] = {}
+
+    async def recv(self) -> av.Packet:
+        packet = await super().recv()
+        self.captured_at = self.captures[int(packet.pts)] = time.time()
+        await asyncio.sleep(0.1)
+        return packet
+
+
+async def test_stamp_reports_at_capture_pairs_rtp_time_with_the_capture() -> None:
+    pair = Pair()
+    track = SlowEncodedVideoTrack(pair.clip)
+    pair.sender.replaceTrack(track)
+    aiortc_hooks.stamp_reports_at_capture(pair.sender, lambda: track.captured_at)
+    reports: list[tuple[int, float]] = []
+
+    @pair.rx.on("track")
+    def on_track(_: object) -> None:
+        assert pair.receiver is not None
+        aiortc_hooks.on_sender_report(pair.receiver, lambda pts, unix, _: reports.append((pts, unix)))
+
+    try:
+        await pair.connect()
+        await wait_for_async(lambda: len(reports) >= 2, 8, "two sender reports")
+    finally:
+        await pair.close()
+    for pts, unix in reports:  # the receiver's pts count from the first frame, as the track's
+        assert abs(unix - track.captures[pts]) < 0.005, (pts, unix, track.captures.get(pts))

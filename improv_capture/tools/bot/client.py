@@ -35,6 +35,7 @@ from improv_capture.tools.bot.media import (
     MicAudioTrack,
     PreencodedBeepAudioTrack,
     PreencodedFlashVideoTrack,
+    WallClockTrack,
 )
 from improv_capture.tools.bot.studio import Studio, StudioOptions
 
@@ -349,6 +350,8 @@ class Bot:
         self.pub = RTCPeerConnection(self._config)
         for track in (self.audio, self.video):
             transceiver = self.pub.addTransceiver(track, direction="sendonly")
+            if isinstance(track, WallClockTrack):  # its reports name the capture, as a browser's
+                aiortc_hooks.stamp_reports_at_capture(transceiver.sender, lambda t=track: t.captured_at)
             transceiver.setCodecPreferences(
                 [
                     c

@@ -109,6 +109,8 @@ class WallClockTrack(MediaStreamTrack):
         super().__init__()
         self._start: int | None = None
         self._next: int | None = None
+        #: the wall-clock time of the slot returned last (its capture time)
+        self.captured_at: float | None = None
         self.frames_sent = 0
         self.pause = Pause()
 
@@ -125,6 +127,7 @@ class WallClockTrack(MediaStreamTrack):
             if now_index > self._next + 2:
                 self._next = now_index
         await sleep_until(self._next * self.period)
+        self.captured_at = self._next * self.period
         self.frames_sent += 1
         assert self._start is not None
         return self._next, self._next - self._start
