@@ -5,7 +5,6 @@ made through other nodes leaving this node's live rooms."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -37,7 +36,6 @@ class RoomCopies:
         self.nodes = nodes
         self.store = store
         self._recording: dict[str, str | None] = {}  # room_id -> session_id last kept
-        self._saving: set[asyncio.Task[None]] = set()
         store.on_change = self._store_changed
         hub.stats.listeners.add(self)
         nodes.adopt = lambda snapshot, previous: adopted(hub, store, snapshot, previous)
@@ -53,9 +51,7 @@ class RoomCopies:
             session = room.recording.session_id if room.recording is not None else None
             if self._recording.get(room_id, None) != session or room_id not in self._recording:
                 self._recording[room_id] = session
-                task = asyncio.ensure_future(self.nodes.save(room_id, room.snapshot()))
-                self._saving.add(task)
-                task.add_done_callback(self._saving.discard)
+                self.nodes.save_soon(room_id, room.snapshot())
 
     def stats(self, room_id: str, performers: dict[str, Any]) -> None:
         pass

@@ -146,6 +146,11 @@ class NodeRegistry:
         """Claim every local room again at the next beat (a room made while Redis was away)."""
         self._reassert = True
 
+    async def node(self, node_id: str) -> NodeInfo | None:
+        """One node's heartbeat, None once it expired (RedisUnavailable when Redis cannot say)."""
+        found = await bounded(self._redis.get(self.keys.node(node_id)), self.timeout_s)
+        return NodeInfo.from_json(str(found)) if found is not None else None
+
     async def live_nodes(self) -> list[NodeInfo]:
         """The nodes whose heartbeat key has not expired, sorted by node_id.
 

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
+from improv_capture.background import Background
 from improv_capture.nodes.bus import ROOM_ASSIGNED, RoomBus
 from improv_capture.nodes.connection import RedisUnavailable, bounded, connect
 from improv_capture.nodes.headroom import (
@@ -60,7 +61,7 @@ class Nodes:
         self.adopt: Callable[[dict[str, Any], str | None], Awaitable[None]] | None = None
         #: rooms of this node that another node took over meanwhile (set by the app)
         self.drop: Callable[[str], Awaitable[None]] | None = None
-        self._dropping: set[asyncio.Task[None]] = set()
+        self._background = Background()
 
     async def start(self, handle: Handler) -> None:
         """Register (or keep trying: Redis may come later), claim the rooms this node kept
@@ -74,6 +75,7 @@ class Nodes:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        await self._background.cancel()
         await self.calls.aclose()
         await self.registry.stop()
         await self.bus.aclose()
@@ -85,9 +87,7 @@ class Nodes:
             logger.warning("room %s: taken over by another node while this one was away; dropped here",
                            room_id)
             if self.drop is not None:
-                task = asyncio.ensure_future(self.drop(room_id))
-                self._dropping.add(task)
-                task.add_done_callback(self._dropping.discard)
+                self._background.spawn(self.drop(room_id))
 
     async def save(self, room_id: str, snapshot: dict[str, Any] | None) -> None:
         """Keep the room's definition in Redis (None: deleted), for a node that takes it over.
@@ -100,6 +100,10 @@ class Nodes:
                               self._timeout_s)
         except RedisUnavailable as exc:
             logger.warning("room %s: its copy in Redis not kept (%s)", room_id, exc)
+
+    def save_soon(self, room_id: str, snapshot: dict[str, Any]) -> None:
+        """:meth:`save` from code that cannot wait for it (a change heard synchronously)."""
+        self._background.spawn(self.save(room_id, snapshot))
 
     async def save_owned(self, snapshots: dict[str, dict[str, Any]]) -> None:
         """At start: the copies of the rooms this node still owns (a room taken over while it
@@ -167,8 +171,8 @@ class Nodes:
 
     async def url_of(self, node_id: str) -> str | None:
         """The public URL of a live node (None: its heartbeat expired)."""
-        found = await bounded(self._redis.get(self._keys.node(node_id)), self._timeout_s)
-        return NodeInfo.from_json(str(found)).public_url if found is not None else None
+        info = await self.registry.node(node_id)
+        return info.public_url if info is not None else None
 
     async def where(self, room_id: str) -> tuple[str, str | None] | None:
         """For a room this node does not hold: (owner, its public URL, None while the owner is
@@ -189,7 +193,7 @@ class Nodes:
 
     async def is_live(self, node_id: str) -> bool:
         """Whether node_id's heartbeat has not expired (RedisUnavailable when Redis cannot say)."""
-        return bool(await bounded(self._redis.exists(self._keys.node(node_id)), self._timeout_s))
+        return await self.registry.node(node_id) is not None
 
     async def call(self, node_id: str, request: Request, timeout_s: float | None = None) -> Answer:
         return await self.calls.call(node_id, request, timeout_s)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from improv_capture.background import Background
 from improv_capture.clock import parse_utc
 from improv_capture.recorder.hq.errors import BadUpload
 from improv_capture.recorder.hq.place import place_hq
@@ -83,7 +84,7 @@ class HqUploads:
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
         #: sessions stopped but not finalised yet: uploads go on as while they recorded
         self._finalising: dict[str, tuple[Room, LiveRecording]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -105,9 +106,7 @@ class HqUploads:
     async def shutdown(self) -> None:
         for handle in self._deadlines.values():
             handle.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.cancel()
 
     def _unsettled_sessions(self) -> list[dict[str, Any]]:
         found = []
@@ -159,11 +158,11 @@ class HqUploads:
         delay = max(0.0, ended + deadline_s - time.time())
         loop = asyncio.get_running_loop()
         self._deadlines[session_id] = loop.call_later(
-            delay, lambda: self._spawn(self._deadline(session_id))
+            delay, lambda: self._background.spawn(self._deadline(session_id))
         )
         for performer in manifest.get("performers", []):
             if (performer.get("hq") or {}).get("state") == "uploading":
-                self._spawn(self._place_if_complete(session_id, performer["performer_id"]))
+                self._background.spawn(self._place_if_complete(session_id, performer["performer_id"]))
 
     # --- the checks every upload request passes before its body is read ----------------------
 
@@ -277,7 +276,7 @@ class HqUploads:
         live = room is not None and room.recording is not None and \
             room.recording.session_id == target.session_id
         if not live and target.session_id not in self._finalising:
-            self._spawn(self._place(target.session_id, target.performer_id, final=False))
+            self._background.spawn(self._place(target.session_id, target.performer_id, final=False))
 
     async def status(self, target: Target) -> dict[str, Any]:
         return dict(await asyncio.to_thread(self.files.status, target.session_id, target.performer_id))
@@ -388,7 +387,3 @@ class HqUploads:
         return [{k: v for k, v in e.items() if k not in ("room_id", "settled_at")}
                 for e in self.progress.values() if e["room_id"] == room_id]
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

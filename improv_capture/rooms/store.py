@@ -91,13 +91,9 @@ class RoomStore:
         #: copy other nodes take a room over from (nodes/service.py); set by the app
         self.on_change: Callable[[str, Room | None], Awaitable[None]] | None = None
 
-    async def _changed(self, room_id_or_room: Room | str) -> None:
-        if self.on_change is None:
-            return
-        if isinstance(room_id_or_room, Room):
-            await self.on_change(room_id_or_room.room_id, room_id_or_room)
-        else:
-            await self.on_change(room_id_or_room, None)
+    async def _changed(self, room_id: str, room: Room | None) -> None:
+        if self.on_change is not None:
+            await self.on_change(room_id, room)
 
     def _load(self, c: sqlite3.Connection) -> None:
         for row in c.execute("SELECT room_id, name, created_at FROM rooms ORDER BY rowid"):
@@ -162,7 +158,7 @@ class RoomStore:
         except BaseException:
             self.rooms.pop(room.room_id, None)
             raise
-        await self._changed(room)
+        await self._changed(room.room_id, room)
         return room
 
     async def create(self, name: str | None, max_rooms: int, profile: dict[str, Any]) -> Room:
@@ -185,29 +181,28 @@ class RoomStore:
         except BaseException:
             self.rooms.pop(room_id, None)
             raise
-        await self._changed(room)
+        await self._changed(room.room_id, room)
         return room
 
     async def delete(self, room_id: str) -> Room | None:
         room = self.rooms.pop(room_id, None)
         if room is not None:
-            def delete_rows(c: sqlite3.Connection) -> None:
-                for table in ("rooms", "invites", "removed", "profiles"):
-                    c.execute(f"DELETE FROM {table} WHERE room_id=?", (room_id,))
-
-            await self._db.call(delete_rows)
-            await self._changed(room_id)
+            await self._delete_rows(room_id)
+            await self._changed(room_id, None)
         return room
 
     async def forget(self, room_id: str) -> None:
         """Drop a room another node now holds (taken over while this one was away), without
         telling anyone: the room lives on there."""
         if self.rooms.pop(room_id, None) is not None:
-            def delete_rows(c: sqlite3.Connection) -> None:
-                for table in ("rooms", "invites", "removed", "profiles"):
-                    c.execute(f"DELETE FROM {table} WHERE room_id=?", (room_id,))
+            await self._delete_rows(room_id)
 
-            await self._db.call(delete_rows)
+    async def _delete_rows(self, room_id: str) -> None:
+        def delete_rows(c: sqlite3.Connection) -> None:
+            for table in ("rooms", "invites", "removed", "profiles"):
+                c.execute(f"DELETE FROM {table} WHERE room_id=?", (room_id,))
+
+        await self._db.call(delete_rows)
 
     async def add_invite(self, room: Room, invite: dict[str, str], max_invites: int) -> None:
         """Keep an issued invite; LimitReached when the room has ``max_invites``."""
@@ -222,7 +217,7 @@ class RoomStore:
         except BaseException:
             room.invites.remove(invite)
             raise
-        await self._changed(room)
+        await self._changed(room.room_id, room)
 
     async def remove_performer(self, room: Room, performer_id: str) -> None:
         """The performer may not join the room again. Only performers the room invited are
@@ -233,7 +228,7 @@ class RoomStore:
         await self._db.call(lambda c: c.execute(
             "INSERT OR IGNORE INTO removed (room_id, performer_id) VALUES (?,?)",
             (room.room_id, performer_id)))
-        await self._changed(room)
+        await self._changed(room.room_id, room)
 
     def close(self) -> None:
         self._db.close()

@@ -41,6 +41,12 @@ from improv_capture.tools.bot.studio import Studio, StudioOptions
 
 logger = logging.getLogger(__name__)
 
+
+def stamp_at_capture(sender: RTCRtpSender, track: WallClockTrack) -> None:
+    """The sender's reports pair RTP time with the track's capture slots, as a browser's do."""
+    aiortc_hooks.stamp_reports_at_capture(sender, lambda: track.captured_at)
+
+
 FLASH_THRESHOLD = 180
 PREFERRED = {"audio": ("audio/opus",), "video": ("video/vp8", "video/rtx")}
 
@@ -351,7 +357,7 @@ class Bot:
         for track in (self.audio, self.video):
             transceiver = self.pub.addTransceiver(track, direction="sendonly")
             if isinstance(track, WallClockTrack):  # its reports name the capture, as a browser's
-                aiortc_hooks.stamp_reports_at_capture(transceiver.sender, lambda t=track: t.captured_at)
+                stamp_at_capture(transceiver.sender, track)
             transceiver.setCodecPreferences(
                 [
                     c
