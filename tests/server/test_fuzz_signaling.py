@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -94,8 +94,8 @@ def test_fuzzed_signaling_never_breaks_the_server(server: ServerProcess, bots: B
     closes: list[int] = []
 
     # messages after a close are not sent, and how many that is depends on timing: 320 examples
-    # send about 1300, comfortably over the 1000 the issue asks for
-    @settings(max_examples=320, deadline=None, derandomize=True,
+    # send about 1300 (999 once in CI), so another fixed round runs while under the 1000
+    @settings(max_examples=320, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(messages=st.lists(message(), min_size=1, max_size=12), authenticate=st.booleans())
     def run(messages: list[str | bytes], authenticate: bool) -> None:
@@ -129,7 +129,10 @@ def test_fuzzed_signaling_never_breaks_the_server(server: ServerProcess, bots: B
                     return
                 raise
 
-    run()
+    for round_ in range(3):
+        seed(round_)(run)()
+        if sent["messages"] >= 1000:
+            break
     print(f"fuzz: {sent['messages']} messages sent, {len(closes)} closes")
     assert sent["messages"] >= 1000, sent
     assert welcome_seen, "never got past hello"
