@@ -79,9 +79,17 @@ def create_app(settings: Settings) -> FastAPI:
     exporter = metrics.Metrics(settings, hub, probes,
                                downstream.deliverer if notifier is None else None,
                                downstream.outbox if notifier is None else None, nodes)
+    consoles: set[ConsoleSocket] = set()
     if nodes is not None:
         # rooms outlive their node: a copy in Redis, taken in by the node they move to
         RoomCopies(nodes, hub, store)
+
+        def tell_consoles() -> None:
+            """Another node's rooms changed: the consoles here list every node's rooms."""
+            for console in list(consoles):
+                console.rooms_changed()
+
+        nodes.heard_rooms_changed = tell_consoles
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -173,7 +181,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.websocket("/api/v1/operator")
     async def operator(websocket: WebSocket) -> None:
-        await ConsoleSocket(websocket, hub, operator_token).run()
+        await ConsoleSocket(websocket, hub, operator_token, nodes, consoles).run()
 
     static_dir = settings.static_dir
 

@@ -1,5 +1,9 @@
 """The operator console's WebSocket: live room updates, per-second stats, and the receive-only
-monitor of one room (docs/console-protocol.md; the monitor itself is rooms/media_wiring.py's)."""
+monitor of one room (docs/console-protocol.md; the monitor itself is rooms/media_wiring.py's).
+
+On one of several nodes (IMPROV_REDIS_URL) the rooms listed are every node's (asked again
+whenever a node says its rooms changed), and a room that another node holds is watched
+through that node (console_watch.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +13,16 @@ from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 
+from improv_capture.api.console_watch import ConsoleWatch
 from improv_capture.api.descriptions import describe_room
 from improv_capture.api.messages import ProtocolError
+from improv_capture.api.node_routing import operator_request, rooms_elsewhere
 from improv_capture.api.sockets import JsonSocket, MessageReader
 from improv_capture.close_codes import CLOSE_BAD_INVITE, CLOSE_INTERNAL
-from improv_capture.media.sdp_policy import NegotiationError
 from improv_capture.media.turn import ice_servers_for
+from improv_capture.nodes.service import Nodes
 from improv_capture.rooms.hub import Hub
 from improv_capture.rooms.invites import tokens_equal
-from improv_capture.rooms.media_wiring import Monitor
-from improv_capture.rooms.model import Room
 
 logger = logging.getLogger(__name__)
 
@@ -26,13 +30,18 @@ logger = logging.getLogger(__name__)
 class ConsoleSocket:
     """One console tab, from hello to close."""
 
-    def __init__(self, websocket: WebSocket, hub: Hub, operator_token: str) -> None:
+    def __init__(self, websocket: WebSocket, hub: Hub, operator_token: str,
+                 nodes: Nodes | None = None, consoles: set[ConsoleSocket] | None = None) -> None:
+        """nodes: this node among several (None: one node); consoles: this node's console
+        sockets, which hear of other nodes' room changes (each adds itself while open)."""
         self.ws = websocket
         self.hub = hub
         self.socket = JsonSocket(websocket)
         self.reader = MessageReader(websocket, self.socket, hub.settings)
         self._operator_token = operator_token
-        self.monitor: Monitor | None = None
+        self._nodes = nodes
+        self._consoles = consoles if consoles is not None else set()
+        self.watching = ConsoleWatch(hub, nodes, operator_token, self.send)
         self._stats_in_flight: set[str] = set()
         self._rooms_sending = False
         self._rooms_dirty = False
@@ -42,10 +51,12 @@ class ConsoleSocket:
         try:
             await self._hello()
             self.hub.stats.listeners.add(self)
+            self._consoles.add(self)
             try:
                 await self._loop()
             finally:
                 self.hub.stats.listeners.discard(self)
+                self._consoles.discard(self)
         except ProtocolError as exc:
             await self.socket.close(exc.code, exc.reason)
         except WebSocketDisconnect:
@@ -54,9 +65,7 @@ class ConsoleSocket:
             logger.exception("console session failed")
             await self.socket.close(CLOSE_INTERNAL, "internal error")
         finally:
-            if self.monitor is not None:
-                await self.monitor.close()
-                self.monitor = None
+            await self.watching.unwatch()
 
     async def _hello(self) -> None:
         message = await self.reader.hello()
@@ -66,7 +75,7 @@ class ConsoleSocket:
         # its own TURN credential: an operator may watch from a network that passes TCP only
         ice_servers = ice_servers_for(self.hub.settings, "operator")
         await self.send({"type": "welcome", "ice_servers": ice_servers})
-        await self.send(self._rooms_message())
+        await self.send(await self._rooms_message())
 
     async def _loop(self) -> None:
         while True:
@@ -75,33 +84,13 @@ class ConsoleSocket:
             if kind == "ping":
                 await self.send({"type": "pong"})
             elif kind == "watch":
-                await self._watch(message.get("room_id"))
+                await self.watching.watch(message.get("room_id"))
             elif kind == "unwatch":
-                await self._unwatch()
+                await self.watching.unwatch()
             elif kind == "subscribe_answer":
-                if self.monitor is None:
-                    await self._error("wrong_state", "not watching a room")
-                    continue
-                try:
-                    self.monitor.subscriber.handle_answer(message.get("sdp"))
-                except NegotiationError as exc:
-                    await self._error("bad_sdp", str(exc))
+                await self.watching.answer(message.get("sdp"))
             else:
                 await self._error("unknown_type", f"unknown message type {kind!r}")
-
-    async def _watch(self, room_id: object) -> None:
-        room = self.hub.store.get(room_id) if isinstance(room_id, str) else None
-        if room is None:
-            await self._error("not_found", "room not found")
-            return
-        await self._unwatch()
-        self.monitor = self.hub.media.watch(room, lambda sdp: self.send_offer(room, sdp))
-        await self.send({"type": "peers", "room_id": room.room_id, "peers": self.monitor.peers()})
-
-    async def _unwatch(self) -> None:
-        if self.monitor is not None:
-            monitor, self.monitor = self.monitor, None
-            await monitor.close()
 
     async def _error(self, code: str, text: str) -> None:
         await self.send({"type": "error", "code": code, "message": text})
@@ -112,16 +101,12 @@ class ConsoleSocket:
         except Exception:
             pass  # the reader notices the close
 
-    async def send_offer(self, room: Room, sdp: str) -> None:
-        peers = self.monitor.peers() if self.monitor is not None else []
-        await self.send({"type": "subscribe_offer", "room_id": room.room_id, "sdp": sdp, "peers": peers})
-
-    def _rooms_message(self) -> dict[str, Any]:
-        return {
-            "type": "rooms",
-            "rooms": [describe_room(room, self.hub)
-                      for room in self.hub.store.rooms.values()],
-        }
+    async def _rooms_message(self) -> dict[str, Any]:
+        rooms = [describe_room(room, self.hub) for room in self.hub.store.rooms.values()]
+        if self._nodes is not None:
+            rooms += await rooms_elsewhere(
+                self._nodes, operator_request(self._operator_token, "GET", "/api/v1/rooms"))
+        return {"type": "rooms", "rooms": rooms}
 
     # Listener
 
@@ -132,20 +117,13 @@ class ConsoleSocket:
         else:
             self._rooms_sending = True
             asyncio.ensure_future(self._send_rooms())
-        if self.monitor is not None:
-            if self.monitor.room.room_id not in self.hub.store.rooms:
-                asyncio.ensure_future(self._unwatch())
-            else:
-                room = self.monitor.room
-                asyncio.ensure_future(
-                    self.send({"type": "peers", "room_id": room.room_id, "peers": self.monitor.peers()})
-                )
+        self.watching.rooms_changed()
 
     async def _send_rooms(self) -> None:
         try:
             while True:
                 self._rooms_dirty = False
-                await self.send(self._rooms_message())
+                await self.send(await self._rooms_message())
                 if not self._rooms_dirty:
                     return
         finally:

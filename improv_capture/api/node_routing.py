@@ -51,9 +51,8 @@ class NodeRouting:
         self.nodes = nodes
         self.store = store
         self.operator_token = operator_token
-        # creates through this node one at a time: each reads the room counts after the last
-        # one's claim, so a burst spreads (creates through several nodes at once may still
-        # land together: a node's max_rooms bounds that)
+        # creates through this node one at a time (and through every node, by a lock in
+        # Redis): each reads the room counts after the last one's claim, so a burst spreads
         self._placing = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,7 +62,7 @@ class NodeRouting:
         path, method = scope["path"], scope["method"]
         if path == "/api/v1/rooms" and method == "POST":
             body = await read_body(receive)
-            async with self._placing:
+            async with self._placing, self.nodes.placing():
                 try:
                     target = await self.nodes.place()
                 except NoNodeAvailable as exc:
@@ -130,20 +129,31 @@ class NodeRouting:
             await respond(send, local["status"], json.loads(decode_body(local["body"]) or b"{}"))
             return
         items = json.loads(decode_body(local["body"]))["items"]
-        try:
-            others = [n.node_id for n in await self.nodes.registry.live_nodes()
-                      if n.node_id != self.nodes.node_id]
-        except RedisUnavailable:
-            others = []
-        answers = await asyncio.gather(*(
-            self.nodes.call(node_id, request_of(scope, b""), LIST_TIMEOUT_S) for node_id in others),
-            return_exceptions=True)
-        for answer in answers:
-            # a node going away (or too slow) is left out: its rooms are listed once it is
-            # back or they moved
-            if isinstance(answer, dict) and answer["status"] == 200:
-                items += json.loads(decode_body(answer["body"]))["items"]
+        items += await rooms_elsewhere(self.nodes, request_of(scope, b""))
         await respond(send, 200, {"items": items})
+
+
+def operator_request(token: str, method: str, path: str) -> dict[str, Any]:
+    """A request of this node's own making, with the operator token the nodes share."""
+    return {"method": method, "path": path, "query": "",
+            "headers": {"authorization": f"Bearer {token}"}, "body": ""}
+
+
+async def rooms_elsewhere(nodes: Nodes, request: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every other live node's answer to ``GET /api/v1/rooms`` (all asked at once), in node
+    order. A node going away (or slower than LIST_TIMEOUT_S) is left out: its rooms are listed
+    once it is back or they moved."""
+    try:
+        others = [n.node_id for n in await nodes.registry.live_nodes() if n.node_id != nodes.node_id]
+    except RedisUnavailable:
+        return []
+    answers = await asyncio.gather(*(nodes.call(node_id, request, LIST_TIMEOUT_S)
+                                     for node_id in others), return_exceptions=True)
+    items: list[dict[str, Any]] = []
+    for answer in answers:
+        if isinstance(answer, dict) and answer["status"] == 200:
+            items += json.loads(decode_body(answer["body"]))["items"]
+    return items
 
 
 async def read_body(receive: Receive) -> bytes:

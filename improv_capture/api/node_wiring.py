@@ -30,7 +30,8 @@ def node_of(settings: Settings, store: RoomStore) -> Nodes | None:
 class RoomCopies:
     """Keeps each room's copy in Redis: at every change of the rooms store, and whenever a
     room starts or stops recording (a listener of the hub's stats fan-out, which hears of
-    both), so that the node taking a room over knows whether to go on recording."""
+    both), so that the node taking a room over knows whether to go on recording; and tells the
+    other nodes of every change, for their consoles."""
 
     def __init__(self, nodes: Nodes, hub: Hub, store: RoomStore) -> None:
         self.nodes = nodes
@@ -47,6 +48,7 @@ class RoomCopies:
         await self.nodes.save(room_id, room.snapshot() if room is not None else None)
 
     def rooms_changed(self) -> None:
+        self.nodes.rooms_changed()  # the other nodes' consoles list this node's rooms
         for room_id, room in self.store.rooms.items():
             session = room.recording.session_id if room.recording is not None else None
             if self._recording.get(room_id, None) != session or room_id not in self._recording:

@@ -8,6 +8,8 @@ several deployments (or tests) can share one Redis with different prefixes.
     {prefix}rooms:{node_id}      SET     the rooms a node owns (index of the hash above)
     {prefix}reply:{uuid}         LIST    the answer to one request to another node (nodecalls.py), short-lived
     {prefix}commands:{node_id}   STREAM  operator actions for the rooms a node owns
+    {prefix}placing              STRING  held while a new room is placed (placement.py), with a lease
+    {prefix}room:{room_id}       STRING  a room's definition, kept by its owner
 """
 
 from __future__ import annotations
@@ -75,6 +77,10 @@ class Keys:
     def commands_stem(self) -> str:
         """Start of commands(node_id), for Lua scripts that learn the node id from Redis."""
         return f"{self.prefix}commands:"
+
+    @property
+    def placing(self) -> str:
+        return f"{self.prefix}placing"
 
     def reply(self, call_id: str) -> str:
         return f"{self.prefix}reply:{call_id}"

@@ -10,6 +10,13 @@ sets never disagree and no two nodes ever both own a room:
   command to the new owner's stream (bus.py), so the new owner learns it even if the node that
   moved the room dies right after.
 
+New rooms are placed one at a time across every node (``placing``: a lock in Redis, SET NX PX
+with a lease), so each create reads the room counts after the last one's claim and a burst of
+creates through several nodes spreads as one through a single node does. A node that dies
+holding the lock blocks placements no longer than its lease; a create that waits longer than
+its bound for the lock is placed without it (best effort: a node's max_rooms still bounds a
+pile-up).
+
 Ownership has no TTL: a room stays owned by a dead node until someone runs reassign_orphans
 with the live nodes (registry.NodeRegistry.live_nodes()). A node must have registered before
 it claims rooms, or a concurrent reassign_orphans may take them as orphans. Likewise, right
@@ -20,9 +27,14 @@ whose NodeRegistry.settled is true, or the first node back takes every room.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import secrets
+import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -34,7 +46,12 @@ from improv_capture.nodes.bus import (
     ROOM_ASSIGNED,
     encode_action,
 )
-from improv_capture.nodes.connection import DEFAULT_TIMEOUT_S, bounded, client_from
+from improv_capture.nodes.connection import (
+    DEFAULT_TIMEOUT_S,
+    RedisUnavailable,
+    bounded,
+    client_from,
+)
 from improv_capture.nodes.headroom import NodeInfo
 from improv_capture.nodes.keys import DEFAULT_PREFIX, Keys, check_node_id, check_room_id
 
@@ -68,6 +85,14 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'room', ARGV[1], 'actio
 redis.call('PEXPIRE', KEYS[4], ARGV[6])
 return 1
 """
+
+# KEYS: placing; ARGV: holder's token. Frees the lock only if it is still that holder's.
+UNLOCK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+#: how often a create waiting for the placing lock asks again
+PLACING_POLL_S = 0.02
 
 
 class NoNodeAvailable(LimitReached):
@@ -117,6 +142,7 @@ class RoomOwners:
         self._claim = self._redis.register_script(CLAIM_LUA)
         self._release = self._redis.register_script(RELEASE_LUA)
         self._move = self._redis.register_script(MOVE_LUA)
+        self._unlock = self._redis.register_script(UNLOCK_LUA)
 
     async def aclose(self) -> None:
         if self._owned:
@@ -128,6 +154,35 @@ class RoomOwners:
             keys=[self.keys.owners, self.keys.rooms(node_id)],
             args=[check_room_id(room_id), node_id]), self.timeout_s)
         return bool(owner == node_id)
+
+    @asynccontextmanager
+    async def placing(self, lease_s: float, wait_s: float) -> AsyncIterator[bool]:
+        """Held while one room is placed and claimed (module docstring): yields whether the
+        lock was had (False: Redis away, or not free within wait_s). lease_s bounds how long
+        a holder that dies keeps it: longer than a placement takes."""
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + wait_s
+        held = False
+        while not held:
+            try:
+                held = bool(await bounded(self._redis.set(
+                    self.keys.placing, token, nx=True, px=max(int(lease_s * 1000), 1)),
+                    self.timeout_s))
+            except RedisUnavailable:
+                break
+            if not held:
+                if time.monotonic() >= deadline:
+                    logger.warning("a room placed without the placing lock (busy over %.1f s)",
+                                   wait_s)
+                    break
+                await asyncio.sleep(PLACING_POLL_S)
+        try:
+            yield held
+        finally:
+            if held:
+                with contextlib.suppress(RedisUnavailable):  # it expires with its lease
+                    await bounded(self._unlock(keys=[self.keys.placing], args=[token]),
+                                  self.timeout_s)
 
     async def owner_of(self, room_id: str) -> str | None:
         owner = await bounded(self._redis.hget(self.keys.owners, check_room_id(room_id)),

@@ -6,7 +6,11 @@ Rooms outlive their node: each room's definition is kept in Redis by its owner (
 of the rooms store); once a node's heartbeat has expired, the live nodes move its rooms to the
 ones with the most headroom (placement.reassign_orphans, one compare-and-set per room, at every
 beat of every settled node) and the new owner takes each in from its copy. A node that comes
-back finds its rooms taken and drops them."""
+back finds its rooms taken and drops them.
+
+Consoles list every node's rooms: a node whose rooms change tells the other live nodes
+(``ROOMS_CHANGED`` on their command streams, at most once per NEWS_EVERY_S), and theirs ask
+again."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from improv_capture.background import Background
@@ -32,6 +37,11 @@ from improv_capture.nodes.placement import choose_node
 from improv_capture.nodes.registry import NodeRegistry
 
 logger = logging.getLogger(__name__)
+
+#: the notice a node's rooms changed (what its consoles list of them is stale)
+ROOMS_CHANGED = "node.rooms_changed"
+#: changes within this are told in one notice
+NEWS_EVERY_S = 0.5
 
 
 class Nodes:
@@ -55,19 +65,24 @@ class Nodes:
         self._redis = connect(redis_url, timeout_s)
         self._keys = Keys(key_prefix)
         self._timeout_s = timeout_s
+        self._call_timeout_s = call_timeout_s
         self._heartbeat_s = heartbeat_s
         #: a room moved here: take it in from its copy in Redis and the dead owner's id (set
         #: by the app)
         self.adopt: Callable[[dict[str, Any], str | None], Awaitable[None]] | None = None
         #: rooms of this node that another node took over meanwhile (set by the app)
         self.drop: Callable[[str], Awaitable[None]] | None = None
+        #: another node's rooms changed (set by the app: its consoles list them again)
+        self.heard_rooms_changed: Callable[[], None] | None = None
+        self._news_pending = False
         self._background = Background()
 
     async def start(self, handle: Handler) -> None:
         """Register (or keep trying: Redis may come later), claim the rooms this node kept
         across its restart, and answer other nodes' requests with ``handle``."""
         await self.registry.start()  # its first beat claims the local rooms
-        self._serving = asyncio.ensure_future(self.calls.serve(handle, {ROOM_ASSIGNED: self._assigned}))
+        self._serving = asyncio.ensure_future(self.calls.serve(
+            handle, {ROOM_ASSIGNED: self._assigned, ROOMS_CHANGED: self._heard}))
         self._watching = asyncio.ensure_future(self._watch_orphans())
 
     async def stop(self) -> None:
@@ -116,6 +131,27 @@ class Nodes:
             if owner == self.node_id:
                 await self.save(room_id, snapshot)
 
+    def rooms_changed(self) -> None:
+        """This node's rooms changed: the other live nodes hear of it within NEWS_EVERY_S."""
+        if not self._news_pending:
+            self._news_pending = True
+            self._background.spawn(self._tell_rooms_changed())
+
+    async def _tell_rooms_changed(self) -> None:
+        await asyncio.sleep(NEWS_EVERY_S)
+        self._news_pending = False
+        try:
+            for node in await self.registry.live_nodes():
+                if node.node_id != self.node_id:
+                    await self.bus.send(node.node_id, {"type": ROOMS_CHANGED})
+        except RedisUnavailable as exc:
+            # their consoles are behind until the next change (or their next refresh)
+            logger.warning("nodes: the change of this node's rooms not told (%s)", exc)
+
+    async def _heard(self, room_id: str, action: dict[str, Any]) -> None:
+        if self.heard_rooms_changed is not None:
+            self.heard_rooms_changed()
+
     async def _watch_orphans(self) -> None:
         """At every beat, once settled: the rooms of nodes whose heartbeat expired go to live
         nodes (every node runs this; each move is taken by one)."""
@@ -155,6 +191,13 @@ class Nodes:
         if not nodes:
             return None
         return choose_node([n.with_rooms(max(n.rooms, counts[n.node_id])) for n in nodes])
+
+    def placing(self) -> AbstractAsyncContextManager[bool]:
+        """Held by a create while its room is placed and claimed, on whichever node: one
+        placement at a time across the nodes (placement.RoomOwners.placing). Its lease
+        outlasts a create answered by another node; a create waits as long for it."""
+        return self.owners.placing(lease_s=self._call_timeout_s + self._timeout_s,
+                                   wait_s=self._call_timeout_s)
 
     async def claim(self, room_id: str) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -42,6 +43,43 @@ async def test_a_room_has_one_owner(nodes: Nodes) -> None:
     assert await owners[0].release_room("room-1", winner)
     assert await owners[0].owner_of("room-1") is None
     assert await owners[0].rooms_of(winner) == []
+
+
+async def test_placements_through_several_nodes_go_one_at_a_time(nodes: Nodes) -> None:
+    owners = [nodes.owners() for _ in range(3)]
+    inside: list[int] = []
+    most = 0
+
+    async def place(n: int) -> bool:
+        nonlocal most
+        async with owners[n % 3].placing(lease_s=5, wait_s=5) as held:
+            inside.append(n)
+            most = max(most, len(inside))
+            await asyncio.sleep(0.05)  # the placement: read the counts, create, claim
+            inside.remove(n)
+            return held
+
+    held = await asyncio.gather(*(place(n) for n in range(9)))
+    assert all(held) and most == 1
+
+
+async def test_the_placing_lock_is_bounded_by_its_lease_and_its_wait(nodes: Nodes) -> None:
+    dead, waiting = nodes.owners(), nodes.owners()
+    holding = dead.placing(lease_s=0.6, wait_s=1)
+    assert await holding.__aenter__()  # a node that dies holding it: never released
+    started = time.monotonic()
+    async with waiting.placing(lease_s=1, wait_s=0.2) as held:
+        assert not held  # busy past the wait: placed without it
+    assert 0.2 <= time.monotonic() - started < 0.5
+    async with waiting.placing(lease_s=1, wait_s=2) as held:
+        assert held  # the lease ran out
+    assert time.monotonic() - started < 1.0
+    # the dead holder's late release does not free a lock that is another's now
+    async with waiting.placing(lease_s=5, wait_s=1) as held:
+        assert held
+        await holding.__aexit__(None, None, None)
+        async with dead.placing(lease_s=1, wait_s=0.1) as other:
+            assert not other
 
 
 async def test_a_move_is_a_compare_and_set_on_the_old_owner(nodes: Nodes) -> None:

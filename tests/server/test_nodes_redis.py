@@ -107,13 +107,21 @@ def test_rooms_are_placed_by_headroom_and_every_node_answers_for_them(
     cluster: Cluster, bots: BotFactory, tmp_path: Path
 ) -> None:
     a, b, c = cluster.nodes
-    # three rooms through node A at once: each node gets one (creates through a node are
-    # placed one after the other; a room weighs more than the CPU noise of an idle node)
-    with ThreadPoolExecutor(3) as pool:
-        rooms = list(pool.map(lambda n: a.create_room(f"scene {n}"), range(3)))
+    # six rooms at once, two through each node: each node gets two (creates are placed one
+    # after the other, across the nodes; a room weighs more than the CPU noise of an idle node)
+    with ThreadPoolExecutor(6) as pool:
+        rooms = list(pool.map(lambda n: cluster.nodes[n % 3].create_room(f"scene {n}"), range(6)))
     invites = [a.invite(room, "first") for room in rooms]  # made by each room's own node
     holders = [node_of(cluster, invite["url"]) for invite in invites]
-    assert sorted(h.env["IMPROV_NODE_ID"] for h in holders) == list(NAMES)
+    assert sorted(h.env["IMPROV_NODE_ID"] for h in holders) == sorted(list(NAMES) * 2)
+    # one room on each node goes on; the others are deleted
+    kept: dict[str, tuple[str, ServerProcess]] = {}
+    for room, holder in zip(rooms, holders):
+        kept.setdefault(holder.env["IMPROV_NODE_ID"], (room, holder))
+    for room in set(rooms) - {room for room, _ in kept.values()}:
+        assert a.api("DELETE", f"/api/v1/rooms/{room}").status_code == 200
+    rooms = [room for room, _ in kept.values()]
+    holders = [holder for _, holder in kept.values()]
     # the two rooms recorded below are on the two nodes other than A
     rooms = [rooms[holders.index(a)]] + [r for r, h in zip(rooms, holders) if h is not a]
     holders = [a] + [h for h in holders if h is not a]

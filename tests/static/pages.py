@@ -1,6 +1,6 @@
 """What the browser tests share: how Chromium is started (with or without a known clip on its
-fake camera and microphone), and what a performer does on the page (join from an invite link,
-watch another performer's video play)."""
+fake camera and microphone), what a performer does on the page (join from an invite link,
+watch another performer's video play), and the operator's console signed in and watching."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import ServerProcess
 from tests.static.clip import Clip
 
 CHROMIUM = "/usr/bin/chromium"
@@ -142,3 +143,29 @@ def max_level(page: Any, performer_id: str, above: float, seconds: float = 4) ->
         best = max(best, float(page.evaluate("(p) => window.improv.analyserLevel(p)", performer_id)))
         time.sleep(0.05)
     return best
+
+
+def console_page(browser: Any, server: ServerProcess) -> Any:
+    # wait_for_function evaluates with eval(), which the pages' CSP refuses; the pages under
+    # the enforced policy: tests/static/test_content_security_policy.py
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+    page = context.new_page()
+    page.goto(f"{server.url}/console")
+    page.get_by_test_id("signin-token").fill("wrong-token")
+    page.get_by_test_id("signin-submit").click()
+    page.get_by_test_id("signin-error").wait_for(state="visible", timeout=5000)
+    page.get_by_test_id("signin-token").fill(server.token)
+    page.get_by_test_id("signin-submit").click()
+    page.wait_for_function("document.body.dataset.console === 'ready'", timeout=10000)
+    return page
+
+
+def tile_ready(page: Any, performer_id: str) -> bool:
+    return bool(page.evaluate(
+        """(pid) => {
+            const v = document.querySelector(
+                `[data-testid=monitor-video][data-performer-id="${pid}"]`);
+            return !!v && v.videoWidth === 640 && v.currentTime > 0.5;
+        }""",
+        performer_id,
+    ))

@@ -12,37 +12,11 @@ import pytest
 
 from improv_capture.clock import parse_utc
 from tests.helpers import ServerProcess, manifest, verify
-from tests.static.pages import join, leave, wait_playing
+from tests.static.pages import console_page, join, leave, tile_ready, wait_playing
 
 pytestmark = pytest.mark.browser
 
 SCREENSHOTS = "test-artifacts"
-
-
-def console_page(browser: Any, server: ServerProcess) -> Any:
-    # wait_for_function evaluates with eval(), which the pages' CSP refuses; the pages under
-    # the enforced policy: tests/static/test_content_security_policy.py
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
-    page = context.new_page()
-    page.goto(f"{server.url}/console")
-    page.get_by_test_id("signin-token").fill("wrong-token")
-    page.get_by_test_id("signin-submit").click()
-    page.get_by_test_id("signin-error").wait_for(state="visible", timeout=5000)
-    page.get_by_test_id("signin-token").fill(server.token)
-    page.get_by_test_id("signin-submit").click()
-    page.wait_for_function("document.body.dataset.console === 'ready'", timeout=10000)
-    return page
-
-
-def tile_ready(page: Any, performer_id: str) -> bool:
-    return bool(page.evaluate(
-        """(pid) => {
-            const v = document.querySelector(
-                `[data-testid=monitor-video][data-performer-id="${pid}"]`);
-            return !!v && v.videoWidth === 640 && v.currentTime > 0.5;
-        }""",
-        performer_id,
-    ))
 
 
 def test_console_runs_a_session(server: ServerProcess, browser: Any) -> None:

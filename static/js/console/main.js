@@ -310,6 +310,7 @@ function onMessage(msg) {
       return;
     case 'subscribe_offer':
     case 'peers':
+    case 'watch_ended':
       monitor.handle(msg);
       return;
     case 'error':

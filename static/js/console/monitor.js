@@ -71,10 +71,16 @@ export class Monitor {
     if (!this.remote.peers) this._render();
   }
 
-  /** @param {any} msg a server message: `peers` or `subscribe_offer` */
+  /** @param {any} msg a server message: `peers`, `subscribe_offer` or `watch_ended` */
   handle(msg) {
     if (msg.room_id && msg.room_id !== this.roomId) return;
     if (!this.roomId) return;
+    if (msg.type === 'watch_ended') {
+      // The room left the node its media came from; the server follows it and offers again.
+      this._reset();
+      this.onStatus('The room is moving to another node, following it…');
+      return;
+    }
     this.remote.handle(msg);
   }
 
