@@ -342,6 +342,10 @@ class Settings(BaseSettings):
     #: How long a request sent to another node (an operator's, for a room there) waits for
     #: its answer before 504.
     node_call_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    #: A recording that went on here after its node died waits this long for that node to
+    #: come back with its part (then fetched and joined: recorder/continued.py); the part
+    #: stays a session of its own on that node after.
+    node_part_wait_s: float = Field(default=7 * 24 * 3600.0, gt=0, le=90 * 24 * 3600.0)
 
     @model_validator(mode="after")
     def _nodes_complete(self) -> Settings:

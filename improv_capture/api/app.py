@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from improv_capture import secrets_store
 from improv_capture.api.console_socket import ConsoleSocket
 from improv_capture.api.docs_page import add_api_docs
+from improv_capture.api.earlier_parts import EarlierParts
 from improv_capture.api.http_guard import error_response
 from improv_capture.api.network_probe import NetworkProbes
 from improv_capture.api.node_routing import NodeRouting, answer_request
@@ -80,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
                                downstream.deliverer if notifier is None else None,
                                downstream.outbox if notifier is None else None, nodes)
     consoles: set[ConsoleSocket] = set()
+    earlier_parts: EarlierParts | None = None
     if nodes is not None:
         # rooms outlive their node: a copy in Redis, taken in by the node they move to
         RoomCopies(nodes, hub, store)
@@ -90,6 +92,9 @@ def create_app(settings: Settings) -> FastAPI:
                 console.rooms_changed()
 
         nodes.heard_rooms_changed = tell_consoles
+        # a recording that went on here gets the part its dead node recorded, once it is back
+        earlier_parts = EarlierParts(settings, operator_token, sessions.session_updated)
+        nodes.part_recovered = earlier_parts.heard
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -111,11 +116,14 @@ def create_app(settings: Settings) -> FastAPI:
         if nodes is not None:
             await nodes.start(lambda request: answer_request(app, request))
             await nodes.save_owned({rid: room.snapshot() for rid, room in store.rooms.items()})
+            await nodes.tell_parts_recovered([m["session_id"] for m in recovered])
         # a revocation made through any node leaves this node's live rooms too
         downstream.events.on_event(lambda event: revoked_here(hub, event))
         yield
         if nodes is not None:
             await nodes.stop()
+        if earlier_parts is not None:
+            await earlier_parts.stop()
         await network_probes.close()
         await hub.shutdown()
         if notifier is None:

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from improv_capture.nodes.service import Nodes
+from improv_capture.recorder.continued import missing_part
 from improv_capture.rooms.hub import Hub
 from improv_capture.rooms.store import RoomStore
 from improv_capture.settings import Settings
@@ -39,7 +40,7 @@ class RoomCopies:
         self._recording: dict[str, str | None] = {}  # room_id -> session_id last kept
         store.on_change = self._store_changed
         hub.stats.listeners.add(self)
-        nodes.adopt = lambda snapshot, previous: adopted(hub, store, snapshot, previous)
+        nodes.adopt = lambda snapshot, previous: adopted(nodes, hub, store, snapshot, previous)
         nodes.drop = store.forget
 
     async def _store_changed(self, room_id: str, room: Any) -> None:
@@ -59,18 +60,22 @@ class RoomCopies:
         pass
 
 
-async def adopted(hub: Hub, store: RoomStore, snapshot: dict[str, Any], previous: str | None) -> None:
+async def adopted(nodes: Nodes, hub: Hub, store: RoomStore, snapshot: dict[str, Any],
+                  previous: str | None) -> None:
     """A room moved here from a dead node: kept like a room made here; if it was recording,
-    the recording goes on here as a new session whose manifest says which one it continues
-    (the dead node's part is recovered when that node comes back)."""
+    the recording goes on here as a new session whose manifest says which one it continues,
+    `missing` until the dead node, back, has recovered its part and this node joined it
+    (api/earlier_parts.py)."""
     room = await store.adopt(snapshot)
     hub.stats.changed()
     was = snapshot.get("recording")
     if was and room.recording is None:
-        continues = {**was, "node_id": previous}
+        continues = missing_part(was["session_id"], was["started_at"], previous)
         recording = hub.recordings.start(room, continues=continues)
         logger.warning("room %s: recording %s goes on as %s here", room.room_id,
                        was["session_id"], recording.session_id)
+        await nodes.note_continued(was["session_id"], recording.session_id,
+                                   hub.settings.node_part_wait_s)
 
 
 async def revoked_here(hub: Hub, event: dict[str, Any]) -> None:

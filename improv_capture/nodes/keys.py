@@ -10,6 +10,7 @@ several deployments (or tests) can share one Redis with different prefixes.
     {prefix}commands:{node_id}   STREAM  operator actions for the rooms a node owns
     {prefix}placing              STRING  held while a new room is placed (placement.py), with a lease
     {prefix}room:{room_id}       STRING  a room's definition, kept by its owner
+    {prefix}continued:{session}  STRING  the session that went on with one whose node died, and its node
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ class Keys:
     @property
     def placing(self) -> str:
         return f"{self.prefix}placing"
+
+    def continued(self, session_id: str) -> str:
+        return f"{self.prefix}continued:{check_room_id(session_id)}"
 
     def reply(self, call_id: str) -> str:
         return f"{self.prefix}reply:{call_id}"

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 ROOMS_CHANGED = "node.rooms_changed"
 #: changes within this are told in one notice
 NEWS_EVERY_S = 0.5
+#: the notice that a session another node went on with is recovered here
+PART_RECOVERED = "node.part_recovered"
 
 
 class Nodes:
@@ -75,6 +77,9 @@ class Nodes:
         #: another node's rooms changed (set by the app: its consoles list them again)
         self.heard_rooms_changed: Callable[[], None] | None = None
         self._news_pending = False
+        #: a recording that went on here can get its earlier part (set by the app)
+        self.part_recovered: Callable[[dict[str, Any]], None] | None = None
+        self.public_url = public_url
         self._background = Background()
 
     async def start(self, handle: Handler) -> None:
@@ -82,7 +87,8 @@ class Nodes:
         across its restart, and answer other nodes' requests with ``handle``."""
         await self.registry.start()  # its first beat claims the local rooms
         self._serving = asyncio.ensure_future(self.calls.serve(
-            handle, {ROOM_ASSIGNED: self._assigned, ROOMS_CHANGED: self._heard}))
+            handle, {ROOM_ASSIGNED: self._assigned, ROOMS_CHANGED: self._heard,
+                     PART_RECOVERED: self._part_recovered}))
         self._watching = asyncio.ensure_future(self._watch_orphans())
 
     async def stop(self) -> None:
@@ -151,6 +157,37 @@ class Nodes:
     async def _heard(self, room_id: str, action: dict[str, Any]) -> None:
         if self.heard_rooms_changed is not None:
             self.heard_rooms_changed()
+
+    async def note_continued(self, earlier: str, session_id: str, wait_s: float) -> None:
+        """A recording of a node that died goes on here as ``session_id``: kept in Redis for
+        ``wait_s``, so that node, back, says when ``earlier`` is recovered."""
+        record = json.dumps({"session_id": session_id, "node_id": self.node_id})
+        try:
+            await bounded(self._redis.set(self._keys.continued(earlier), record,
+                                          px=max(int(wait_s * 1000), 1)), self._timeout_s)
+        except RedisUnavailable as exc:
+            logger.error("session %s: its earlier part %s will not be joined (Redis: %s)",
+                         session_id, earlier, exc)
+
+    async def tell_parts_recovered(self, sessions: Collection[str]) -> None:
+        """Sessions recovered here at start: a node that went on with one of them hears it."""
+        for earlier in sessions:
+            try:
+                found = await bounded(self._redis.get(self._keys.continued(earlier)), self._timeout_s)
+                if found is None:
+                    continue
+                went_on = json.loads(found)
+                if went_on["node_id"] != self.node_id:
+                    await self.bus.send(went_on["node_id"], {
+                        "type": PART_RECOVERED, "session_id": earlier,
+                        "continued_by": went_on["session_id"], "url": self.public_url})
+            except RedisUnavailable as exc:
+                logger.error("session %s: the node that went on with it not told (Redis: %s)",
+                             earlier, exc)
+
+    async def _part_recovered(self, room_id: str, action: dict[str, Any]) -> None:
+        if self.part_recovered is not None:
+            self.part_recovered(action)
 
     async def _watch_orphans(self) -> None:
         """At every beat, once settled: the rooms of nodes whose heartbeat expired go to live

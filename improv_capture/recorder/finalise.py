@@ -313,6 +313,10 @@ def finalise_performer(
             pass
         tmp_path.unlink(missing_ok=True)
         raise
+    if tmp_path.exists() and not any(summary.frames for summary in summaries.values()):
+        # a capture with none of its packets placed (all before the start, or before the first
+        # keyframe, when a node died a moment after they came): a header without frames
+        tmp_path.unlink()
     if not tmp_path.exists():
         # not one packet of this performer was captured (they joined but their media never
         # reached the recorder): PyAV wrote nothing, and there is no file to keep

@@ -307,6 +307,37 @@ def verify_hq(
             "alignment": alignment if live is not None and live.exists() else None}, defects, warnings
 
 
+def verify_live_file(session_dir: Path, name: str, entry: dict[str, Any]
+                     ) -> tuple[dict[str, Any] | None, list[str]]:
+    """A performer's live copy (``entry``: its manifest entry, with ``file``, ``tracks`` and
+    ``sync``) decoded and checked against its tracks: its report (None when it cannot be read)
+    and its defects."""
+    path_name = entry["file"]["path"]
+    path = session_dir / path_name
+    if not path.exists():
+        return None, [f"{path_name} is missing"]
+    try:
+        decoded = decode_file(path)
+    except (av.FFmpegError, OSError) as exc:
+        return None, [f"{path_name}: cannot be read: {exc}"]
+    defects = []
+    if decoded["decode_errors"]:
+        defects.append(f"{path_name}: {decoded['decode_errors']} packets failed to decode")
+    for track in entry.get("tracks", []):
+        count = decoded["video_frames"] if track["kind"] == "video" else None
+        if count is not None and count != track["frames"]:
+            defects.append(f"{name} video: {count} frames decoded, manifest says {track['frames']}")
+    return {
+        "file": path_name,
+        **decoded,
+        "tracks": [
+            {k: t.get(k) for k in ("kind", "start_s", "duration_s", "frames", "gaps")}
+            for t in entry.get("tracks", [])
+        ],
+        "sync": entry.get("sync"),
+    }, defects
+
+
 def verify_session(session_dir: Path) -> dict[str, Any]:
     defects: list[str] = []
     warnings: list[str] = []
@@ -329,34 +360,20 @@ def verify_session(session_dir: Path) -> dict[str, Any]:
             defects += hq_defects
             warnings += hq_warnings
             performers[pid] = {"hq": hq_report}
+        earlier = performer.get("earlier") or {}
+        if earlier.get("file"):  # the part recorded on a node that died (recorder/continued.py)
+            report, found = verify_live_file(session_dir, f"{pid} (earlier part)", earlier)
+            defects += found
+            if report is not None:
+                performers.setdefault(pid, {})["earlier"] = report
         if not entry:
-            defects.append(f"{pid}: no media file")
+            if not earlier.get("file"):
+                defects.append(f"{pid}: no media file")
             continue
-        path = session_dir / entry["path"]
-        if not path.exists():
-            defects.append(f"{entry['path']} is missing")
-            continue
-        try:
-            decoded = decode_file(path)
-        except (av.FFmpegError, OSError) as exc:
-            defects.append(f"{entry['path']}: cannot be read: {exc}")
-            continue
-        if decoded["decode_errors"]:
-            defects.append(f"{entry['path']}: {decoded['decode_errors']} packets failed to decode")
-        for track in performer.get("tracks", []):
-            count = decoded["video_frames"] if track["kind"] == "video" else None
-            if count is not None and count != track["frames"]:
-                defects.append(f"{pid} video: {count} frames decoded, manifest says {track['frames']}")
-        performers[pid] = {
-            **performers.get(pid, {}),
-            "file": entry["path"],
-            **decoded,
-            "tracks": [
-                {k: t.get(k) for k in ("kind", "start_s", "duration_s", "frames", "gaps")}
-                for t in performer.get("tracks", [])
-            ],
-            "sync": performer.get("sync"),
-        }
+        report, found = verify_live_file(session_dir, pid, performer)
+        defects += found
+        if report is not None:
+            performers[pid] = {**performers.get(pid, {}), **report}
     return {
         "session_id": manifest.get("session_id"),
         "state": manifest.get("state"),

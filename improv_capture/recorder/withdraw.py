@@ -18,10 +18,10 @@ def withdraw_performer(
     reason: str | None,
     uploads_root: Path | None = None,
 ) -> bool:
-    """Delete the performer's media from this session: the live copy, the high-quality copy
-    and (with ``uploads_root``, <data-dir>/uploads) every chunk of it still uploading, which
-    also refuses later chunks. False if they are not in the session (or were withdrawn
-    already)."""
+    """Delete the performer's media from this session: the live copy, the high-quality copy,
+    the part recorded on a node that died, and (with ``uploads_root``, <data-dir>/uploads)
+    every chunk of it still uploading, which also refuses later chunks. False if they are not
+    in the session (or were withdrawn already)."""
     if uploads_root is not None:
         UploadStore(uploads_root).delete(session_dir.name, performer_id)
 
@@ -32,7 +32,10 @@ def withdraw_performer(
         if performer is None or performer.get("withdrawn"):
             return False
         paths = {f"performers/{performer_id}.webm", hq_relative_path(performer_id)}
-        for entry in (performer.get("file"), (performer.get("hq") or {}).get("file")):
+        # and the part recorded on a node that died, once it joined (recorder/continued.py)
+        earlier = performer.get("earlier") or {}
+        for entry in (performer.get("file"), (performer.get("hq") or {}).get("file"),
+                      earlier.get("file"), (earlier.get("hq") or {}).get("file")):
             if entry:
                 paths.add(entry["path"])
         for relative in paths:
@@ -47,6 +50,8 @@ def withdraw_performer(
         performer["capture"] = None
         if performer.get("hq"):
             performer["hq"] = hq_entry("withdrawn", "consent revoked")
+        if earlier:
+            performer["earlier"] = {"file": None, "tracks": [], "withdrawn": True}
         performer["withdrawn"] = {"revoked_at": revoked_at, "reason": reason}
         manifest["files"] = [f for f in manifest.get("files", []) if f["path"] not in paths]
         return True

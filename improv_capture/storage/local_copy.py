@@ -4,13 +4,15 @@ Only the media files go (every file manifest.json lists); manifest.json and SHA2
 so the catalog is still rebuilt from the data dir, the session API still reads its manifest,
 and a later revision (a performer withdraws) still rewrites them under the session's lock.
 A session whose high-quality copy may still arrive keeps its media: placing the copy reads
-the live recording."""
+the live recording; so does one whose earlier part is still to join (its manifest and sums
+are rewritten over the files then)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from improv_capture.recorder.continued import waiting_for
 from improv_capture.recorder.files import fsync_dir, safe_path
 from improv_capture.recorder.manifest import session_lock
 
@@ -24,6 +26,8 @@ def remove_local_media(session_dir: Path, stored_revision: int) -> bool:
             return False  # changed since it was stored: the next upload comes first
         if any((p.get("hq") or {}).get("state") == "uploading" for p in manifest.get("performers", [])):
             return False
+        if waiting_for(manifest) is not None:
+            return False  # its earlier part joins it later (recorder/continued.py)
         dirs = set()
         for entry in manifest.get("files", []):
             if safe_path(entry["path"]):

@@ -67,9 +67,11 @@ def revision(manifest: dict[str, Any] | None) -> int:
 
 
 def delete_media(session_dir: Path, performer_id: str) -> None:
-    """The performer's files (live and high-quality copies) in a session directory."""
-    for media in (session_dir / "performers").glob(f"{performer_id}.*"):
-        media.unlink()
+    """The performer's files (live and high-quality copies, and those of an earlier part
+    recorded on a node that died: parts/) in a session directory."""
+    for folder in (session_dir / "performers", *(session_dir / "parts").glob("*/performers")):
+        for media in folder.glob(f"{performer_id}.*"):
+            media.unlink()
 
 
 def link_or_copy(source: Path, target: Path) -> None:

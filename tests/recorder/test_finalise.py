@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from improv_capture.clock import utc_iso
+from improv_capture.recorder.capture import SessionWriter
 from improv_capture.recorder.finalise import finalise_session
 from improv_capture.recorder.recover import recover_sessions
-from improv_capture.recorder.synthetic import write_session
+from improv_capture.recorder.synthetic import opus_loop, write_session
 from tests.helpers import REPO, cli, verify
 
 pytestmark = pytest.mark.process
@@ -114,3 +115,27 @@ def test_a_performer_without_one_captured_packet_has_no_file_and_no_error(tmp_pa
     assert final["state"] == "partial" and final["reason"] == "p_silent: no media", final["reason"]
     status, report = verify(session)  # every file decodes; the performer's media is missing
     assert report["defects"] == ["p_silent: no media file"], report["defects"]
+
+
+def test_a_performer_with_packets_but_none_placeable_has_no_file(tmp_path: Path) -> None:
+    """Packets were captured but none of them has a place in the take (sound from before the
+    start, as when a node dies a moment after media came): no header-only file that nothing
+    can read, and the session says so."""
+    session = tmp_path / "ses_20231114T221320Z_ffffff"
+    write_session(session, performers=1, seconds=2.0, started_unix=STARTED, video_size=(160, 120))
+    writer = SessionWriter(session)
+    key = ("p_late", "s001", "audio")
+    for i, data in enumerate(opus_loop(10)):  # 20 ms each, a second before t = 0
+        writer.submit(("p", key, data, 960 * i, True, STARTED - 1 + i * 0.02))
+    writer.submit(("close", key))
+    writer.close(timeout=60)
+    data = json.loads((session / "manifest.json").read_text())
+    data["performers"].append({**data["performers"][0], "performer_id": "p_late"})
+    (session / "manifest.json").write_text(json.dumps(data))
+    final = finalise_session(session)
+    entry = next(p for p in final["performers"] if p["performer_id"] == "p_late")
+    assert entry["file"] is None and entry["tracks"] == [], entry
+    assert not (session / "performers" / "p_late.webm").exists()
+    assert final["reason"] == "p_late: no media"
+    status, report = verify(session)
+    assert report["defects"] == ["p_late: no media file"], report["defects"]

@@ -19,10 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
+from improv_capture.clock import parse_utc
 from tests.helpers import (
     PREENCODED_BOTS,
     BotFactory,
     ServerProcess,
+    arriving,
     fetch,
     manifest,
     publishing,
@@ -242,12 +244,13 @@ def test_redis_restarted_mid_session_loses_nothing(cluster: Cluster, bots: BotFa
         assert all(not t["gaps"] for t in entry["tracks"]), entry["tracks"]
 
 
-def test_a_recording_follows_its_room_to_a_live_node(cluster: Cluster, bots: BotFactory) -> None:
+def test_a_recording_follows_its_room_to_a_live_node(cluster: Cluster, bots: BotFactory,
+                                                     tmp_path: Path) -> None:
     """SIGKILL of the node recording a room: within 30 s a live node holds the room, with its
     name, invites and removed performers; its performers (bots that join again as a page does)
     find it there by themselves and the recording goes on, as a session that says which one
-    it continues; the dead node, back, leaves the room to the new one and its part of the take
-    is recovered."""
+    it continues; the dead node, back, leaves the room to the new one, its part of the take
+    is recovered and joins the session that went on."""
     a = cluster.nodes[0]
     room = a.create_room("recording through a death")
     first = start_recording(a, room)["session_id"]
@@ -256,8 +259,8 @@ def test_a_recording_follows_its_room_to_a_live_node(cluster: Cluster, bots: Bot
     assert a.api("DELETE", f"/api/v1/rooms/{room}/performers/{gone['performer_id']}").status_code == 200
     holder = node_of(cluster, invites[0]["url"])
     running = [bots(i["url"], 90, "--preencoded", "--follow") for i in invites]
-    wait_for(lambda: publishing(holder, room, 2), 20, "both performers")
-    time.sleep(1)
+    # a few seconds of both performers' media recorded before the node dies
+    wait_for(lambda: arriving(holder, room, 2, 150), 20, "both performers' media")
     holder.stop(signal.SIGKILL)
     killed = time.monotonic()
     asker = next(n for n in cluster.nodes if n is not holder)
@@ -294,6 +297,7 @@ def test_a_recording_follows_its_room_to_a_live_node(cluster: Cluster, bots: Bot
     continued = manifest(moved_to.session_dir(second))
     assert continued["continues"]["session_id"] == first
     assert continued["continues"]["node_id"] == holder.env["IMPROV_NODE_ID"]
+    assert continued["continues"]["state"] == "missing"  # until the dead node is back
     for entry in continued["performers"]:
         assert entry["file"] is not None and all(t["frames"] > 0 for t in entry["tracks"]), entry
 
@@ -312,3 +316,31 @@ def test_a_recording_follows_its_room_to_a_live_node(cluster: Cluster, bots: Bot
 
     wait_for(lambda: len(parts()) == 2, 30, "both parts listed")
     assert parts() == {first: "partial", second: "complete"}, parts()
+
+    # and its part joins the session that went on: fetched from it, checked, placed under
+    # parts/, a new revision that a mirror fetches whole
+    second_dir = moved_to.session_dir(second)
+
+    def joined() -> dict[str, Any] | None:
+        found = manifest(second_dir)
+        return found if found["continues"]["state"] == "merged" else None
+
+    merged = wait_for(joined, 30, "the earlier part joined")
+    recovered = manifest(holder.session_dir(first))
+    assert merged["revision"] == 2 and merged["continues"]["path"] == f"parts/{first}"
+    assert merged["continues"]["offset_s"] == pytest.approx(
+        parse_utc(recovered["started_at"]) - parse_utc(merged["started_at"]), abs=1e-6)
+    assert -30 < merged["continues"]["gap"]["start_s"] < merged["continues"]["gap"]["end_s"] == 0
+    for entry in merged["performers"]:
+        earlier_file = entry["earlier"]["file"]
+        original = next(p for p in recovered["performers"] if p["performer_id"] == entry["performer_id"])
+        assert earlier_file["sha256"] == original["file"]["sha256"], entry["performer_id"]
+        assert entry["earlier"]["tracks"] == original["tracks"]
+        assert all(t["frames"] > 0 for t in original["tracks"]), original  # what it had recorded
+    # (the nodes keep no local copy of what the store holds: read through a mirror)
+    mirrored = tmp_path / "merged"
+    assert fetch(asker, token, mirrored).returncode == 0
+    assert manifest(mirrored / second) == merged
+    status, report = verify(mirrored / second)
+    assert status == 0, report["defects"]
+    assert all(p["earlier"]["video_frames"] > 0 for p in report["performers"].values())
