@@ -87,7 +87,10 @@ def _serve(args: argparse.Namespace) -> int:
         print(_banner(settings, operator_token, routing), flush=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request is noise
     uploads = UploadBodies(app.state.signer, settings)  # performers' bodies: their own uploads
-    uvicorn.Server(server_config(guard(app, operator_token, settings, uploads), settings)).run()
+    nodes = getattr(app.state, "nodes", None)  # one of several: its pages may follow rooms out
+    guarded = guard(app, operator_token, settings, uploads,
+                    nodes.other_urls if nodes is not None else None)
+    uvicorn.Server(server_config(guarded, settings)).run()
     return 0
 
 

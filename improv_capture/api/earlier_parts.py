@@ -4,8 +4,12 @@ fetches the part's files from it, over the files API with the operator token the
 checks each against the part's manifest (size and SHA-256), and joins them to the session
 (recorder/continued.py): a new revision, announced as ``session.updated``.
 
-Bounds: the session is waited for while it still records, at most ``node_part_wait_s``; a
-fetch is tried FETCH_TRIES times with a doubling pause; each file is read to at most the size
+A studio part is fetched once its performers' high-quality copies have settled there (their
+pages upload them to the node they were loaded from, which places them by its own deadline).
+
+Bounds: the session is waited for while it still records, and the part while its copies
+upload, each looked at every POLL_S, at most ``node_part_wait_s`` in all; a fetch is tried
+FETCH_TRIES times with a doubling pause; each file is read to at most the size
 its manifest gives, each read within READ_TIMEOUT_S. Files are fetched into
 ``<data-dir>/incoming/<session>/`` (outside the sessions directory), removed afterwards."""
 
@@ -38,8 +42,12 @@ logger = logging.getLogger(__name__)
 FETCH_TRIES = 5
 FIRST_PAUSE_S = 2.0
 READ_TIMEOUT_S = 30.0
-#: how often a session still recording is looked at again
-RECORDING_POLL_S = 2.0
+#: how often a session still recording, or a part whose copies still upload, is looked at again
+POLL_S = 2.0
+
+
+class PartNotSettled(Exception):
+    """The earlier part's high-quality copies are still uploading to its node."""
 
 Updated = Callable[[Path, dict[str, Any]], Awaitable[None]]
 
@@ -69,7 +77,8 @@ class EarlierParts:
         """Fetch ``earlier`` from the node at ``url`` and join it to ``session_id``; whether
         it joined (False: logged why)."""
         session_dir = self.settings.sessions_dir / session_id
-        if not await self._finalised(session_dir):
+        deadline = time.monotonic() + self.settings.node_part_wait_s
+        if not await self._finalised(session_dir, deadline):
             logger.error("session %s: not finalised here within the wait; its earlier part %s "
                          "stays apart", session_id, earlier)
             return False
@@ -78,18 +87,31 @@ class EarlierParts:
             return False  # joined already, or not the part it waits for
         incoming = self.settings.data_dir / "incoming" / earlier
         pause = FIRST_PAUSE_S
+        failures = 0
         try:
-            for attempt in range(1, FETCH_TRIES + 1):
+            while True:
                 try:
                     part = await self._fetch(url, earlier, incoming)
                     await asyncio.to_thread(join_earlier_part, session_dir, part, incoming)
+                except PartNotSettled:
+                    if time.monotonic() > deadline:
+                        logger.error("session %s: its earlier part %s kept uploading past the "
+                                     "wait; it stays apart", session_id, earlier)
+                        return False
+                    await asyncio.sleep(POLL_S)  # not a failure: asked again until it settles
+                    continue
                 except PartRefused as exc:
                     logger.error("session %s: its earlier part %s refused: %s", session_id, earlier, exc)
                     return False
                 except (httpx.HTTPError, OSError, ValueError) as exc:
+                    failures += 1
                     logger.warning("session %s: fetching its earlier part %s from %s failed "
-                                   "(try %d of %d): %s", session_id, earlier, url, attempt,
+                                   "(try %d of %d): %s", session_id, earlier, url, failures,
                                    FETCH_TRIES, exc)
+                    if failures == FETCH_TRIES:
+                        logger.error("session %s: its earlier part %s could not be fetched",
+                                     session_id, earlier)
+                        return False
                     await asyncio.sleep(pause)
                     pause *= 2
                     continue
@@ -97,14 +119,10 @@ class EarlierParts:
                 await self._updated(session_dir, {"continues": {"session_id": earlier,
                                                                 "state": "merged"}})
                 return True
-            logger.error("session %s: its earlier part %s could not be fetched from %s",
-                         session_id, earlier, url)
-            return False
         finally:
             await asyncio.to_thread(shutil.rmtree, incoming, True)
 
-    async def _finalised(self, session_dir: Path) -> bool:
-        deadline = time.monotonic() + self.settings.node_part_wait_s
+    async def _finalised(self, session_dir: Path, deadline: float) -> bool:
         while time.monotonic() < deadline:
             try:
                 manifest = await asyncio.to_thread(read_manifest, session_dir)
@@ -112,7 +130,7 @@ class EarlierParts:
                 return False
             if manifest.get("state") != "recording":
                 return True
-            await asyncio.sleep(RECORDING_POLL_S)
+            await asyncio.sleep(POLL_S)
         return False
 
     async def _fetch(self, url: str, earlier: str, incoming: Path) -> dict[str, Any]:
@@ -128,6 +146,8 @@ class EarlierParts:
             part = answer.json()
             if not isinstance(part, dict) or part.get("session_id") != earlier:
                 raise ValueError(f"{base}: not the manifest of {earlier}")
+            if any((p.get("hq") or {}).get("state") == "uploading" for p in part.get("performers", [])):
+                raise PartNotSettled(earlier)
             for entry in part_files(part):
                 await self._fetch_file(client, f"{base}/files/{entry['path']}", headers,
                                        incoming / entry["path"], entry)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from starlette.datastructures import Headers
@@ -20,22 +21,40 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from improv_capture.rooms.invites import tokens_equal
 from improv_capture.settings import Settings
 
+
 #: The pages are plain ES modules and stylesheets from /static (no inline script or style);
-#: media may play from blob: URLs (the console's session player); sockets go to this origin.
-CONTENT_SECURITY_POLICY = "; ".join((
-    "default-src 'self'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data: blob:",
-    "media-src 'self' blob:",
-    "connect-src 'self'",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-))
+#: media may play from blob: URLs (the console's session player); sockets go to this origin,
+#: and, on one of several nodes, to the other live nodes' (a performer's page follows its room
+#: to the node it moved to: docs/signaling.md).
+def content_security_policy(other_sockets: Sequence[str] = ()) -> str:
+    return "; ".join((
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: blob:",
+        "media-src 'self' blob:",
+        " ".join(("connect-src 'self'", *other_sockets)),
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ))
+
+
+#: What a node's public URL gives a policy: a WebSocket origin, nothing that could end the
+#: directive or the header.
+SOCKET_ORIGIN = re.compile(r"wss?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|wss?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def socket_origin(public_url: str) -> str | None:
+    """A node's public URL as the origin of its sockets (None for anything else)."""
+    scheme, sep, rest = public_url.partition("://")
+    origin = f"{'wss' if scheme == 'https' else 'ws'}://{rest.split('/', 1)[0]}"
+    return origin if sep and scheme in ("http", "https") and SOCKET_ORIGIN.fullmatch(origin) else None
+
+
+#: Every header but the policy, which SecurityHeaders adds as it stands.
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
-    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
     # invite and console links carry their token in the fragment, which no Referer holds,
@@ -178,11 +197,22 @@ class RequestGuard:
 
 
 class SecurityHeaders:
-    """Adds SECURITY_HEADERS to every HTTP response that does not set them itself (a worker's
-    answer passed on by the router already has them)."""
+    """Adds the policy and SECURITY_HEADERS to every HTTP response that does not set them
+    itself (a worker's answer passed on by the router already has them). ``other_nodes``:
+    the other live nodes' public URLs, on one of several (read at every response: kept up to
+    date by the node's heartbeat)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, other_nodes: Callable[[], Sequence[str]] | None = None) -> None:
         self.app = app
+        self._other_nodes = other_nodes
+        self._policy: tuple[tuple[str, ...], bytes] = ((), content_security_policy().encode())
+
+    def policy(self) -> bytes:
+        urls = tuple(self._other_nodes()) if self._other_nodes is not None else ()
+        if urls != self._policy[0]:
+            sockets = sorted({o for o in map(socket_origin, urls) if o is not None})
+            self._policy = (urls, content_security_policy(sockets).encode())
+        return self._policy[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -192,7 +222,8 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                extra = [(k, v) for k, v in [(b"content-security-policy", self.policy()),
+                                             *SECURITY_HEADERS] if k not in present]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
@@ -227,9 +258,10 @@ def install_log_redaction() -> None:
 
 
 def guard(
-    app: ASGIApp, operator_token: str, settings: Settings, performer: PerformerBodies | None = None
+    app: ASGIApp, operator_token: str, settings: Settings, performer: PerformerBodies | None = None,
+    other_nodes: Callable[[], Sequence[str]] | None = None,
 ) -> ASGIApp:
     """The whole HTTP guard, outermost around an app, so that even its 500s get the headers."""
     guarded = RequestGuard(app, operator_token, settings.max_body_bytes,
                            settings.http_body_timeout_s, performer)
-    return SecurityHeaders(guarded)
+    return SecurityHeaders(guarded, other_nodes)

@@ -80,6 +80,7 @@ class Nodes:
         #: a recording that went on here can get its earlier part (set by the app)
         self.part_recovered: Callable[[dict[str, Any]], None] | None = None
         self.public_url = public_url
+        self._other_urls: tuple[str, ...] = ()
         self._background = Background()
 
     async def start(self, handle: Handler) -> None:
@@ -189,17 +190,23 @@ class Nodes:
         if self.part_recovered is not None:
             self.part_recovered(action)
 
+    def other_urls(self) -> tuple[str, ...]:
+        """The other live nodes' public URLs, as of the last beat (the pages' policy lets
+        their sockets go there: api/http_guard.py)."""
+        return self._other_urls
+
     async def _watch_orphans(self) -> None:
-        """At every beat, once settled: the rooms of nodes whose heartbeat expired go to live
-        nodes (every node runs this; each move is taken by one)."""
+        """At every beat: the other live nodes noted; once settled, the rooms of nodes whose
+        heartbeat expired go to live nodes (every node runs this; each move is taken by one)."""
         while True:
             await asyncio.sleep(self._heartbeat_s)
-            if not self.registry.settled:
-                continue
             try:
-                await self.owners.reassign_orphans(await self.registry.live_nodes())
+                live = await self.registry.live_nodes()
+                self._other_urls = tuple(sorted(n.public_url for n in live if n.node_id != self.node_id))
+                if self.registry.settled:
+                    await self.owners.reassign_orphans(live)
             except RedisUnavailable:
-                continue
+                continue  # the last known nodes stay
             except Exception:
                 logger.exception("nodes: reassigning the rooms of dead nodes failed")
 

@@ -67,11 +67,12 @@ def chromium_playing(clip: Clip, browser_required: bool) -> Iterator[Any]:
         yield instance
 
 
-def open_invite(browser: Any, invite_url: str) -> Any:
-    """A new performer page on an invite link, in a context of its own (its own storage)."""
-    # wait_for_function evaluates with eval(), which the pages' CSP refuses; the pages under
-    # the enforced policy: tests/static/test_content_security_policy.py
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+def open_invite(browser: Any, invite_url: str, enforce_csp: bool = False) -> Any:
+    """A new performer page on an invite link, in a context of its own (its own storage).
+    Its Content-Security-Policy is bypassed unless ``enforce_csp``: wait_for_function
+    evaluates with eval(), which the policy refuses (waits by selector do not); the pages
+    under the enforced policy: tests/static/test_content_security_policy.py."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=not enforce_csp)
     page = context.new_page()
     page.goto(invite_url)
     return page
@@ -88,15 +89,14 @@ def leave(*pages: Any) -> None:
 def accept_and_join(page: Any) -> Any:
     """Accept the consent and press join once it is enabled."""
     page.get_by_test_id("consent-accept").click()
-    join_button = page.get_by_test_id("join")
-    page.wait_for_function("!document.querySelector('[data-testid=join]').disabled", timeout=15000)
-    join_button.click()
+    page.wait_for_selector("[data-testid=join]:not([disabled])", timeout=15000)
+    page.get_by_test_id("join").click()
     return page
 
 
-def join(browser: Any, invite_url: str) -> Any:
+def join(browser: Any, invite_url: str, enforce_csp: bool = False) -> Any:
     """A new performer page: open the invite link, accept the consent, press join."""
-    return accept_and_join(open_invite(browser, invite_url))
+    return accept_and_join(open_invite(browser, invite_url, enforce_csp))
 
 
 def upload_state(page: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.helpers import ServerProcess, publishing, wait_for
@@ -57,9 +58,13 @@ def test_a_page_follows_its_room_to_a_live_node(two_nodes: list[ServerProcess], 
     holder = a if invite["url"].startswith(a.url + "/") else b
     other = b if holder is a else a
     console = console_page(browser, other)
-    page = join(browser, invite["url"])
+    # the page under its Content-Security-Policy: its sockets may go to the other live nodes
+    policy = httpx.get(invite["url"].split("#")[0]).headers["content-security-policy"]
+    connect = next(d for d in policy.split("; ") if d.startswith("connect-src "))
+    assert connect == f"connect-src 'self' {other.url.replace('http://', 'ws://')}", policy
+    page = join(browser, invite["url"], enforce_csp=True)
     try:
-        page.wait_for_function("document.body.dataset.state === 'joined'", timeout=20000)
+        page.wait_for_selector("body[data-state=joined]", timeout=20000)
         wait_for(lambda: publishing(holder, room, 1), 20, "the page publishing")
         # the console on the other node: the join pushed to it, and the room watched there
         console.wait_for_function(
@@ -78,7 +83,7 @@ def test_a_page_follows_its_room_to_a_live_node(two_nodes: list[ServerProcess], 
 
         wait_for(on_other, 30, "the page publishing on the room's new node")
         assert time.monotonic() - killed <= 30
-        page.wait_for_function("document.body.dataset.state === 'joined'", timeout=10000)
+        page.wait_for_selector("body[data-state=joined]", timeout=10000)
         (member,) = other.api("GET", f"/api/v1/rooms/{room}").json()["performers"]
         assert member["performer_id"] == invite["performer_id"] and member["consent"], member
         # the console's monitor failed with the dead node, asked again, and plays it here
