@@ -43,9 +43,6 @@ LOOPBACK_ENV = {
 #: For a module whose bots all send ``--preencoded`` media (next to no CPU) and whose checks
 #: are not timed: it runs beside the media tests, on the other worker (tests/conftest.py).
 PREENCODED_BOTS = pytest.mark.xdist_group("preencoded bots")
-#: For a module of browser pages whose checks are not timed (what a page requests, what it
-#: shows): it runs beside the media tests too.
-UNTIMED_PAGES = pytest.mark.xdist_group("untimed pages")
 
 
 def cli() -> list[str]:

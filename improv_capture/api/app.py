@@ -24,6 +24,7 @@ from improv_capture.api.node_wiring import RoomCopies, node_of, revoked_here
 from improv_capture.api.operator_routes import router
 from improv_capture.api.performer_socket import PerformerSocket
 from improv_capture.api.reader_routes import router as sessions_router
+from improv_capture.api.upload_forward import UploadForward
 from improv_capture.api.upload_routes import router as uploads_router
 from improv_capture.cluster.internal_api import PrimaryNotifier
 from improv_capture.cluster.internal_api import router as internal_router
@@ -140,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(metrics.TrafficCounter, traffic=exporter.traffic)
     if nodes is not None:
         app.add_middleware(NodeRouting, nodes=nodes, store=store, operator_token=operator_token)
+        app.add_middleware(UploadForward, nodes=nodes, store=store, sessions_dir=settings.sessions_dir)
     app.state.nodes = nodes
     app.state.settings = settings
     app.state.operator_token = operator_token

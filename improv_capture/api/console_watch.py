@@ -49,8 +49,11 @@ class ConsoleWatch:
         self._following: asyncio.Task[None] | None = None
 
     async def watch(self, room_id: object) -> None:
-        """The tab's ``watch``: an error message when the room cannot be watched."""
+        """The tab's ``watch``: an error message when the room cannot be watched (and the
+        last watch ended either way: the tab has left it)."""
         self._stop_following()
+        self.wanted = None
+        await self._stop()
         try:
             if not isinstance(room_id, str):
                 raise WatchFailed("not_found", "room not found")

@@ -115,6 +115,10 @@ class EarlierParts:
                     await asyncio.sleep(pause)
                     pause *= 2
                     continue
+                except Exception:  # a manifest not as a node writes it: nothing was written
+                    logger.exception("session %s: joining its earlier part %s failed",
+                                     session_id, earlier)
+                    return False
                 logger.warning("session %s: its earlier part %s joined", session_id, earlier)
                 await self._updated(session_dir, {"continues": {"session_id": earlier,
                                                                 "state": "merged"}})

@@ -182,8 +182,9 @@ class Nodes:
                     await self.bus.send(went_on["node_id"], {
                         "type": PART_RECOVERED, "session_id": earlier,
                         "continued_by": went_on["session_id"], "url": self.public_url})
-            except RedisUnavailable as exc:
-                logger.error("session %s: the node that went on with it not told (Redis: %s)",
+            except (RedisUnavailable, ValueError, KeyError, TypeError) as exc:
+                # its part stays a session of its own here (and the start goes on)
+                logger.error("session %s: the node that went on with it not told (%s)",
                              earlier, exc)
 
     async def _part_recovered(self, room_id: str, action: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ manifest, under the session's lock (manifest.py): a new revision, so mirrors fet
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,20 @@ def join_earlier_part(session_dir: Path, earlier: dict[str, Any], downloaded: Pa
     ``earlier`` is not the session this one continues, or is still recording."""
     if waiting_for(read_manifest(session_dir)) != earlier.get("session_id"):
         return None
-    if earlier.get("state") == "recording":
-        raise PartRefused(f"{earlier.get('session_id')} is still recording")
+    check_part(earlier)  # all of it before anything moves
     prefix = f"{PARTS_DIR}/{earlier['session_id']}"
-    part_files(earlier)  # every path checked before anything moves
 
     def change(manifest: dict[str, Any]) -> bool:
         if waiting_for(manifest) != earlier["session_id"]:
             return False
+        try:
+            place(manifest)
+        except BaseException:
+            shutil.rmtree(session_dir / prefix, ignore_errors=True)  # SHA256SUMS stays true
+            raise
+        return True
+
+    def place(manifest: dict[str, Any]) -> None:
         entries = {p["performer_id"]: p for p in manifest.get("performers", [])}
         for performer in earlier.get("performers", []):
             pid = performer["performer_id"]
@@ -104,9 +111,23 @@ def join_earlier_part(session_dir: Path, earlier: dict[str, Any], downloaded: Pa
             "markers": earlier.get("markers", []), "prompts": earlier.get("prompts", []),
             "gap": {"start_s": min(end_s, 0.0), "end_s": 0.0, "reason": "reconnected"},
         }
-        return True
 
     return rewrite_manifest(session_dir, change)
+
+
+def check_part(earlier: dict[str, Any]) -> None:
+    """PartRefused unless ``earlier`` is a finalised session's manifest as a node writes it."""
+    if earlier.get("state") == "recording":
+        raise PartRefused(f"{earlier.get('session_id')} is still recording")
+    try:
+        parse_utc(str(earlier["started_at"]))
+        parse_utc(str(earlier.get("ended_at") or earlier["started_at"]))
+        if not all(isinstance(p, dict) and isinstance(p["performer_id"], str)
+                   for p in earlier["performers"]):
+            raise TypeError("a performer without an id")
+        part_files(earlier)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PartRefused(f"not a session manifest: {exc!r}") from exc
 
 
 def moved_entry(performer: dict[str, Any], prefix: str) -> dict[str, Any]:

@@ -117,4 +117,9 @@ def test_a_part_that_is_not_the_one_awaited_or_names_paths_outside_is_refused(wr
         join_earlier_part(later_dir, hostile, fetched)
     with pytest.raises(PartRefused):
         join_earlier_part(later_dir, {**earlier, "state": "recording"}, fetched)
+    for broken in ({**earlier, "performers": [{"display_name": "no id"}]},
+                   {**earlier, "started_at": "yesterday"},
+                   {k: v for k, v in earlier.items() if k != "performers"}):
+        with pytest.raises(PartRefused):
+            join_earlier_part(later_dir, broken, fetched)
     assert read_manifest(later_dir)["revision"] == 1 and not (later_dir / "parts").exists()

@@ -210,6 +210,40 @@ def test_rooms_are_placed_by_headroom_and_every_node_answers_for_them(
     assert c.api("GET", f"/api/v1/rooms/{rooms[0]}").status_code == 404
 
 
+def test_a_studio_copy_sent_to_another_node_reaches_the_rooms_node(
+    cluster: Cluster, bots: BotFactory
+) -> None:
+    """A page uploads its high-quality copy to the node it was loaded from (its storage is that
+    origin's); when the room is on another node (it moved there after its node died), the
+    page's node sends the upload on: here a studio bot joins through a node that does not hold
+    the room, follows the room, and uploads to the node it joined through."""
+    a = cluster.nodes[0]
+    created = a.api("POST", "/api/v1/rooms", json={"name": "studio elsewhere", "profile": "studio"})
+    assert created.status_code == 201, created.text
+    room = created.json()["room_id"]
+    invite = a.invite(room, "Ann")
+    holder = node_of(cluster, invite["url"])
+    loaded_from = next(n for n in cluster.nodes if n is not holder)
+    bot = bots(loaded_from.url + invite["url"][len(holder.url):], 60, "--follow",
+               "--hq-size", "320x180")
+    wait_for(lambda: publishing(holder, room, 1), 20, "the bot publishing on the room's node")
+    session = start_recording(a, room)["session_id"]
+    time.sleep(4)
+    stop_recording(a, room)
+    status, output, report = bot.finish(timeout=40)
+    assert status == 0, output
+    sent = report["hq"]
+    assert sent["errors"] == [] and sent["chunks_acked"] == sent["chunks_recorded"] >= 2, sent
+
+    def placed() -> dict[str, Any] | None:
+        (entry,) = manifest(holder.session_dir(session))["performers"]
+        return entry["hq"] if entry["hq"]["state"] == "complete" else None
+
+    copy = wait_for(placed, 30, "the copy placed on the room's node")
+    assert copy["upload"]["chunks"] == sent["chunks_acked"] and copy["upload"]["bytes"] == sent["bytes"]
+    assert not loaded_from.session_dir(session).exists()  # it passed the upload on, kept nothing
+
+
 def test_redis_restarted_mid_session_loses_nothing(cluster: Cluster, bots: BotFactory, tmp_path: Path) -> None:
     a, b, c = cluster.nodes
     room = b.create_room("through the restart")

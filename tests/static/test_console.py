@@ -80,7 +80,8 @@ def test_console_runs_a_session(server: ServerProcess, browser: Any) -> None:
     started = parse_utc(server.api("GET", f"/api/v1/rooms/{room_id}").json()["recording"]["started_at"])
 
     # each action's marker is stamped when the server hears of it: after the test began the
-    # action, and soon after the browser carried it out (a busy machine's click takes a while)
+    # action, and soon after the browser carried it out (a busy machine's click takes a while:
+    # a marker 0.72 s after the click returned in a full run)
     actions: list[tuple[str, str, float, float]] = []
 
     def act(kind: str, label: str, action: Any) -> None:
@@ -149,7 +150,7 @@ def test_console_runs_a_session(server: ServerProcess, browser: Any) -> None:
     markers = archive["markers"]
     assert [m["kind"] for m in markers] + ["prompt"] == [a[0] for a in actions]
     for marker, (kind, label, began, done) in zip([*markers, prompt], actions):
-        assert began - started - 0.1 <= marker["t_s"] <= done - started + 0.5, (
+        assert began - started - 0.1 <= marker["t_s"] <= done - started + 1.0, (
             marker, began - started, done - started)
         if label:
             assert marker["label"] == label

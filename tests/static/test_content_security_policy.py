@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.helpers import UNTIMED_PAGES, ServerProcess
+from tests.helpers import ServerProcess
 
-pytestmark = [pytest.mark.browser, UNTIMED_PAGES]
+pytestmark = pytest.mark.browser
 
 
 @dataclass
