@@ -9,7 +9,8 @@ has (a page cannot open a socket to another node: the pages' Content-Security-Po
 sockets to their own origin).
 
 Bounds: one upstream per console socket (a new watch closes the last), opened within
-``open_timeout_s``; the owner's messages at most UPSTREAM_MAX_BYTES; the tab's answer passes
+``open_timeout_s``, pinged (an owner gone silent ends it); the owner's messages at most
+UPSTREAM_MAX_BYTES; the tab's answer passes
 only after the tab's own socket bounded it."""
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 #: the owner's messages are read whole: its `rooms` lists every room it holds
 UPSTREAM_MAX_BYTES = 8 * 1024 * 1024
+#: an owner that stops answering pings (its machine gone without closing the socket) ends the
+#: watch within PING_EVERY_S + PING_TIMEOUT_S, so it is followed to the room's new node
+PING_EVERY_S = 5.0
+PING_TIMEOUT_S = 10.0
 #: what the owner says of the watched room that the tab hears
 PASSED = frozenset({"peers", "subscribe_offer", "stats", "error"})
 
@@ -68,7 +73,8 @@ class RemoteWatch:
         try:
             async with asyncio.timeout(self._open_timeout_s):
                 self._ws = await connect(self._url, max_size=UPSTREAM_MAX_BYTES,
-                                         open_timeout=None, ping_interval=None)
+                                         open_timeout=None, ping_interval=PING_EVERY_S,
+                                         ping_timeout=PING_TIMEOUT_S)
                 await self._ws.send(json.dumps({"type": "hello", "token": self._token}))
                 welcome = json.loads(await self._ws.recv())
         except (OSError, TimeoutError, WebSocketException, ValueError) as exc:
