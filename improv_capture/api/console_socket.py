@@ -65,7 +65,7 @@ class ConsoleSocket:
             logger.exception("console session failed")
             await self.socket.close(CLOSE_INTERNAL, "internal error")
         finally:
-            await self.watching.unwatch()
+            await self.watching.close()
 
     async def _hello(self) -> None:
         message = await self.reader.hello()

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from improv_capture.api.console_relay import RemoteWatch, UpstreamRefused
+from improv_capture.background import Background
 from improv_capture.media.sdp_policy import NegotiationError
 from improv_capture.nodes.connection import RedisUnavailable
 from improv_capture.nodes.service import Nodes
@@ -47,6 +48,7 @@ class ConsoleWatch:
         #: the room the tab asked to watch (kept while it is followed)
         self.wanted: str | None = None
         self._following: asyncio.Task[None] | None = None
+        self._background = Background()
 
     async def watch(self, room_id: object) -> None:
         """The tab's ``watch``: an error message when the room cannot be watched (and the
@@ -66,6 +68,11 @@ class ConsoleWatch:
         self.wanted = None
         self._stop_following()
         await self._stop()
+
+    async def close(self) -> None:
+        """The socket's end: the watch, and what was still being sent for it."""
+        await self.unwatch()
+        await self._background.cancel()
 
     async def answer(self, sdp: object) -> None:
         """The tab's ``subscribe_answer``, for whichever monitor offered."""
@@ -87,14 +94,13 @@ class ConsoleWatch:
         if room.room_id not in self.hub.store.rooms:
             self._lost(room.room_id)
         else:
-            asyncio.ensure_future(self._send(
+            self._background.spawn(self._send(
                 {"type": "peers", "room_id": room.room_id, "peers": self.monitor.peers()}))
 
     async def _start(self, room_id: str) -> None:
+        """Watch room_id, here or through its node (nothing is watched when it is called)."""
         room = self.hub.store.get(room_id)
         if room is not None:
-            await self._stop()
-
             async def send_offer(sdp: str) -> None:
                 peers = self.monitor.peers() if self.monitor is not None else []
                 await self._send({"type": "subscribe_offer", "room_id": room_id, "sdp": sdp,
@@ -107,7 +113,6 @@ class ConsoleWatch:
         if self._nodes is None:
             raise WatchFailed("not_found", "room not found")
         node_id, url = await self._owner(self._nodes, room_id)
-        await self._stop()
         remote = RemoteWatch(node_id, url, room_id, self._token, self._send,
                              self.hub.settings.node_call_timeout_s,
                              on_end=lambda: self._lost(room_id))
@@ -147,7 +152,7 @@ class ConsoleWatch:
     def _lost(self, room_id: str) -> None:
         """The watched room left this node, or the node it was watched through ended."""
         if self.wanted != room_id or self._nodes is None:
-            asyncio.ensure_future(self._stop())  # one node: the room was deleted
+            self._background.spawn(self._stop())  # one node: the room was deleted
             return
         if self._following is None:
             self._following = asyncio.ensure_future(self._follow(room_id))

@@ -59,6 +59,9 @@ class EarlierParts:
         self._token = operator_token
         self._updated = updated
         self._background = Background()
+        #: earlier parts being fetched: a notice heard again (the node restarted twice) is
+        #: not fetched twice into the same place
+        self._joining: set[str] = set()
 
     def heard(self, action: dict[str, Any]) -> None:
         """A node's notice (PART_RECOVERED): ``session_id`` recovered there, ``continued_by``
@@ -68,7 +71,15 @@ class EarlierParts:
                 and SESSION_ID.fullmatch(earlier) and SESSION_ID.fullmatch(session_id)):
             logger.warning("a part-recovered notice not understood: %r", action)
             return
-        self._background.spawn(self.join(earlier, session_id, url))
+        if earlier not in self._joining:
+            self._joining.add(earlier)
+            self._background.spawn(self._join_once(earlier, session_id, url))
+
+    async def _join_once(self, earlier: str, session_id: str, url: str) -> None:
+        try:
+            await self.join(earlier, session_id, url)
+        finally:
+            self._joining.discard(earlier)
 
     async def stop(self) -> None:
         await self._background.cancel()

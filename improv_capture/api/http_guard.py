@@ -22,11 +22,11 @@ from improv_capture.rooms.invites import tokens_equal
 from improv_capture.settings import Settings
 
 
-#: The pages are plain ES modules and stylesheets from /static (no inline script or style);
-#: media may play from blob: URLs (the console's session player); sockets go to this origin,
-#: and, on one of several nodes, to the other live nodes' (a performer's page follows its room
-#: to the node it moved to: docs/signaling.md).
 def content_security_policy(other_sockets: Sequence[str] = ()) -> str:
+    """The pages are plain ES modules and stylesheets from /static (no inline script or
+    style); media may play from blob: URLs (the console's session player); sockets go to this
+    origin, and, on one of several nodes, to the other live nodes' (a performer's page follows
+    its room to the node it moved to: docs/signaling.md)."""
     return "; ".join((
         "default-src 'self'",
         "script-src 'self'",
